@@ -1,0 +1,112 @@
+"""Config validation (one line naming field, value and what is allowed), overrides, hashing."""
+
+import json
+
+import pytest
+
+from worm_tune.config import ConfigError, TrialConfig
+
+
+def test_defaults_follow_the_paper_and_validate() -> None:
+    cfg = TrialConfig().validate()
+    assert (cfg.search.window, cfg.search.threshold) == (5, 0.1)
+    assert (cfg.worm.delta, cfg.worm.factor, cfg.worm.scope) == (0.05, 0.003, "bn")
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum) == ("sgd", 0.01, 0.9)
+    assert (cfg.data.batch_size, cfg.data.augment) == (32, False)
+    assert (cfg.model.arch, cfg.model.stem, cfg.retrain.target_acc) == ("resnet18", "imagenet", 0.9)
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("search.ratio", "0", "(0, 1)"),
+        ("search.ratio", "1", "(0, 1)"),
+        ("search.ratio", "1.5", "(0, 1)"),
+        ("search.window", "1", ">= 2"),
+        ("search.threshold", "0", "> 0"),
+        ("search.threshold", "-0.1", "> 0"),
+        ("search.max_epochs", "0", ">= 1"),
+        ("worm.factor", "1.01", "[0, 1]"),
+        ("worm.factor", "-0.1", "[0, 1]"),
+        ("worm.delta", "-0.01", ">= 0"),
+        ("worm.scope", "conv", "bn, channel"),
+        ("method", "lottery", "earlybird, worm, gradclip, greedy, dense"),
+        ("model.arch", "resnet50", "resnet18, vgg11_bn, vgg16_bn"),
+        ("model.stem", "tiny", "imagenet, cifar"),
+        ("data.dataset", "mnist", "cifar10, cifar100, digits"),
+        ("data.batch_size", "0", ">= 1"),
+        ("prune.kind", "magic", "unstructured, structured"),
+        ("retrain.target_acc", "90", "(0, 1]"),
+        ("retrain.init", "random", "searched, reinit"),
+        ("optim.lr", "0", "> 0"),
+        ("optim.momentum", "1", "[0, 1)"),
+        ("seed", "-1", ">= 0"),
+        ("device", "tpu", "auto, cpu, cuda"),
+    ],
+)
+def test_bad_values_name_field_value_and_allowed(key: str, value: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        TrialConfig().replace({key: value}).validate()
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert key in msg and value in msg and allowed in msg
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("search.ratio", "abc", "must be a number"),
+        ("search.window", "2.5", "must be an integer"),
+        ("data.augment", "maybe", "true or false"),
+        ("search.ratio", "nan", "finite"),
+    ],
+)
+def test_unparseable_values(key: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        TrialConfig().replace({key: value})
+
+
+def test_unknown_key_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'search\.ratoi'.*search\.ratio"):
+        TrialConfig().replace({"search.ratoi": "0.5"})
+
+
+def test_string_overrides_are_parsed_by_type() -> None:
+    cfg = TrialConfig().replace(
+        {"search.ratio": "0.7", "search.window": "3", "data.augment": "yes", "method": "worm", "seed": "4"}
+    )
+    assert cfg.search.ratio == 0.7 and cfg.search.window == 3 and cfg.data.augment is True
+    assert cfg.method == "worm" and cfg.seed == 4
+    assert TrialConfig().replace({"search.window": 4.0}).search.window == 4
+
+
+def test_hash_is_stable_and_ignores_runtime_fields() -> None:
+    a = TrialConfig()
+    assert a.hash() == TrialConfig().hash() and len(a.hash()) == 12
+    assert a.replace({"data.data_dir": "/elsewhere", "device": "cpu", "data.num_workers": "4"}).hash() == a.hash()
+    assert a.replace({"seed": "1"}).hash() != a.hash()
+    assert a.replace({"worm.factor": "0.01"}).hash() != a.hash()
+
+
+def test_flat_round_trip_and_files(tmp_path) -> None:
+    cfg = TrialConfig().replace({"method": "worm", "search.ratio": "0.3", "data.dataset": "digits"})
+    assert TrialConfig.from_dict(cfg.to_flat()) == cfg
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    assert TrialConfig.from_file(tmp_path / "c.json") == cfg
+    (tmp_path / "c.toml").write_text('method = "worm"\n[search]\nratio = 0.3\n[data]\ndataset = "digits"\n')
+    assert TrialConfig.from_file(tmp_path / "c.toml") == cfg
+
+
+def test_bad_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        TrialConfig.from_file(tmp_path / "missing.toml")
+    (tmp_path / "c.yaml").write_text("a: 1")
+    with pytest.raises(ConfigError, match="unknown type"):
+        TrialConfig.from_file(tmp_path / "c.yaml")
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be parsed"):
+        TrialConfig.from_file(tmp_path / "c.json")
+    (tmp_path / "d.json").write_text('{"serach": {"ratio": 0.5}}')
+    with pytest.raises(ConfigError, match="unknown config section 'serach'"):
+        TrialConfig.from_file(tmp_path / "d.json")

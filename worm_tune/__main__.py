@@ -1,0 +1,7 @@
+"""``python -m worm_tune`` is ``python -m worm_tune.run``."""
+
+import sys
+
+from worm_tune.run import main
+
+sys.exit(main())

@@ -1,0 +1,454 @@
+"""One trial, search -> prune -> retrain, one epoch per :meth:`TrialEngine.step`.
+
+The engine is plain PyTorch: Ray Trainables and the CLI drive it through ``step()``,
+``done``, ``summary()`` and ``state_dict()`` / ``load_state_dict()``. A state dict taken
+between steps holds everything needed to continue bit-exactly (weights, optimizer,
+scheduler, mask window, truncation state, RNG streams, phase, history) and loads with
+``torch.load(weights_only=True)``.
+
+The engine owns its random streams: every step runs with the global torch RNG swapped to
+the engine's own state, so two engines in one process do not disturb each other, and the
+data order comes from a separate generator. The same config and seed give the same numbers;
+EarlyBird and WORM trials of one seed start from the same weights and see the same batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worm_tune.config import ConfigError, TrialConfig
+from worm_tune.data import DataBundle, load_data, make_loaders
+from worm_tune.detector import EarlyBirdDetector
+from worm_tune.masks import channel_scores, global_mask
+from worm_tune.models import bn_layers, build_model, producing_convs
+from worm_tune.pruning import (
+    SparsityEnforcer,
+    count_params,
+    effective_flops_per_image,
+    flops_per_image,
+    nonzero_params,
+    sparsity,
+    structured_prune,
+    unstructured_masks,
+)
+from worm_tune.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
+
+STATE_VERSION = 1
+
+#: Metrics that measure wall time; everything else is a deterministic function of config and seed.
+TIMING_KEYS = frozenset({"epoch_time", "search_time", "total_time"})
+
+SEARCH, RETRAIN, TRAIN, DONE = "search", "retrain", "train", "done"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a config error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' is invalid here: no CUDA device is available; use auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TrialEngine:
+    """Runs one trial. Build it, call ``step()`` until ``done``, then read ``summary()``."""
+
+    def __init__(self, cfg: TrialConfig, data: DataBundle | None = None) -> None:
+        self.cfg = cfg.validate()
+        self.device = resolve_device(cfg.device)
+        self.data = data if data is not None else load_data(cfg.data)
+        self.example_input = torch.zeros(1, *self.data.input_shape, device=self.device)
+
+        # Model init draws from the seeded global RNG only, so one seed = one set of initial weights.
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(cfg.model, self.data.num_classes).to(self.device)
+            self._rng_cpu = torch.get_rng_state()
+            self._rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.train_loader, self.test_loader = make_loaders(self.data, cfg.data, self.data_gen)
+
+        names_layers = bn_layers(self.model)
+        self.layers = [bn for _, bn in names_layers]
+        convs = producing_convs(self.model) if cfg.worm.scope == "channel" else None
+        self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold)
+        self.schedule = TruncationSchedule(cfg)
+        self.truncator = GradientTruncator(self.layers, [convs[n] for n, _ in names_layers] if convs else None)
+        self._truncation_keep: torch.Tensor | None = None
+        if cfg.method == "gradclip":
+            # Truncation "from the first epoch" needs a mask before any epoch: the initial weights' mask.
+            self._set_truncation(self._current_mask(), self.schedule.factor)
+
+        self.phase = TRAIN if cfg.method == "dense" else SEARCH
+        self.epoch = 0  # epochs completed in the current phase
+        self.global_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.enforcer: SparsityEnforcer | None = None
+        self.prune_masks: dict[str, torch.Tensor] | None = None
+        self.prune_keep: torch.Tensor | None = None
+        self.pending_prune = False
+        self.flops_dense = flops_per_image(self.model, self.data.input_shape)
+        self.params_dense = count_params(self.model)
+        self._flops_now = self.flops_dense
+        self.results: dict[str, Any] = {
+            "search_epochs": None,
+            "converged": False,
+            "trigger_epoch": None,
+            "pre_prune_acc": None,
+            "post_prune_acc": None,
+            "acc_after_1_retrain_epoch": None,
+            "epochs_to_target": None,
+            "diverged": False,
+            "train_flops": 0,
+            "search_flops": 0,
+            "search_time": 0.0,
+            "total_time": 0.0,
+            "flops_pruned": None,
+            "params_pruned": None,
+        }
+        self._new_optimizer(cfg.search.max_epochs if self.phase == SEARCH else cfg.retrain.max_epochs)
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.phase == DONE
+
+    def step(self) -> dict[str, Any]:
+        """Run one epoch (a search epoch, or the prune event plus a retrain epoch); return its metrics."""
+        if self.done:
+            raise RuntimeError("the trial is done; no more steps")
+        start = time.perf_counter()
+        with self._own_rng():
+            if self.phase == SEARCH:
+                metrics = self._search_epoch()
+            else:
+                if self.pending_prune:
+                    self._prune()
+                metrics = self._retrain_epoch()
+        metrics["epoch_time"] = time.perf_counter() - start
+        self.results["total_time"] += metrics["epoch_time"]
+        if metrics["phase"] == SEARCH:
+            self.results["search_time"] += metrics["epoch_time"]
+        self.history.append(metrics)
+        return metrics
+
+    def run(self) -> dict[str, Any]:
+        """Step to the end; return the summary."""
+        while not self.done:
+            self.step()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """The trial's result metrics (complete once ``done``; partial before)."""
+        r = self.results
+        retrain = [m for m in self.history if m["phase"] in (RETRAIN, TRAIN)]
+        accs = [m["test_acc"] for m in retrain]
+        pruned = self.prune_masks is not None or self.prune_keep is not None
+        return {
+            "method": self.cfg.method,
+            "seed": self.cfg.seed,
+            "config_hash": self.cfg.hash(),
+            "search_epochs": r["search_epochs"],
+            "converged": r["converged"],
+            "trigger_epoch": r["trigger_epoch"],
+            "pre_prune_acc": r["pre_prune_acc"],
+            "post_prune_acc": r["post_prune_acc"],
+            "acc_after_1_retrain_epoch": r["acc_after_1_retrain_epoch"],
+            "epochs_to_target": r["epochs_to_target"],
+            "retrain_epochs": len(retrain),
+            "final_acc": accs[-1] if accs else None,
+            "best_acc": max(accs) if accs else None,
+            "sparsity": sparsity(self.model, self.prune_masks) if self.prune_masks is not None else None,
+            "params_dense": self.params_dense,
+            "params_pruned": r["params_pruned"] if pruned else None,
+            "flops_dense": self.flops_dense,
+            "flops_pruned": r["flops_pruned"] if pruned else None,
+            "search_time": r["search_time"],
+            "total_time": r["total_time"],
+            "search_flops": r["search_flops"],
+            "train_flops": r["train_flops"],
+            "diverged": r["diverged"],
+            "epochs": self.global_epoch,
+            "done": self.done,
+        }
+
+    # -- phases ------------------------------------------------------------------------------
+
+    def _search_epoch(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.epoch += 1
+        self.global_epoch += 1
+        factor_used, truncated = self.truncator.factor, self.truncator.num_truncated
+        loss, acc = self._train_epoch(search=True)
+        self.results["search_flops"] = self.results["train_flops"]
+        keep = self._current_mask()  # Algorithm 1: train, draw mask, distance, test
+        obs = self.detector.push(keep)
+        factor = self.schedule.observe(self.epoch, obs)
+        self.results["trigger_epoch"] = self.schedule.trigger_epoch
+        if cfg.method != "earlybird":
+            self._set_truncation(keep, factor)  # the newest mask, refreshed every epoch
+        test_acc = self._evaluate()
+        metrics = self._metrics(loss, acc, test_acc)
+        metrics.update(
+            mask_dist_max=obs.d_max,
+            mask_dist_avg=obs.d_avg,
+            r=factor_used,
+            truncated_channels=truncated,
+            converged=obs.converged,
+        )
+        if self.results["diverged"]:
+            self.phase = DONE
+        elif obs.converged or self.epoch >= cfg.search.max_epochs:
+            self.results.update(search_epochs=self.epoch, converged=obs.converged, pre_prune_acc=test_acc)
+            self.phase, self.epoch, self.pending_prune = RETRAIN, 0, True
+        return metrics
+
+    def _prune(self) -> None:
+        """The prune event: prune the searched network, measure it, reset the optimizer."""
+        cfg = self.cfg
+        self._set_truncation(None, 1.0)
+        if cfg.prune.kind == "structured":
+            keep = self.detector.newest
+            assert keep is not None, "a search epoch always pushes a mask"
+            self.prune_keep = keep.clone()
+            structured_prune(self.model, self.prune_keep, self.example_input)
+            self.results["flops_pruned"] = flops_per_image(self.model, self.data.input_shape)
+            self.results["params_pruned"] = count_params(self.model)
+        else:
+            self.prune_masks = unstructured_masks(self.model, cfg.search.ratio)
+            self.enforcer = SparsityEnforcer(self.model, self.prune_masks)
+            self.enforcer.mask_weights()
+            self.results["flops_pruned"] = effective_flops_per_image(
+                self.model, self.data.input_shape, self.prune_masks
+            )
+            self.results["params_pruned"] = nonzero_params(self.model)
+        self._flops_now = flops_per_image(self.model, self.data.input_shape)
+        self.results["post_prune_acc"] = self._evaluate()
+        if cfg.retrain.init == "reinit":
+            reinitialize(self.model)
+            if self.enforcer is not None:
+                self.enforcer.mask_weights()
+        self._new_optimizer(cfg.retrain.max_epochs)
+        self.pending_prune = False
+
+    def _retrain_epoch(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.epoch += 1
+        self.global_epoch += 1
+        loss, acc = self._train_epoch(search=False)
+        test_acc = self._evaluate()
+        metrics = self._metrics(loss, acc, test_acc)
+        metrics.update(mask_dist_max=None, mask_dist_avg=None, r=1.0, truncated_channels=0, converged=None)
+        if self.epoch == 1 and self.phase == RETRAIN:
+            self.results["acc_after_1_retrain_epoch"] = test_acc
+            metrics["post_prune_acc"] = self.results["post_prune_acc"]
+        reached = test_acc >= cfg.retrain.target_acc
+        if reached and self.results["epochs_to_target"] is None:
+            self.results["epochs_to_target"] = self.epoch
+        if self.results["diverged"] or self.epoch >= cfg.retrain.max_epochs or (reached and cfg.retrain.stop_at_target):
+            self.phase = DONE
+        return metrics
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _train_epoch(self, search: bool) -> tuple[float, float]:
+        """One pass over the training data; returns (mean loss, accuracy)."""
+        model, opt, device = self.model, self.optimizer, self.device
+        l1 = self.cfg.search.l1 if search else 0.0
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        for x, y in self.train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if l1:
+                add_l1_on_gamma(self.layers, l1)
+            if search:
+                self.truncator.apply()
+            if self.enforcer is not None:
+                self.enforcer.mask_grads()
+            opt.step()  # masked gradients keep pruned weights at zero under SGD and AdamW
+            loss_sum += loss.detach() * y.numel()
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += y.numel()
+        self.scheduler.step()
+        # Training FLOPs: forward + backward ~= 3x the forward count, per image seen.
+        self.results["train_flops"] += 3 * self._flops_now * seen
+        mean_loss = loss_sum.item() / seen
+        if not math.isfinite(mean_loss):
+            self.results["diverged"] = True
+        return mean_loss, correct.item() / seen
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """Accuracy on the held-out test split."""
+        self.model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        total = 0
+        for x, y in self.test_loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            correct += (self.model(x).argmax(1) == y).sum()
+            total += y.numel()
+        return correct.item() / total
+
+    def _metrics(self, loss: float, acc: float, test_acc: float) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "epoch": self.epoch,
+            "global_epoch": self.global_epoch,
+            "train_loss": loss if math.isfinite(loss) else None,
+            "train_acc": acc,
+            "test_acc": test_acc,
+            "train_flops": self.results["train_flops"],
+            "diverged": self.results["diverged"],
+        }
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _current_mask(self) -> torch.Tensor:
+        return global_mask(channel_scores(self.layers), self.cfg.search.ratio).cpu()
+
+    def _set_truncation(self, keep: torch.Tensor | None, factor: float) -> None:
+        self._truncation_keep = keep
+        self.truncator.set(keep, factor)
+
+    def _new_optimizer(self, phase_epochs: int) -> None:
+        o = self.cfg.optim
+        params = self.model.parameters()
+        if o.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        if o.scheduler == "cosine":
+            self.scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=phase_epochs
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+
+    def _cuda_devices(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with the global RNG set to this engine's stream, and keep where the stream got to."""
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            torch.set_rng_state(self._rng_cpu)
+            if self._rng_cuda is not None:
+                torch.cuda.set_rng_state(self._rng_cuda, self.device)
+            yield
+            self._rng_cpu = torch.get_rng_state()
+            if self._rng_cuda is not None:
+                self._rng_cuda = torch.cuda.get_rng_state(self.device)
+
+    # -- checkpointing -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit-exactly; only tensors and plain Python values."""
+        return {
+            "version": STATE_VERSION,
+            "config": self.cfg.to_dict(),
+            "config_hash": self.cfg.hash(),
+            "phase": self.phase,
+            "epoch": self.epoch,
+            "global_epoch": self.global_epoch,
+            "pending_prune": self.pending_prune,
+            "history": [dict(m) for m in self.history],
+            "results": dict(self.results),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "detector": self.detector.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "truncation": {"keep": self._truncation_keep, "factor": self.truncator.factor},
+            "prune_keep": self.prune_keep,
+            "prune_masks": self.prune_masks,
+            "flops_now": self._flops_now,
+            "rng": {"cpu": self._rng_cpu, "cuda": self._rng_cuda, "data": self.data_gen.get_state()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``; the engine must have been built from the same config."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')!r} is not {STATE_VERSION}")
+        if state["config_hash"] != self.cfg.hash():
+            raise ValueError(f"checkpoint is for config {state['config_hash']}, this trial is {self.cfg.hash()}")
+        # Rebuild the pruned network first so the saved weights fit it.
+        if state["prune_keep"] is not None:
+            self.prune_keep = state["prune_keep"].to(torch.bool)
+            structured_prune(self.model, self.prune_keep, self.example_input)
+            self.results["flops_pruned"] = state["results"]["flops_pruned"]
+        if state["prune_masks"] is not None:
+            self.prune_masks = {k: v.to(torch.bool) for k, v in state["prune_masks"].items()}
+            self.enforcer = SparsityEnforcer(self.model, self.prune_masks)
+        self.model.load_state_dict(state["model"])
+        self.phase, self.epoch, self.global_epoch = state["phase"], state["epoch"], state["global_epoch"]
+        self.pending_prune = state["pending_prune"]
+        self.history = [dict(m) for m in state["history"]]
+        self.results = dict(state["results"])
+        phase_epochs = self.cfg.search.max_epochs if self.phase == SEARCH else self.cfg.retrain.max_epochs
+        self._new_optimizer(phase_epochs)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.detector.load_state_dict(state["detector"])
+        self.schedule.load_state_dict(state["schedule"])
+        self._set_truncation(state["truncation"]["keep"], float(state["truncation"]["factor"]))
+        self._flops_now = int(state["flops_now"])
+        self._rng_cpu = state["rng"]["cpu"]
+        self._rng_cuda = state["rng"]["cuda"]
+        self.data_gen.set_state(state["rng"]["data"])
+
+    def save_model(self, path: str | Path) -> None:
+        """Save the final network with what :func:`load_model` needs to rebuild its architecture."""
+        torch.save(
+            {
+                "config": self.cfg.to_dict(),
+                "num_classes": self.data.num_classes,
+                "input_shape": list(self.data.input_shape),
+                "prune_keep": self.prune_keep,
+                "model": self.model.state_dict(),
+            },
+            path,
+        )
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a model saved by :meth:`TrialEngine.save_model` (structured-pruned ones included)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = TrialConfig.from_dict(saved["config"])
+    model = build_model(cfg.model, saved["num_classes"])
+    if saved["prune_keep"] is not None:
+        example = torch.zeros(1, *saved["input_shape"])
+        structured_prune(model, saved["prune_keep"].to(torch.bool), example)
+    model.load_state_dict(saved["model"])
+    return model
+
+
+def reinitialize(model: nn.Module) -> None:
+    """Fresh weights for the (pruned) architecture, with torchvision's init scheme (EB "scratch")."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

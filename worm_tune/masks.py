@@ -1,0 +1,42 @@
+"""Early-Bird channel masks and the distance between them.
+
+A mask is a bool vector over every channel of every representative layer (True = kept),
+drawn with ONE global threshold on |gamma|: it keeps the ``C - floor(C * p)`` largest
+entries. Ties are broken by position (earlier channel kept), so the mask is a pure
+function of the weights even when many gammas are equal, as they are at initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def channel_scores(layers: list[nn.BatchNorm2d]) -> torch.Tensor:
+    """|gamma| of all representative layers, concatenated in layer order (detached, float32)."""
+    return torch.cat([bn.weight.detach().abs().flatten().float() for bn in layers])
+
+
+def num_pruned(num_channels: int, ratio: float) -> int:
+    """How many of ``num_channels`` a ratio ``p`` prunes: ``floor(C * p)``."""
+    return math.floor(num_channels * ratio)
+
+
+def global_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Keep the ``C - floor(C * ratio)`` largest scores; ties go to the lower index."""
+    scores = scores.flatten()
+    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    n_keep = scores.numel() - num_pruned(scores.numel(), ratio)
+    # A stable descending sort keeps equal scores in index order, which is the tie rule.
+    order = torch.sort(scores, descending=True, stable=True).indices
+    keep[order[:n_keep]] = True
+    return keep
+
+
+def hamming(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Normalised Hamming distance: the fraction of positions where two masks differ."""
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a != b).float().mean().item()

@@ -1,0 +1,270 @@
+"""Pruning after the Early-Bird search, and the counts that report what it saved.
+
+Two kinds, as in ``../shared/ALGORITHM.md`` ("After the search"):
+
+* **Unstructured** (the paper's protocol): L1 magnitude masks per layer from PyTorch's own
+  ``torch.nn.utils.prune``. The paper let pruned weights grow back during retraining; we keep
+  them at zero with :class:`SparsityEnforcer`.
+* **Structured** (the original Early-Bird): the BN channel mask found by the search is applied
+  by physically removing channels with torch-pruning's ``DependencyGraph``, which also shrinks
+  every layer that consumes them (next convs, the linear head behind ``flatten``).
+
+Both replace or rewrite parameters, so optimizers (and a :class:`SparsityEnforcer`) must be
+built after pruning, on the model's final device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.utils.prune as torch_prune
+import torch_pruning as tp
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+#: Module types whose ``weight`` the unstructured protocol prunes.
+UNSTRUCTURED_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+
+
+# --- unstructured (paper protocol) ---------------------------------------------------------------
+
+
+def unstructured_masks(model: nn.Module, ratio: float) -> dict[str, torch.Tensor]:
+    """Zero the smallest-|w| fraction ``ratio`` of each Conv2d/Linear/BatchNorm2d weight, per layer.
+
+    Uses ``prune.l1_unstructured`` as the paper did (``round(ratio * numel)`` entries per layer),
+    then ``prune.remove`` so the model stays a plain module (no ``weight_orig``/``weight_mask``)
+    whose state_dict loads into a freshly built dense model. Returns ``{param name: bool mask}``
+    with True = kept; the pruned entries are already zero in the model.
+    """
+    masks: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, UNSTRUCTURED_TYPES):
+            continue
+        order = list(module._parameters)
+        torch_prune.l1_unstructured(module, "weight", amount=ratio)
+        masks[f"{name}.weight"] = module.weight_mask.detach().bool().clone()
+        torch_prune.remove(module, "weight")
+        # remove() re-registers `weight` after `bias`; restore the order so parameters() (and
+        # with it optimizer state_dicts, which are positional) match a freshly built model.
+        for key in order:
+            module._parameters[key] = module._parameters.pop(key)
+    return masks
+
+
+class SparsityEnforcer:
+    """Keeps pruned weights at exactly zero during retraining (the reference let them grow back).
+
+    Masking the gradients is enough for SGD (momentum, weight decay) and Adam(W), since a zero
+    weight with zero gradient gets a zero update; :meth:`mask_weights` guards against anything
+    else (e.g. a loaded checkpoint). Parameters are resolved once, so build it after the model
+    reached its device and after any pruning.
+    """
+
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+        named = dict(model.named_parameters())
+        missing = sorted(set(masks) - set(named))
+        if missing:
+            raise KeyError(f"masks name parameters the model lacks: {missing[:5]}")
+        self._params = [named[name] for name in masks]
+        self._masks = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(masks.values(), self._params, strict=True)]
+
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned entries; call after backward, before ``optimizer.step``."""
+        pairs = [(p.grad, m) for p, m in zip(self._params, self._masks, strict=True) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs, strict=True)
+            torch._foreach_mul_(list(grads), list(masks))
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        """Zero the pruned weights; call after ``optimizer.step`` and once right after pruning."""
+        torch._foreach_mul_(self._params, self._masks)
+
+
+def sparsity(model: nn.Module, masks: dict[str, torch.Tensor]) -> float:
+    """Fraction of exactly-zero entries over the masked parameters, read from the weights themselves."""
+    named = dict(model.named_parameters())
+    zeros = sum(int((named[name] == 0).sum()) for name in masks)
+    total = sum(named[name].numel() for name in masks)
+    return zeros / total if total else 0.0
+
+
+# --- structured (original Early-Bird) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    """Channels per BatchNorm2d (by module name) before and after :func:`structured_prune`."""
+
+    channels_before: dict[str, int]
+    channels_after: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _CoupledGroup:
+    """BNs that must share channels (residual additions), and the channels the group keeps."""
+
+    members: tuple[str, ...]
+    keep: torch.Tensor
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for tracing/counting (no BN statistics updates), restoring every module's own flag."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _batchnorms(model: nn.Module) -> dict[str, nn.BatchNorm2d]:
+    """The representative layers, in ``named_modules`` order (the order of the search's mask)."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+
+
+def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    with _eval_mode(model):
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+
+
+def _plan(model: nn.Module, keep: torch.Tensor, graph: tp.DependencyGraph) -> list[_CoupledGroup]:
+    """Split ``keep`` per BN, merge coupled BNs (union), and apply the at-least-one-channel rule."""
+    bns = _batchnorms(model)
+    sizes = [bn.num_features for bn in bns.values()]
+    keep = keep.detach().to("cpu", torch.bool).flatten()
+    if keep.numel() != sum(sizes):
+        raise ValueError(f"keep has {keep.numel()} entries, the model's BatchNorm2d layers {sum(sizes)} channels")
+    own = dict(zip(bns, keep.split(sizes), strict=True))
+
+    names = {module: name for name, module in bns.items()}
+    groups: list[_CoupledGroup] = []
+    seen: set[str] = set()
+    for name, bn in bns.items():
+        if name in seen:
+            continue
+        full = list(range(bn.num_features))
+        group = graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels, idxs=full)
+        members = {names[dep.target.module] for dep, _ in group.items if dep.target.module in names}
+        for dep, idxs in group.items:
+            if dep.target.module in names and [int(i) for i in idxs] != full:
+                raise NotImplementedError(f"{names[dep.target.module]} is coupled to {name} with remapped channels")
+        ordered = tuple(n for n in bns if n in members)
+        union = torch.stack([own[n] for n in ordered]).any(dim=0)
+        if not union.any():
+            gamma = torch.stack([bns[n].weight.detach().abs().cpu() for n in ordered]).sum(dim=0)
+            union[int(gamma.argmax())] = True
+        groups.append(_CoupledGroup(ordered, union))
+        seen.update(ordered)
+    return groups
+
+
+def expected_channels(model: nn.Module, keep: torch.Tensor, example_input: torch.Tensor) -> dict[str, int]:
+    """Channels each BN will have after :func:`structured_prune` with the same ``keep``; changes nothing."""
+    groups = _plan(model, keep, _build_graph(model, example_input))
+    return {name: int(g.keep.sum()) for g in groups for name in g.members}
+
+
+def structured_prune(model: nn.Module, keep: torch.Tensor, example_input: torch.Tensor) -> StructuredResult:
+    """Physically remove the channels ``keep`` marks False, in place, with torch-pruning's DependencyGraph.
+
+    ``keep`` is the Early-Bird mask: one bool per channel of every BatchNorm2d, concatenated in
+    ``named_modules`` order. Rules (ours):
+
+    * BNs coupled through residual additions (a ResNet stage's stem/``bn2``/downsample BNs) share
+      their channels; a coupled channel is removed only if EVERY BN of the group marks it pruned,
+      i.e. the group keeps the union of its members' keeps.
+    * Every BN keeps at least one channel, so the network stays connected: a group (or lone BN)
+      whose union is empty keeps the one channel with the largest |gamma| (summed over the group).
+
+    Channel counts therefore depend only on the architecture and ``keep``, never on the weights:
+    re-running this on a freshly built dense model rebuilds the shapes a pruned state_dict needs
+    (which channel the rule above keeps may differ, but the loaded weights replace it).
+    Pruning is deterministic: the same model and ``keep`` give the same architecture and weights.
+    Parameters are replaced: build optimizers afterwards.
+    """
+    bns = _batchnorms(model)
+    before = {name: bn.num_features for name, bn in bns.items()}
+    graph = _build_graph(model, example_input)
+    groups = _plan(model, keep, graph)
+    for group in groups:
+        pruned = (~group.keep).nonzero().flatten().tolist()
+        if pruned:
+            # Re-fetched now: earlier prunes shrank other layers' inputs, not this group's channels.
+            graph.get_pruning_group(bns[group.members[0]], tp.prune_batchnorm_out_channels, idxs=pruned).prune()
+    after = {name: bn.num_features for name, bn in bns.items()}
+    expected = {name: int(g.keep.sum()) for g in groups for name in g.members}
+    if after != expected:
+        raise RuntimeError(f"torch-pruning left channels {after}, the plan asked for {expected}")
+    return StructuredResult(channels_before=before, channels_after=after)
+
+
+# --- counting ------------------------------------------------------------------------------------
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameter entries, zero or not (what structured pruning reduces)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def nonzero_params(model: nn.Module) -> int:
+    """Parameter entries that are not exactly zero (what unstructured pruning reduces)."""
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def _measure_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, dict[str, int]]:
+    """FlopCounterMode total for one image, plus each Conv2d/Linear's own FLOPs from forward hooks."""
+    layer_flops: dict[str, int] = {}
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                per_output = module.in_channels // module.groups * kh * kw
+            else:
+                per_output = module.in_features
+            layer_flops[name] = 2 * out.numel() * per_output
+
+        return record
+
+    handles = [
+        m.register_forward_hook(hook(name))
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    device = next(model.parameters()).device
+    try:
+        with _eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(counter.get_total_flops()), layer_flops
+
+
+def flops_per_image(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Forward FLOPs for one image (FlopCounterMode: 2 per multiply-add), in eval mode on the model's device."""
+    return _measure_flops(model, input_shape)[0]
+
+
+def effective_flops_per_image(
+    model: nn.Module, input_shape: tuple[int, int, int], masks: dict[str, torch.Tensor]
+) -> int:
+    """Theoretical FLOPs of an unstructured-pruned model: each Conv2d/Linear scaled by its weight density.
+
+    Masked kernels stay dense, so FlopCounterMode counts them in full; the skippable share
+    ``(1 - density) * layer FLOPs`` is subtracted from its total (density from the masks).
+    """
+    total, layer_flops = _measure_flops(model, input_shape)
+    skipped = 0.0
+    for name, flops in layer_flops.items():
+        mask = masks.get(f"{name}.weight")
+        if mask is not None:
+            skipped += (1.0 - mask.float().mean().item()) * flops
+    return round(total - skipped)

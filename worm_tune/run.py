@@ -1,0 +1,170 @@
+"""``python -m worm_tune.run``: one trial from flags or a config file.
+
+Prints one line per epoch, keeps ``metrics.json`` (per-epoch and summary metrics) and a
+checkpoint up to date after every epoch, and saves the final model. Rerunning the same
+command with the same ``--out`` resumes where it stopped. Usage errors exit 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from worm_tune.config import ConfigError, TrialConfig, field_types
+from worm_tune.data import DataError
+from worm_tune.engine import TrialEngine
+from worm_tune.models import ModelError
+
+PROG = "python -m worm_tune.run"
+USAGE_ERRORS = (ConfigError, DataError, ModelError)
+
+#: Short flags for the fields people set most; every field also has ``--section-field``.
+ALIASES = {
+    "--model": "model.arch",
+    "--dataset": "data.dataset",
+    "--data-dir": "data.data_dir",
+    "--download": "data.download",
+    "--ratio": "search.ratio",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input, reported as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Run one EarlyBird/WORM trial: search -> prune -> retrain.")
+    parser.add_argument("--config", type=Path, help="a .json or .toml trial config (sections or dotted keys)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. search.ratio=0.7"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/<method>-<config hash>)")
+    parser.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out instead of resuming")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    fields = parser.add_argument_group("config fields (defaults follow the paper)")
+    for flag, key in ALIASES.items():
+        _add_field(fields, flag, key, f"alias of --{key.replace('.', '-').replace('_', '-')}")
+    for key, ftype in field_types().items():
+        help_text = f"{key} ({ftype.__name__}, default {TrialConfig().to_flat()[key]!r})"
+        _add_field(fields, "--" + key.replace(".", "-").replace("_", "-"), key, help_text)
+    return parser
+
+
+def _add_field(group: argparse._ArgumentGroup, flag: str, key: str, help_text: str) -> None:
+    # Booleans may be given bare (``--download``) or with a value (``--download false``).
+    if field_types()[key] is bool:
+        group.add_argument(flag, dest=key, default=None, nargs="?", const="true", help=help_text)
+    else:
+        group.add_argument(flag, dest=key, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    """Defaults, then the config file, then flags, then ``--set``; validated once."""
+    cfg = TrialConfig.from_file(args.config) if args.config else TrialConfig()
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k or k in ("method", "seed", "device")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. search.ratio=0.7")
+        overrides[key.strip()] = value.strip()
+    return cfg.replace(overrides).validate()
+
+
+def format_epoch(m: dict[str, Any]) -> str:
+    """The one progress line per epoch."""
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    parts = [
+        f"{m['phase']:<7} ep {m['epoch']:3d}",
+        f"loss {num(m['train_loss'], '.4f')}  train {100 * m['train_acc']:5.1f}%  test {100 * m['test_acc']:5.1f}%",
+    ]
+    if m["phase"] == "search":
+        parts.append(
+            f"d_max {num(m['mask_dist_max'], '.4f')}  d_avg {num(m['mask_dist_avg'], '.4f')}"
+            f"  r {m['r']:.3g}  trunc {m['truncated_channels']}"
+        )
+        if m["converged"]:
+            parts.append("converged")
+    if "post_prune_acc" in m:
+        parts.append(f"after pruning {100 * m['post_prune_acc']:.1f}%")
+    if m["diverged"]:
+        parts.append("DIVERGED")
+    parts.append(f"{m['epoch_time']:.1f}s")
+    return " | ".join(parts)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(path: Path, engine: TrialEngine) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(engine.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def run(cfg: TrialConfig, out: Path, fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) one trial writing into ``out``; returns the summary."""
+    engine = TrialEngine(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint, metrics_path = out / "checkpoint.pt", out / "metrics.json"
+    if checkpoint.exists() and not fresh:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state["config_hash"] != cfg.hash():
+            raise UsageError(
+                f"{out} holds a run of config {state['config_hash']}, not {cfg.hash()}; "
+                "use another --out or pass --fresh"
+            )
+        engine.load_state_dict(state)
+        if not quiet:
+            print(f"resuming {out} at epoch {engine.global_epoch}", flush=True)
+    _write_json(out / "config.json", {"config_hash": cfg.hash(), "config": cfg.to_dict()})
+    if not quiet:
+        print(f"trial {cfg.method} seed {cfg.seed} config {cfg.hash()} on {engine.device} -> {out}", flush=True)
+    while not engine.done:
+        metrics = engine.step()
+        _save_checkpoint(checkpoint, engine)
+        _write_json(metrics_path, {"epochs": engine.history, "summary": engine.summary()})
+        if not quiet:
+            print(format_epoch(metrics), flush=True)
+    summary = engine.summary()
+    _write_json(metrics_path, {"epochs": engine.history, "summary": summary})
+    engine.save_model(out / "model.pt")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        cfg = config_from_args(args)
+        out = args.out or Path("runs") / f"{cfg.method}-{cfg.hash()}"
+        summary = run(cfg, out, fresh=args.fresh, quiet=args.quiet)
+    except (UsageError, *USAGE_ERRORS) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""WORM gradient truncation: when ``r`` is set, and how it is applied to gradients.
+
+:class:`TruncationSchedule` decides the factor ``r`` for each method from the detector's
+observations; :class:`GradientTruncator` multiplies the gradients of the channels the
+current mask would prune by ``r``, with one fused ``_foreach_mul_`` per optimizer step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from worm_tune.config import TrialConfig
+from worm_tune.detector import Observation
+
+
+class TruncationSchedule:
+    """The factor ``r`` per method (ALGORITHM.md).
+
+    - ``earlybird`` / ``dense``: r = 1 always.
+    - ``worm``: r = 1 until, at the end of a search epoch, ``d_avg < s + delta``; then r = r_trunc
+      for every later step (never reset). ``trigger_epoch`` is that epoch.
+    - ``gradclip``: r = r_trunc from the first step.
+    - ``greedy``: r = d_avg of the latest epoch once the window is full (1 before).
+    """
+
+    def __init__(self, cfg: TrialConfig) -> None:
+        self.method = cfg.method
+        self.r_trunc = cfg.worm.factor
+        self.trigger_level = cfg.search.threshold + cfg.worm.delta
+        self.factor = self.r_trunc if self.method == "gradclip" else 1.0
+        self.trigger_epoch: int | None = None
+
+    def observe(self, epoch: int, obs: Observation) -> float:
+        """Update ``r`` after search epoch ``epoch``; returns the factor for the next epoch."""
+        if self.method == "worm" and self.trigger_epoch is None:
+            if obs.d_avg is not None and obs.d_avg < self.trigger_level:
+                self.trigger_epoch = epoch
+                self.factor = self.r_trunc
+        elif self.method == "greedy" and obs.d_avg is not None:
+            self.factor = obs.d_avg
+        return self.factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"factor": self.factor, "trigger_epoch": self.trigger_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.factor = float(state["factor"])
+        self.trigger_epoch = None if state["trigger_epoch"] is None else int(state["trigger_epoch"])
+
+
+class GradientTruncator:
+    """Scales the gradients of to-be-pruned channels by ``r`` after backward, before the step.
+
+    ``scope="bn"`` truncates the BN ``gamma`` and ``beta`` of masked channels (reference code);
+    ``scope="channel"`` also the conv filters (and bias) that produce those channels (ours).
+    The per-parameter scale tensors are built once per mask/factor change, so a step costs
+    one fused multiply over a few dozen small tensors.
+    """
+
+    def __init__(self, layers: list[nn.BatchNorm2d], convs: list[nn.Conv2d] | None = None) -> None:
+        if convs is not None and len(convs) != len(layers):
+            raise ValueError("need one producing conv per representative layer for scope='channel'")
+        self.layers = layers
+        self.convs = convs
+        self.factor = 1.0
+        self.num_truncated = 0
+        self._params: list[nn.Parameter] = []
+        self._scales: list[torch.Tensor] = []
+
+    def set(self, keep: torch.Tensor | None, factor: float) -> None:
+        """Truncate the channels ``keep`` marks False by ``factor`` from now on (1 or None: off)."""
+        self.factor = factor
+        self._params, self._scales = [], []
+        if keep is None or factor == 1.0:
+            self.num_truncated = 0
+            return
+        self.num_truncated = int((~keep).sum())
+        offset = 0
+        for i, bn in enumerate(self.layers):
+            n = bn.num_features
+            keep_i = keep[offset : offset + n].to(bn.weight.device)
+            offset += n
+            scale = torch.where(keep_i, 1.0, factor).to(bn.weight.dtype)
+            targets = [bn.weight, bn.bias]
+            if self.convs is not None:
+                conv = self.convs[i]
+                targets.append(conv.weight)
+                if conv.bias is not None:
+                    targets.append(conv.bias)
+            for p in targets:
+                self._params.append(p)
+                self._scales.append(scale.view(-1, *([1] * (p.dim() - 1))))
+        if offset != keep.numel():
+            raise ValueError(f"mask has {keep.numel()} channels, the layers have {offset}")
+
+    def apply(self) -> None:
+        """Multiply the gradients in place; a no-op while truncation is off."""
+        if not self._params:
+            return
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):
+            raise RuntimeError("a truncated parameter has no gradient: call apply() after backward()")
+        torch._foreach_mul_(grads, self._scales)
+
+
+def add_l1_on_gamma(layers: list[nn.BatchNorm2d], strength: float) -> None:
+    """Network-slimming sparsity: ``grad(gamma) += strength * sign(gamma)`` (EB code's ``--sr``)."""
+    gammas = [bn.weight for bn in layers]
+    signs = torch._foreach_sign([g.detach() for g in gammas])
+    torch._foreach_add_([g.grad for g in gammas], signs, alpha=strength)
