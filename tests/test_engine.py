@@ -111,7 +111,7 @@ def test_search_epochs_and_trigger_follow_the_logged_distances(
         assert m["r"] == expected
 
 
-@pytest.mark.parametrize("split_after", [2, 5])  # mid-search, mid-retrain
+@pytest.mark.parametrize("split_after", [2, 4, 5])  # mid-search, at the prune boundary, mid-retrain
 def test_resume_from_state_dict_is_bit_identical(digits: DataBundle, split_after: int) -> None:
     cfg = config(method="worm", worm__delta=1.0, search__max_epochs=4, retrain__max_epochs=3)
     full_hist, full_sum = run(cfg, digits)
@@ -124,6 +124,19 @@ def test_resume_from_state_dict_is_bit_identical(digits: DataBundle, split_after
     resumed.run()
     assert [untimed(m) for m in resumed.history] == full_hist
     assert untimed(resumed.summary()) == full_sum
+
+
+def test_resume_with_augmentation_in_worker_processes_is_bit_identical(digits: DataBundle) -> None:
+    cfg = config(data__augment="true", data__num_workers=2, search__max_epochs=3, retrain__max_epochs=1)
+    data = load_data(cfg.data)
+    full_hist, _ = run(cfg, data)
+    engine = TrialEngine(cfg, data)
+    engine.step()
+    resumed = TrialEngine(cfg, data)
+    resumed.load_state_dict(round_trip(engine.state_dict()))
+    resumed.run()
+    assert [untimed(m) for m in resumed.history] == full_hist
+    assert full_hist != run(config(search__max_epochs=3, retrain__max_epochs=1), digits)[0]  # augmentation acted
 
 
 def test_resume_refuses_another_config(digits: DataBundle) -> None:
@@ -209,6 +222,19 @@ def test_other_methods_run(digits: DataBundle, method: str) -> None:
         for prev, cur in itertools.pairwise(search):
             assert cur["r"] == (1.0 if prev["mask_dist_avg"] is None else prev["mask_dist_avg"])
     assert math.isfinite(summary["final_acc"])
+
+
+def test_channel_scope_and_l1_are_wired_into_the_search(digits: DataBundle) -> None:
+    short = {"search__window": 2, "search__max_epochs": 3, "retrain__max_epochs": 1, "worm__delta": 1.0}
+    engine = TrialEngine(config(method="worm", worm__scope="channel", **short), digits)
+    assert engine.truncator.convs is not None
+    assert [c.out_channels for c in engine.truncator.convs] == [bn.num_features for bn in engine.layers]
+    channel_hist, _ = run(config(method="worm", worm__scope="channel", **short), digits)
+    bn_hist, _ = run(config(method="worm", **short), digits)
+    assert channel_hist[:2] == bn_hist[:2]  # identical until truncation starts after epoch 2
+    assert channel_hist[2]["train_loss"] != bn_hist[2]["train_loss"]  # then the conv filters are truncated too
+    l1_hist, _ = run(config(search__l1=1e-3, **short), digits)
+    assert l1_hist[0]["train_loss"] != run(config(**short), digits)[0][0]["train_loss"]
 
 
 def test_cuda_without_a_gpu_is_a_config_error(digits: DataBundle) -> None:

@@ -12,6 +12,7 @@ from urllib.error import URLError
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from worm_tune.config import ARCHS, STEMS, ModelConfig
@@ -124,3 +125,18 @@ def test_pretrained_corrupt_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ModelError, match="unreadable") as info:
         build_model(ModelConfig(arch="resnet18", pretrained=True), NUM_CLASSES)
     assert str(cached) in str(info.value)
+
+
+def test_pretrained_weights_load_from_the_torch_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline use: a weights file placed where the error message says is what the model starts from."""
+    torch.manual_seed(123)
+    imagenet = torchvision.models.resnet18(num_classes=1000)
+    cached = tmp_path / "hub" / "checkpoints" / RESNET18_WEIGHTS
+    cached.parent.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), cached)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="resnet18", pretrained=True), NUM_CLASSES)
+    assert torch.equal(model.conv1.weight, imagenet.conv1.weight)
+    assert torch.equal(model.layer4[1].bn2.weight, imagenet.layer4[1].bn2.weight)
+    assert model.fc.out_features == NUM_CLASSES  # the classifier is replaced for the dataset

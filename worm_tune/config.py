@@ -31,8 +31,9 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
-#: Fields that say where or how a trial runs, not what it computes: left out of the hash.
-RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "data.num_workers", "device"})
+#: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
+#: ``data.num_workers``: with augmentation on, worker processes draw the random crops.)
+RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device"})
 
 
 class ConfigError(ValueError):

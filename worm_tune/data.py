@@ -99,7 +99,9 @@ def make_loaders(bundle: DataBundle, cfg: DataConfig, generator: torch.Generator
     seed from its generator, or from the global RNG when it has none, so without one each
     evaluation would shift the augmentation stream and evaluating more often would change training.
     """
-    workers = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0, "pin_memory": False}
+    # No persistent workers: each epoch's workers are seeded afresh from ``generator``, whose state
+    # the engine checkpoints, so a resumed trial augments exactly as an uninterrupted one.
+    workers = {"num_workers": cfg.num_workers, "persistent_workers": False, "pin_memory": False}
     train = DataLoader(
         bundle.train, batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=False, **workers
     )
