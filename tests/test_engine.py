@@ -154,6 +154,20 @@ def test_unstructured_pruning_keeps_sparsity_through_retraining(digits: DataBund
     assert summary["retrain_epochs"] == 2 and summary["acc_after_1_retrain_epoch"] is not None
 
 
+def test_reinit_retrains_fresh_weights_on_the_pruned_network(digits: DataBundle) -> None:
+    short = {"search__window": 2, "search__max_epochs": 2, "retrain__max_epochs": 1}
+    searched = TrialEngine(config(**short), digits)
+    fresh = TrialEngine(config(retrain__init="reinit", **short), digits)
+    for engine in (searched, fresh):
+        engine.step(), engine.step()
+        engine._prune()  # the prune event alone, to compare the weights retraining starts from
+    assert searched.results["post_prune_acc"] == fresh.results["post_prune_acc"]  # measured before re-init
+    assert not torch.equal(searched.model.layer1[0].conv1.weight, fresh.model.layer1[0].conv1.weight)
+    assert fresh.summary()["sparsity"] == pytest.approx(0.5, abs=1e-3)  # the masks still hold
+    fresh.step()
+    assert fresh.done and fresh.summary()["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
 def test_structured_pruning_gives_a_smaller_runnable_network(digits: DataBundle, tmp_path) -> None:
     cfg = config(
         model__arch="vgg11_bn",

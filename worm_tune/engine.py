@@ -393,7 +393,6 @@ class TrialEngine:
         if state["prune_keep"] is not None:
             self.prune_keep = state["prune_keep"].to(torch.bool)
             structured_prune(self.model, self.prune_keep, self.example_input)
-            self.results["flops_pruned"] = state["results"]["flops_pruned"]
         if state["prune_masks"] is not None:
             self.prune_masks = {k: v.to(torch.bool) for k, v in state["prune_masks"].items()}
             self.enforcer = SparsityEnforcer(self.model, self.prune_masks)
