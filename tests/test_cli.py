@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from worm_tune.config import field_types
 from worm_tune.engine import TIMING_KEYS, load_model
 from worm_tune.run import main
 
@@ -149,3 +150,11 @@ def test_usage_error_from_the_real_entry_point_has_no_traceback() -> None:
     expected = "python -m worm_tune.run: error: search.ratio=0.0 is invalid: must be a number in (0, 1)"
     assert proc.stderr.strip() == expected
     assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_every_config_field_with_its_choices() -> None:
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for key in field_types():
+        assert "--" + key.replace(".", "-").replace("_", "-") in proc.stdout, key
+    assert "one of earlybird, worm, gradclip, greedy," in proc.stdout

@@ -31,6 +31,20 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
+#: The allowed values of every choice field (what ``--help`` and the error messages list).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS,
+    "device": DEVICES,
+    "data.dataset": DATASETS,
+    "model.arch": ARCHS,
+    "model.stem": STEMS,
+    "optim.optimizer": OPTIMIZERS,
+    "optim.scheduler": SCHEDULERS,
+    "worm.scope": SCOPES,
+    "prune.kind": PRUNE_KINDS,
+    "retrain.init": RETRAIN_INITS,
+}
+
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
 #: ``data.num_workers``: with augmentation on, worker processes draw the random crops.)
 RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device"})
@@ -54,7 +68,7 @@ class DataConfig:
     train_subset: int = 0  # 0 = the whole training split; N = a fixed stratified subset, for fast tests
 
     def validate(self) -> None:
-        _choice("data.dataset", self.dataset, DATASETS)
+        _choice("data.dataset", self.dataset)
         _positive_int("data.batch_size", self.batch_size)
         _positive_int("data.test_batch_size", self.test_batch_size)
         _non_negative_int("data.num_workers", self.num_workers)
@@ -70,8 +84,8 @@ class ModelConfig:
     pretrained: bool = False
 
     def validate(self) -> None:
-        _choice("model.arch", self.arch, ARCHS)
-        _choice("model.stem", self.stem, STEMS)
+        _choice("model.arch", self.arch)
+        _choice("model.stem", self.stem)
 
 
 @dataclass(frozen=True)
@@ -85,11 +99,11 @@ class OptimConfig:
     scheduler: str = "constant"
 
     def validate(self) -> None:
-        _choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optim.optimizer", self.optimizer)
         _open_positive("optim.lr", self.lr)
         _in_range("optim.momentum", self.momentum, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
         _non_negative("optim.weight_decay", self.weight_decay)
-        _choice("optim.scheduler", self.scheduler, SCHEDULERS)
+        _choice("optim.scheduler", self.scheduler)
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,7 @@ class WormConfig:
     def validate(self) -> None:
         _non_negative("worm.delta", self.delta)
         _in_range("worm.factor", self.factor, 0.0, 1.0, "a number in [0, 1]")
-        _choice("worm.scope", self.scope, SCOPES)
+        _choice("worm.scope", self.scope)
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,7 @@ class PruneConfig:
     kind: str = "unstructured"
 
     def validate(self) -> None:
-        _choice("prune.kind", self.kind, PRUNE_KINDS)
+        _choice("prune.kind", self.kind)
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,7 @@ class RetrainConfig:
     def validate(self) -> None:
         _positive_int("retrain.max_epochs", self.max_epochs)
         _in_range("retrain.target_acc", self.target_acc, 0.0, 1.0, "a fraction in (0, 1]", lo_open=True)
-        _choice("retrain.init", self.init, RETRAIN_INITS)
+        _choice("retrain.init", self.init)
 
 
 @dataclass(frozen=True)
@@ -167,9 +181,9 @@ class TrialConfig:
 
     def validate(self) -> TrialConfig:
         """Check every field; raise :class:`ConfigError` on the first bad one. Returns self."""
-        _choice("method", self.method, METHODS)
+        _choice("method", self.method)
         _non_negative_int("seed", self.seed)
-        _choice("device", self.device, DEVICES)
+        _choice("device", self.device)
         for section in _SECTIONS:
             getattr(self, section).validate()
         return self
@@ -299,7 +313,8 @@ def _coerce(key: str, raw: Any, ftype: type) -> Any:
     return raw
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _choice(name: str, value: Any) -> None:
+    allowed = CHOICES[name]
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is invalid: must be one of {', '.join(allowed)}")
 

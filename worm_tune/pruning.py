@@ -25,6 +25,8 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from worm_tune.models import bn_layers
+
 #: Module types whose ``weight`` the unstructured protocol prunes.
 UNSTRUCTURED_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
@@ -124,11 +126,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-def _batchnorms(model: nn.Module) -> dict[str, nn.BatchNorm2d]:
-    """The representative layers, in ``named_modules`` order (the order of the search's mask)."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
-
-
 def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     with _eval_mode(model):
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
@@ -136,7 +133,7 @@ def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Dependency
 
 def _plan(model: nn.Module, keep: torch.Tensor, graph: tp.DependencyGraph) -> list[_CoupledGroup]:
     """Split ``keep`` per BN, merge coupled BNs (union), and apply the at-least-one-channel rule."""
-    bns = _batchnorms(model)
+    bns = dict(bn_layers(model))
     sizes = [bn.num_features for bn in bns.values()]
     keep = keep.detach().to("cpu", torch.bool).flatten()
     if keep.numel() != sum(sizes):
@@ -189,7 +186,7 @@ def structured_prune(model: nn.Module, keep: torch.Tensor, example_input: torch.
     Pruning is deterministic: the same model and ``keep`` give the same architecture and weights.
     Parameters are replaced: build optimizers afterwards.
     """
-    bns = _batchnorms(model)
+    bns = dict(bn_layers(model))
     before = {name: bn.num_features for name, bn in bns.items()}
     graph = _build_graph(model, example_input)
     groups = _plan(model, keep, graph)

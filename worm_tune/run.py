@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from worm_tune.config import ConfigError, TrialConfig, field_types
+from worm_tune.config import CHOICES, ConfigError, TrialConfig, field_types
 from worm_tune.data import DataError
 from worm_tune.engine import TrialEngine
 from worm_tune.models import ModelError
@@ -45,7 +45,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Run one EarlyBird/WORM trial: search -> prune -> retrain.")
+    parser = _Parser(
+        prog=PROG,
+        usage="%(prog)s [--config FILE] [--set KEY=VALUE ...] [--FIELD VALUE ...] [--out DIR] [--fresh] [--quiet]",
+        description="Run one EarlyBird/WORM trial: search -> prune -> retrain.",
+    )
     parser.add_argument("--config", type=Path, help="a .json or .toml trial config (sections or dotted keys)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. search.ratio=0.7"
@@ -56,25 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     fields = parser.add_argument_group("config fields (defaults follow the paper)")
     for flag, key in ALIASES.items():
         _add_field(fields, flag, key, f"alias of --{key.replace('.', '-').replace('_', '-')}")
-    for key, ftype in field_types().items():
-        help_text = f"{key} ({ftype.__name__}, default {TrialConfig().to_flat()[key]!r})"
+    defaults = TrialConfig().to_flat()
+    for key in field_types():
+        allowed = f"one of {', '.join(CHOICES[key])}; " if key in CHOICES else ""
+        help_text = f"{key}: {allowed}default {defaults[key]!r}"
         _add_field(fields, "--" + key.replace(".", "-").replace("_", "-"), key, help_text)
     return parser
 
 
 def _add_field(group: argparse._ArgumentGroup, flag: str, key: str, help_text: str) -> None:
     # Booleans may be given bare (``--download``) or with a value (``--download false``).
-    if field_types()[key] is bool:
-        group.add_argument(flag, dest=key, default=None, nargs="?", const="true", help=help_text)
+    ftype = field_types()[key]
+    metavar = ftype.__name__.upper()
+    if ftype is bool:
+        group.add_argument(flag, dest=key, default=None, nargs="?", const="true", metavar=metavar, help=help_text)
     else:
-        group.add_argument(flag, dest=key, default=None, help=help_text)
+        group.add_argument(flag, dest=key, default=None, metavar=metavar, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrialConfig:
     """Defaults, then the config file, then flags, then ``--set``; validated once."""
     cfg = TrialConfig.from_file(args.config) if args.config else TrialConfig()
-    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k or k in ("method", "seed", "device")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    keys = field_types()
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k in keys and v is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
