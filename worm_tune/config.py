@@ -11,6 +11,7 @@ any machine (open_lth's hparams/desc idea).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -263,6 +264,7 @@ class TrialConfig:
 _SECTIONS = ("data", "model", "optim", "search", "worm", "prune", "retrain")
 
 
+@functools.cache
 def field_types() -> dict[str, type]:
     """Every config key (dotted for section fields) and its Python type."""
     types: dict[str, type] = {}

@@ -83,10 +83,9 @@ class TrialEngine:
         self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold)
         self.schedule = TruncationSchedule(cfg)
         self.truncator = GradientTruncator(self.layers, [convs[n] for n, _ in names_layers] if convs else None)
-        self._truncation_keep: torch.Tensor | None = None
         if cfg.method == "gradclip":
             # Truncation "from the first epoch" needs a mask before any epoch: the initial weights' mask.
-            self._set_truncation(self._current_mask(), self.schedule.factor)
+            self.truncator.set(self._current_mask(), self.schedule.factor)
 
         self.phase = TRAIN if cfg.method == "dense" else SEARCH
         self.epoch = 0  # epochs completed in the current phase
@@ -196,7 +195,7 @@ class TrialEngine:
         factor = self.schedule.observe(self.epoch, obs)
         self.results["trigger_epoch"] = self.schedule.trigger_epoch
         if cfg.method != "earlybird":
-            self._set_truncation(keep, factor)  # the newest mask, refreshed every epoch
+            self.truncator.set(keep, factor)  # the newest mask, refreshed every epoch
         test_acc = self._evaluate()
         metrics = self._metrics(loss, acc, test_acc)
         metrics.update(
@@ -216,7 +215,7 @@ class TrialEngine:
     def _prune(self) -> None:
         """The prune event: prune the searched network, measure it, reset the optimizer."""
         cfg = self.cfg
-        self._set_truncation(None, 1.0)
+        self.truncator.set(None, 1.0)
         if cfg.prune.kind == "structured":
             keep = self.detector.newest
             assert keep is not None, "a search epoch always pushes a mask"
@@ -322,10 +321,6 @@ class TrialEngine:
     def _current_mask(self) -> torch.Tensor:
         return global_mask(channel_scores(self.layers), self.cfg.search.ratio).cpu()
 
-    def _set_truncation(self, keep: torch.Tensor | None, factor: float) -> None:
-        self._truncation_keep = keep
-        self.truncator.set(keep, factor)
-
     def _new_optimizer(self, phase_epochs: int) -> None:
         o = self.cfg.optim
         params = self.model.parameters()
@@ -376,7 +371,7 @@ class TrialEngine:
             "scheduler": self.scheduler.state_dict(),
             "detector": self.detector.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "truncation": {"keep": self._truncation_keep, "factor": self.truncator.factor},
+            "truncation": self.truncator.state_dict(),
             "prune_keep": self.prune_keep,
             "prune_masks": self.prune_masks,
             "flops_now": self._flops_now,
@@ -407,7 +402,7 @@ class TrialEngine:
         self.scheduler.load_state_dict(state["scheduler"])
         self.detector.load_state_dict(state["detector"])
         self.schedule.load_state_dict(state["schedule"])
-        self._set_truncation(state["truncation"]["keep"], float(state["truncation"]["factor"]))
+        self.truncator.load_state_dict(state["truncation"])
         self._flops_now = int(state["flops_now"])
         self._rng_cpu = state["rng"]["cpu"]
         self._rng_cuda = state["rng"]["cuda"]

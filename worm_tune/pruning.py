@@ -83,7 +83,7 @@ class SparsityEnforcer:
 
     @torch.no_grad()
     def mask_weights(self) -> None:
-        """Zero the pruned weights; call after ``optimizer.step`` and once right after pruning."""
+        """Zero the pruned weights; call once right after pruning (and after any re-initialisation)."""
         torch._foreach_mul_(self._params, self._masks)
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -116,16 +116,15 @@ def format_epoch(m: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write to a temporary file, then rename: an interrupt never leaves a half-written file."""
+    tmp = path.with_suffix(".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(path: Path, engine: TrialEngine) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(engine.state_dict(), tmp)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
 
 
 def run(cfg: TrialConfig, out: Path, fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def run(cfg: TrialConfig, out: Path, fresh: bool = False, quiet: bool = False) -
         print(f"trial {cfg.method} seed {cfg.seed} config {cfg.hash()} on {engine.device} -> {out}", flush=True)
     while not engine.done:
         metrics = engine.step()
-        _save_checkpoint(checkpoint, engine)
+        _atomic(checkpoint, lambda tmp: torch.save(engine.state_dict(), tmp))
         _write_json(metrics_path, {"epochs": engine.history, "summary": engine.summary()})
         if not quiet:
             print(format_epoch(metrics), flush=True)

@@ -65,6 +65,7 @@ class GradientTruncator:
             raise ValueError("need one producing conv per representative layer for scope='channel'")
         self.layers = layers
         self.convs = convs
+        self.keep: torch.Tensor | None = None
         self.factor = 1.0
         self.num_truncated = 0
         self._params: list[nn.Parameter] = []
@@ -72,7 +73,7 @@ class GradientTruncator:
 
     def set(self, keep: torch.Tensor | None, factor: float) -> None:
         """Truncate the channels ``keep`` marks False by ``factor`` from now on (1 or None: off)."""
-        self.factor = factor
+        self.keep, self.factor = keep, factor
         self._params, self._scales = [], []
         if keep is None or factor == 1.0:
             self.num_truncated = 0
@@ -95,6 +96,12 @@ class GradientTruncator:
                 self._scales.append(scale.view(-1, *([1] * (p.dim() - 1))))
         if offset != keep.numel():
             raise ValueError(f"mask has {keep.numel()} channels, the layers have {offset}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"keep": self.keep, "factor": self.factor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.set(state["keep"], float(state["factor"]))
 
     def apply(self) -> None:
         """Multiply the gradients in place; a no-op while truncation is off."""
