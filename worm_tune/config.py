@@ -48,7 +48,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
 #: ``data.num_workers``: with augmentation on, worker processes draw the random crops.)
-RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device"})
+RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "crash_at_epoch"})
 
 
 class ConfigError(ValueError):
@@ -172,6 +172,8 @@ class TrialConfig:
     method: str = "earlybird"
     seed: int = 0
     device: str = "auto"
+    #: Fault injection for recovery tests: crash once, after training epoch k (0 = never).
+    crash_at_epoch: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -185,6 +187,7 @@ class TrialConfig:
         _choice("method", self.method)
         _non_negative_int("seed", self.seed)
         _choice("device", self.device)
+        _non_negative_int("crash_at_epoch", self.crash_at_epoch)
         for section in _SECTIONS:
             getattr(self, section).validate()
         return self

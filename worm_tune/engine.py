@@ -15,6 +15,7 @@ EarlyBird and WORM trials of one seed start from the same weights and see the sa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Iterator
@@ -113,6 +114,7 @@ class TrialEngine:
             "total_time": 0.0,
             "flops_pruned": None,
             "params_pruned": None,
+            "init_weights": weights_fingerprint(self.model),
         }
         self._new_optimizer(cfg.search.max_epochs if self.phase == SEARCH else cfg.retrain.max_epochs)
 
@@ -179,6 +181,7 @@ class TrialEngine:
             "diverged": r["diverged"],
             "epochs": self.global_epoch,
             "done": self.done,
+            "init_weights": r["init_weights"],
         }
 
     # -- phases ------------------------------------------------------------------------------
@@ -420,6 +423,15 @@ class TrialEngine:
             },
             path,
         )
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights: shows that paired trials started from the same network."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def load_model(path: str | Path) -> nn.Module:

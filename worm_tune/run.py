@@ -20,6 +20,7 @@ import torch
 from worm_tune.config import CHOICES, ConfigError, TrialConfig, field_types
 from worm_tune.data import DataError
 from worm_tune.engine import TrialEngine
+from worm_tune.faults import InjectedFault, maybe_crash
 from worm_tune.models import ModelError
 
 PROG = "python -m worm_tune.run"
@@ -147,6 +148,7 @@ def run(cfg: TrialConfig, out: Path, fresh: bool = False, quiet: bool = False) -
         print(f"trial {cfg.method} seed {cfg.seed} config {cfg.hash()} on {engine.device} -> {out}", flush=True)
     while not engine.done:
         metrics = engine.step()
+        maybe_crash(cfg.crash_at_epoch, engine.global_epoch, out)
         _atomic(checkpoint, lambda tmp: torch.save(engine.state_dict(), tmp))
         _write_json(metrics_path, {"epochs": engine.history, "summary": engine.summary()})
         if not quiet:
@@ -166,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except InjectedFault as exc:
+        print(f"{PROG}: {exc}; rerun the same command to resume from the last epoch", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
         return 130

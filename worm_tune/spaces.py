@@ -1,0 +1,272 @@
+"""Search spaces: one declarative TOML file per experiment in ``search_spaces/``.
+
+A file names the fixed fields, the grid axes and the Optuna ranges of one experiment::
+
+    description = "ResNet-18 on CIFAR-10, the paper's protocol"
+    methods = ["earlybird", "worm"]
+
+    [base]                    # fixed config fields, dotted keys
+    "model.arch" = "resnet18"
+
+    [axes]                    # grid axes every method sweeps
+    seed = [0, 1, 2]
+    "search.ratio" = [0.3, 0.5, 0.7]
+
+    [method_axes.worm]        # axes only that method sweeps: no duplicated EarlyBird trials
+    "worm.delta" = [0.02, 0.05, 0.1]
+
+    [optuna]                  # --search optuna: the method, objective(s) and ranges to tune
+    method = "worm"
+    objective = ["search_epochs:min", "final_acc:max"]
+    num_samples = 24
+    params = { "worm.delta" = { low = 0.005, high = 0.2, log = true } }
+
+    [profiles.quick]          # the same tables again, merged over the ones above
+    base = { "data.dataset" = "digits" }
+
+The grid of a space is the union over its methods of the cartesian product of the shared and
+the method's own axes, in file order. ``--set`` pins a field: it overrides the base and removes
+that field's axis, so a pinned field never multiplies trials.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worm_tune.config import METHODS, ConfigError, TrialConfig, field_types
+
+#: Where the project's search spaces live (a repository checkout or an editable install).
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+#: Summary metrics an objective may name, with the direction that is better.
+OBJECTIVES: dict[str, str] = {
+    "search_epochs": "min",
+    "final_acc": "max",
+    "best_acc": "max",
+    "pre_prune_acc": "max",
+    "post_prune_acc": "max",
+    "acc_after_1_retrain_epoch": "max",
+    "epochs_to_target": "min",
+    "test_acc": "max",
+    "search_time": "min",
+    "total_time": "min",
+    "search_flops": "min",
+}
+
+_TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "optuna", "profiles"}
+_PROFILE_KEYS = _TOP_KEYS - {"profiles"}
+_OPTUNA_KEYS = {"method", "objective", "num_samples", "params"}
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be read or does not make sense; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str  # "min" or "max"
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        """``"final_acc:max"`` (or a bare metric name, which takes its natural direction)."""
+        metric, _, mode = str(text).partition(":")
+        if metric not in OBJECTIVES:
+            raise SpaceError(f"objective {text!r} is invalid: metric must be one of {', '.join(OBJECTIVES)}")
+        mode = mode or OBJECTIVES[metric]
+        if mode not in ("min", "max"):
+            raise SpaceError(f"objective {text!r} is invalid: mode must be min or max")
+        return cls(metric, mode)
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{self.mode}"
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A numeric range Optuna samples (log scale when ``log``); ints stay ints."""
+
+    key: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class OptunaSpec:
+    method: str
+    objectives: tuple[Objective, ...]
+    num_samples: int
+    params: tuple[ParamRange, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One experiment's sweep: a base config, grid axes and Optuna ranges."""
+
+    name: str
+    profile: str
+    description: str
+    methods: tuple[str, ...]
+    base: TrialConfig
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    method_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    optuna: OptunaSpec | None = None
+
+    def pin(self, overrides: Mapping[str, Any]) -> SearchSpace:
+        """Apply ``--set`` overrides: they win over the base and remove the matching axes."""
+        if not overrides:
+            return self
+        base = self.base.replace(overrides).validate()
+        methods = self.methods
+        if "method" in overrides:
+            methods = (base.method,)
+        axes = {k: v for k, v in self.axes.items() if k not in overrides}
+        method_axes = {m: {k: v for k, v in a.items() if k not in overrides} for m, a in self.method_axes.items()}
+        optuna = self.optuna
+        if optuna is not None:
+            params = tuple(p for p in optuna.params if p.key not in overrides)
+            optuna = OptunaSpec(optuna.method, optuna.objectives, optuna.num_samples, params)
+        return SearchSpace(self.name, self.profile, self.description, methods, base, axes, method_axes, optuna)
+
+    def grid(self) -> list[TrialConfig]:
+        """Every trial of the grid, validated, without duplicates, in file order."""
+        configs: dict[str, TrialConfig] = {}
+        for method in self.methods:
+            axes = {**self.axes, **self.method_axes.get(method, {})}
+            keys = list(axes)
+            for values in itertools.product(*(axes[k] for k in keys)):
+                cfg = self.base.replace({"method": method, **dict(zip(keys, values, strict=True))}).validate()
+                configs.setdefault(cfg.hash(), cfg)
+        return list(configs.values())
+
+
+def available_spaces(directory: Path = SPACES_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def resolve_space_path(name: str, directory: Path = SPACES_DIR) -> Path:
+    """A space by name (``resnet18``) or by path to a ``.toml`` file."""
+    path = Path(name)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise SpaceError(f"search space file {name!r} does not exist")
+        return path.resolve()
+    candidate = directory / f"{name}.toml"
+    if not candidate.is_file():
+        known = ", ".join(available_spaces(directory)) or "none"
+        raise SpaceError(f"unknown search space {name!r}; known spaces: {known} (or a path to a .toml file)")
+    return candidate
+
+
+def load_space(name: str, profile: str = "default", directory: Path = SPACES_DIR) -> SearchSpace:
+    """Read, merge the profile, and validate a search space; every trial config is checked."""
+    path = resolve_space_path(name, directory)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"search space {path.name} cannot be parsed: {exc}") from None
+    _only(data, _TOP_KEYS, f"search space {path.name}")
+    profiles = data.pop("profiles", {})
+    if profile != "default":
+        if profile not in profiles:
+            known = ", ".join(["default", *profiles])
+            raise SpaceError(f"search space {path.stem!r} has no profile {profile!r}; profiles: {known}")
+        overlay = profiles[profile]
+        _only(overlay, _PROFILE_KEYS, f"profile {profile!r} of {path.name}")
+        data = _merge(data, overlay)
+    where = f"search space {path.stem}" + ("" if profile == "default" else f" ({profile})")
+    try:
+        space = _build(path.stem, profile, data, where)
+        space.grid()  # validates every combination before anything runs
+    except ConfigError as exc:
+        raise SpaceError(f"{where}: {exc}") from None
+    return space
+
+
+def _merge(data: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(data)
+    for key, value in overlay.items():
+        if key in ("base", "axes"):
+            merged[key] = {**data.get(key, {}), **value}
+        elif key == "method_axes":
+            merged[key] = {m: {**data.get(key, {}).get(m, {}), **v} for m, v in {**data.get(key, {}), **value}.items()}
+        elif key == "optuna":
+            merged[key] = {**data.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SearchSpace:
+    methods = tuple(data.get("methods", ["earlybird", "worm"]))
+    if not methods:
+        raise SpaceError(f"{where}: methods must list at least one of {', '.join(METHODS)}")
+    for method in methods:
+        if method not in METHODS:
+            raise SpaceError(f"{where}: method {method!r} is invalid; allowed: {', '.join(METHODS)}")
+    base = TrialConfig().replace(data.get("base", {})).validate()
+    axes = _axes(data.get("axes", {}), where, "axes")
+    method_axes: dict[str, dict[str, list[Any]]] = {}
+    for method, table in data.get("method_axes", {}).items():
+        if method not in methods:
+            raise SpaceError(f"{where}: method_axes.{method} names a method the space does not run ({', '.join(methods)})")
+        method_axes[method] = _axes(table, where, f"method_axes.{method}")
+        if "method" in method_axes[method]:
+            raise SpaceError(f"{where}: method_axes.{method} cannot sweep 'method'")
+    if "method" in axes:
+        raise SpaceError(f"{where}: sweep methods with the 'methods' list, not an axis")
+    optuna = _optuna(data["optuna"], where) if "optuna" in data else None
+    return SearchSpace(name, profile, str(data.get("description", "")), methods, base, axes, method_axes, optuna)
+
+
+def _axes(table: Mapping[str, Any], where: str, section: str) -> dict[str, list[Any]]:
+    axes: dict[str, list[Any]] = {}
+    types = field_types()
+    for key, values in table.items():
+        if key not in types:
+            raise SpaceError(f"{where}: {section} key {key!r} is not a config key; known keys: {', '.join(types)}")
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"{where}: {section}.{key} must be a non-empty list of values")
+        axes[key] = values
+    return axes
+
+
+def _optuna(table: Mapping[str, Any], where: str) -> OptunaSpec:
+    _only(table, _OPTUNA_KEYS, f"{where}: optuna")
+    method = table.get("method", "worm")
+    if method not in METHODS:
+        raise SpaceError(f"{where}: optuna.method {method!r} is invalid; allowed: {', '.join(METHODS)}")
+    raw_objectives = table.get("objective", ["search_epochs:min", "final_acc:max"])
+    if isinstance(raw_objectives, str):
+        raw_objectives = [raw_objectives]
+    objectives = tuple(Objective.parse(o) for o in raw_objectives)
+    num_samples = table.get("num_samples", 20)
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise SpaceError(f"{where}: optuna.num_samples={num_samples!r} is invalid: must be a positive integer")
+    types = field_types()
+    params = []
+    for key, spec in table.get("params", {}).items():
+        if types.get(key) not in (int, float):
+            raise SpaceError(f"{where}: optuna.params key {key!r} is not a numeric config key")
+        if not isinstance(spec, Mapping) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log"}:
+            raise SpaceError(f"{where}: optuna.params.{key} must be {{ low = ..., high = ..., log = true|false }}")
+        low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+        if not low < high or (log and low <= 0):
+            raise SpaceError(f"{where}: optuna.params.{key} needs low < high (and low > 0 on a log scale)")
+        params.append(ParamRange(key, low, high, log, types[key] is int))
+    if not params:
+        raise SpaceError(f"{where}: optuna.params must name at least one range to tune")
+    return OptunaSpec(method, objectives, num_samples, tuple(params))
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SpaceError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")

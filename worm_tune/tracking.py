@@ -1,0 +1,348 @@
+"""MLflow logging for sweeps: one experiment per search space, one parent run per sweep, one
+child run per trial.
+
+Every write goes through the Ray driver (:class:`MlflowCallback` is a Tune callback), never
+through the trials: one writer means no SQLite locking however many trials run at once, and
+trials on other nodes need no access to the tracking store.
+
+The default store is ``mlflow.db`` in the working directory, as an absolute ``sqlite:///``
+URI, with artifacts beside it in ``mlartifacts/``: ``mlflow ui`` started in the same folder
+with no flags shows the sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+DEFAULT_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+
+#: Tags on every run this package writes; the analysis and ``final`` find runs by them.
+TAG_KIND, TAG_SWEEP, TAG_TRIAL = "worm_tune.kind", "worm_tune.sweep", "worm_tune.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+#: Per-epoch result keys and the metric names they are logged as (step = the trial's epoch).
+#: ``mask_converged`` (per search epoch) is not the run's summary ``converged``.
+EPOCH_METRICS = {
+    "train_loss": "train_loss",
+    "train_acc": "train_acc",
+    "test_acc": "test_acc",
+    "mask_dist_max": "mask_dist_max",
+    "mask_dist_avg": "mask_dist_avg",
+    "r": "r",
+    "truncated_channels": "truncated_channels",
+    "epoch_time": "epoch_time",
+    "converged": "mask_converged",
+    "post_prune_acc_now": "post_prune_acc",
+}
+
+#: Summary keys logged as metrics once a trial ends (booleans as 0/1).
+SUMMARY_METRICS = (
+    "search_epochs",
+    "converged",
+    "trigger_epoch",
+    "pre_prune_acc",
+    "post_prune_acc",
+    "acc_after_1_retrain_epoch",
+    "epochs_to_target",
+    "retrain_epochs",
+    "final_acc",
+    "best_acc",
+    "sparsity",
+    "params_dense",
+    "params_pruned",
+    "flops_dense",
+    "flops_pruned",
+    "search_time",
+    "total_time",
+    "search_flops",
+    "train_flops",
+    "diverged",
+    "epochs",
+)
+
+
+class TrackingError(ValueError):
+    """The tracking URI is unusable; the message is one line."""
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
+
+    SQLite paths are made absolute so trials (which run in their own folders) and ``mlflow ui``
+    agree on one file. The deprecated file store (``./mlruns``, ``file:``) is refused.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        return f"sqlite:///{path.resolve()}"
+    if uri.startswith(("http://", "https://", "postgresql", "mysql", "mssql", "databricks")):
+        return uri
+    raise TrackingError(
+        f"tracking URI {uri!r} is not supported: use sqlite:///path/to/mlflow.db, an http(s):// MLflow server "
+        "or a database URI (the ./mlruns file store is deprecated)"
+    )
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _no_http_retries() -> Iterator[None]:
+    """A reachability probe should fail in seconds, not after MLflow's minutes of retries."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@functools.cache
+def client(uri: str) -> Any:
+    """One MLflow client per URI and process."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_tracking(uri: str) -> None:
+    """Open the store once (creating a SQLite file if needed); raise :class:`TrackingError` if unusable."""
+    path = sqlite_path(uri)
+    if path is not None and not path.parent.is_dir():
+        raise TrackingError(f"tracking URI {uri!r} is unusable: folder {str(path.parent)!r} does not exist")
+    try:
+        with _no_http_retries():
+            client(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"tracking URI {uri!r} is unreachable: {reason[:200]}") from None
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """Get or create the experiment; a SQLite store keeps artifacts in ``mlartifacts/`` beside it."""
+    mlflow_client = client(uri)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    path = sqlite_path(uri)
+    location = (path.parent / ARTIFACTS_DIR / name).as_uri() if path is not None else None
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def start_parent_run(uri: str, exp_id: str, sweep: str, kind: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """The run that groups a sweep's (or a final rerun's) trials."""
+    run = client(uri).create_run(exp_id, run_name=sweep, tags={TAG_KIND: kind, TAG_SWEEP: sweep, **tags})
+    log_params(uri, run.info.run_id, params)
+    return run.info.run_id
+
+
+def find_parent_run(uri: str, sweep: str, kind: str = "sweep") -> Any | None:
+    """The newest parent run of the named sweep in any experiment, or None."""
+    mlflow_client = client(uri)
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiments:
+        return None
+    runs = mlflow_client.search_runs(
+        experiments,
+        filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_KIND}` = '{kind}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def child_runs(uri: str, parent: Any) -> list[Any]:
+    """Every trial run under a parent run."""
+    return list(
+        client(uri).search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+            max_results=50000,
+        )
+    )
+
+
+def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client(uri).log_batch(run_id, params=items[start : start + 100])
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    client(uri).set_terminated(run_id, status)
+
+
+class MlflowCallback(tune.Callback):
+    """Logs each trial to a child run of the sweep's parent run, from the driver only.
+
+    Picklable (it is saved with the Tuner and restored on ``--resume``): it holds URIs and ids,
+    and looks child runs up by tag, so a resumed sweep continues the same runs without logging
+    an epoch twice.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        exp_id: str,
+        parent_run_id: str,
+        sweep: str,
+        base: Mapping[str, Any],
+        extra_tags: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.uri, self.exp_id, self.parent_run_id, self.sweep = uri, exp_id, parent_run_id, sweep
+        self.base = dict(base)
+        #: Tags for the runs of particular config groups (``final`` links reruns to their sources).
+        self.extra_tags = {k: dict(v) for k, v in (extra_tags or {}).items()}
+        self._runs: dict[str, str] = {}
+        self._last_epoch: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_runs"], state["_last_epoch"] = {}, {}
+        return state
+
+    # -- Tune hooks ----------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        run_id = self._run_id(trial)
+        epoch = int(result["training_iteration"])
+        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+            return  # already logged before a restart
+        self._last_epoch[trial.trial_id] = epoch
+        stamp = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric("epoch", epoch, stamp, epoch)]
+        for key, name in EPOCH_METRICS.items():
+            value = _as_metric(result.get(key))
+            if value is not None:
+                metrics.append(Metric(name, value, stamp, epoch))
+        tags = [RunTag("phase", str(result.get("phase")))]
+        if epoch == 1:
+            tags += [RunTag("node_id", str(result.get("node_id"))), RunTag("init_weights", result["summary"]["init_weights"])]
+        client(self.uri).log_batch(run_id, metrics=metrics, tags=tags)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        client(self.uri).set_tag(self._run_id(trial), "failures", str(trial.num_failures))
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def _run_id(self, trial: Any) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        mlflow_client = client(self.uri)
+        found = mlflow_client.search_runs(
+            [self.exp_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{trial.trial_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self._last_epoch[trial.trial_id] = int(found[0].data.metrics.get("epoch", 0))
+            if found[0].info.status != "RUNNING":
+                mlflow_client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self._create(trial)
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def _create(self, trial: Any) -> str:
+        from worm_tune.config import TrialConfig
+        from worm_tune.trainables import config_overrides
+
+        cfg = TrialConfig.from_dict(self.base).replace(config_overrides(trial.config))
+        group = cfg.replace({"seed": 0}).hash()
+        tags = {
+            PARENT_TAG: self.parent_run_id,
+            TAG_KIND: "trial",
+            TAG_SWEEP: self.sweep,
+            TAG_TRIAL: trial.trial_id,
+            "method": cfg.method,
+            "seed": str(cfg.seed),
+            "config_hash": cfg.hash(),
+            "group_hash": group,
+            "trial_name": str(trial),
+            **self.extra_tags.get(group, {}),
+        }
+        run = client(self.uri).create_run(self.exp_id, run_name=f"{cfg.method}-s{cfg.seed}-{cfg.hash()}", tags=tags)
+        log_params(self.uri, run.info.run_id, cfg.to_flat())
+        return run.info.run_id
+
+    def _finish(self, trial: Any, error: bool) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self._run_id(trial)
+        mlflow_client = client(self.uri)
+        last = trial.last_result or {}
+        summary = last.get("summary") or {}
+        epoch = int(last.get("training_iteration", 0))
+        metrics = []
+        for key in SUMMARY_METRICS:
+            value = _as_metric(summary.get(key))
+            if value is not None:
+                metrics.append(Metric(key, value, 0, epoch))
+        mlflow_client.log_batch(run_id, metrics=metrics)
+        status = trial_status(summary, error)
+        mlflow_client.set_tag(run_id, "status", status)
+        if summary:
+            mlflow_client.log_dict(run_id, summary, "summary.json")
+            mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")
+        mlflow_client.set_terminated(run_id, "FAILED" if error else "FINISHED")
+
+    def _trajectory(self, run_id: str) -> str:
+        """The mask-distance trajectory (one row per search epoch) from the logged metrics."""
+        mlflow_client = client(self.uri)
+        columns = ("mask_dist_max", "mask_dist_avg", "r", "truncated_channels", "mask_converged", "test_acc")
+        history = {key: {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)} for key in columns}
+        lines = ["epoch," + ",".join(columns)]
+        for epoch in sorted(history["mask_converged"]):  # logged for search epochs only
+            lines.append(",".join([str(epoch), *(_csv(history[key].get(epoch)) for key in columns)]))
+        return "\n".join(lines) + "\n"
+
+
+def trial_status(summary: Mapping[str, Any], error: bool) -> str:
+    """One word for how a trial ended: converged, not_converged, diverged, stopped_early or error."""
+    if error:
+        return "error"
+    if summary.get("diverged"):
+        return "diverged"
+    if not summary.get("done"):
+        return "stopped_early"
+    if summary.get("method") == "dense":
+        return "dense"
+    return "converged" if summary.get("converged") else "not_converged"
+
+
+def _as_metric(value: Any) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    value = float(value)
+    return None if value != value else value  # NaN means "not known yet": not logged
+
+
+def _csv(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"

@@ -1,0 +1,134 @@
+"""Ray Tune Trainables: a thin layer over :class:`~worm_tune.engine.TrialEngine`.
+
+One ``step()`` is one epoch and one report; checkpoints are the engine's state dict, so a
+retried or resumed trial continues bit-exactly. :class:`EarlyBirdTrainable` runs EarlyBird
+(and the dense baseline), :class:`WormTrainable` runs WORM and its ablations; both share
+:class:`TicketTrainable`. The trial's config holds overrides on top of the
+sweep's base config: a trial's Ray config is flat (``{"method": "worm", "search.ratio": 0.3}``),
+so Ray's table shows exactly what the sweep varies.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ray
+import torch
+from ray import tune
+
+from worm_tune.config import TrialConfig, field_types
+from worm_tune.engine import TrialEngine
+from worm_tune.faults import maybe_crash
+
+CHECKPOINT_FILE = "engine.pt"
+
+#: Summary fields copied to the top level of every result, as numbers (NaN while unknown),
+#: so schedulers and Optuna can read them; the full summary rides along under "summary".
+SUMMARY_METRICS = (
+    "search_epochs",
+    "trigger_epoch",
+    "pre_prune_acc",
+    "post_prune_acc",
+    "acc_after_1_retrain_epoch",
+    "epochs_to_target",
+    "final_acc",
+    "best_acc",
+    "sparsity",
+    "search_time",
+    "total_time",
+    "search_flops",
+)
+
+
+class TicketTrainable(tune.Trainable):
+    """Wraps one engine; subclasses say which methods they run and which metrics they report."""
+
+    METHODS: ClassVar[tuple[str, ...]] = ()
+    #: Per-epoch engine metrics this family reports.
+    EPOCH_METRICS: ClassVar[tuple[str, ...]] = (
+        "phase",
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_acc",
+        "mask_dist_max",
+        "mask_dist_avg",
+        "converged",
+        "diverged",
+        "epoch_time",
+        "train_flops",
+    )
+
+    def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+        cfg = TrialConfig.from_dict(base or {}).replace(config_overrides(config)).validate()
+        if cfg.method not in self.METHODS:
+            raise ValueError(f"{type(self).__name__} runs {', '.join(self.METHODS)}, not {cfg.method!r}")
+        # Each trial uses the CPUs Ray gave it, so concurrent trials do not oversubscribe the cores.
+        cpus = self.trial_resources.required_resources.get("CPU", 1) if self.trial_resources else 1
+        torch.set_num_threads(max(1, math.floor(cpus)))
+        self.cfg = cfg
+        self.engine = TrialEngine(cfg)
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def step(self) -> dict[str, Any]:
+        metrics = self.engine.step()
+        maybe_crash(self.cfg.crash_at_epoch, self.engine.global_epoch, self.logdir)
+        summary = self.engine.summary()
+        result: dict[str, Any] = {k: metrics.get(k) for k in self.EPOCH_METRICS}
+        if "post_prune_acc" in metrics:
+            result["post_prune_acc_now"] = metrics["post_prune_acc"]
+        result.update({k: _number(summary[k]) for k in SUMMARY_METRICS})
+        result.update(
+            summary=summary,
+            method=self.cfg.method,
+            seed=self.cfg.seed,
+            config_hash=self.cfg.hash(),
+            node_id=self.node_id,
+            pid=os.getpid(),
+            done=self.engine.done,
+        )
+        return result
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        torch.save(self.engine.state_dict(), Path(checkpoint_dir) / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        self.engine.load_state_dict(state)
+
+
+class EarlyBirdTrainable(TicketTrainable):
+    """EarlyBird ticket search (r = 1), and the dense baseline without a search."""
+
+    METHODS = ("earlybird", "dense")
+
+
+class WormTrainable(TicketTrainable):
+    """WORM and its ablations: also reports the truncation factor and how many channels it hit."""
+
+    METHODS = ("worm", "gradclip", "greedy")
+    EPOCH_METRICS = (*TicketTrainable.EPOCH_METRICS, "r", "truncated_channels")
+
+
+FAMILIES: dict[str, type[TicketTrainable]] = {"earlybird": EarlyBirdTrainable, "worm": WormTrainable}
+
+
+def config_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The config fields in a trial's Ray config (None marks a field that does not apply)."""
+    keys = field_types()
+    return {k: v for k, v in config.items() if k in keys and v is not None}
+
+
+def family_of(method: str) -> str:
+    """The trainable family (and Ray experiment) that runs ``method``."""
+    for name, cls in FAMILIES.items():
+        if method in cls.METHODS:
+            return name
+    raise ValueError(f"no trainable runs method {method!r}")
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
