@@ -27,7 +27,7 @@ from worm_tune.config import ConfigError, TrialConfig
 from worm_tune.data import DataError, load_data
 from worm_tune.models import ModelError, build_model
 from worm_tune.spaces import Objective, OptunaSpec, SearchSpace, SpaceError, available_spaces, load_space
-from worm_tune.tracking import TrackingError, check_tracking, resolve_tracking_uri
+from worm_tune.tracking import TrackingError, check_tracking, finished_trial_ids, resolve_tracking_uri
 
 PROG = "python -m worm_tune.sweep"
 SETTINGS_FILE = "sweep.json"
@@ -380,8 +380,11 @@ def execute(settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[
             )
         grid = tuner.fit()
         results.extend(grid)
-        if grid.num_terminated + grid.num_errors < len(grid):
-            raise KeyboardInterrupt  # Ray Tune caught the interrupt and saved the experiment
+        # Ray Tune catches Ctrl-C, saves the experiment and returns; trials it cut short are the
+        # ones whose runs the MLflow callback never closed.
+        ended = finished_trial_ids(settings.tracking_uri, settings.parent_run_id)
+        if any((r.metrics or {}).get("trial_id") not in ended for r in grid):
+            raise KeyboardInterrupt
     return results
 
 
@@ -425,7 +428,7 @@ def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
 
         points = _points(plan, family)
         num_samples = len(points)
-        search_alg = BasicVariantGenerator(points_to_evaluate=points)
+        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=settings.max_concurrent or 0)
     else:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -513,10 +516,18 @@ def _mean(values: list[float | None], fmt: str) -> str:
     return "-" if not known else f"{format(sum(known) / len(known), fmt)} (n={len(known)})"
 
 
-def run_sweep(settings: SweepSettings, plan: Plan, resume: bool, address: str | None, experiment: str,
-              params: dict[str, Any], extra_tags: dict[str, dict[str, str]] | None = None,
-              tags: dict[str, str] | None = None) -> int:
-    """Preflight, connect, open the parent run, execute, summarise. Returns the exit code."""
+def run_sweep(
+    settings: SweepSettings,
+    plan: Plan,
+    resume: bool,
+    address: str | None,
+    experiment: str,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    extra_tags: dict[str, dict[str, str]] | None = None,
+    prog: str = PROG,
+) -> int:
+    """Preflight, connect, open (or reopen) the parent run, execute, summarise; the exit code."""
     from worm_tune import tracking
 
     preflight(plan)
@@ -538,7 +549,7 @@ def run_sweep(settings: SweepSettings, plan: Plan, resume: bool, address: str | 
     except KeyboardInterrupt:
         tracking.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
         where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
-        print(f"{PROG}: interrupted; resume with: {PROG} {settings.space} --resume --name {settings.name}{where}",
+        print(f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
               file=sys.stderr)
         return 130
     table = summary_table(results, plan.base)
@@ -548,7 +559,7 @@ def run_sweep(settings: SweepSettings, plan: Plan, resume: bool, address: str | 
     errors = sum(r.error is not None for r in results)
     tracking.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
     if errors:
-        print(f"{PROG}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
+        print(f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
               file=sys.stderr)
         return 1
     return 0

@@ -175,6 +175,12 @@ def child_runs(uri: str, parent: Any) -> list[Any]:
     )
 
 
+def finished_trial_ids(uri: str, parent_run_id: str) -> set[str]:
+    """Ray trial ids whose runs under the parent were closed (finished, stopped or failed)."""
+    parent = client(uri).get_run(parent_run_id)
+    return {r.data.tags.get(TAG_TRIAL) for r in child_runs(uri, parent) if r.info.status in ("FINISHED", "FAILED")}
+
+
 def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 

@@ -1,0 +1,231 @@
+"""``python -m worm_tune.final <sweep>``: rerun a finished sweep's best configurations for real.
+
+Trials of a sweep are grouped by configuration (every field but the seed); groups are ranked
+by the mean of a summary metric over their seeds, so one lucky seed does not pick a config.
+The top ``k`` are rerun with several seeds and a full retraining budget, as a new Ray
+experiment under a new MLflow parent run in the same experiment. Each rerun's run carries the
+ids of the sweep runs it came from (tags and a note with links), and the parent names the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worm_tune import tracking
+from worm_tune.config import TrialConfig
+from worm_tune.spaces import OBJECTIVES, Objective
+from worm_tune.sweep import (
+    NAME_PATTERN,
+    SETTINGS_FILE,
+    USAGE_ERRORS,
+    Plan,
+    SweepSettings,
+    UsageError,
+    _check_range,
+    _Parser,
+    run_sweep,
+    trial_table,
+)
+from worm_tune.trainables import family_of
+
+PROG = "python -m worm_tune.final"
+CHOSEN_FILE = "final.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration of the sweep: its runs, and its mean score over seeds."""
+
+    group: str
+    config: TrialConfig
+    run_ids: tuple[str, ...]
+    score: float
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Rerun the best configurations of a finished sweep with several seeds.")
+    parser.add_argument("sweep", help="the sweep's name (as given to or printed by worm_tune.sweep)")
+    parser.add_argument("--metric", default=None, help=f"rank by this summary metric: {', '.join(OBJECTIVES)}")
+    parser.add_argument("--mode", choices=("min", "max"), default=None, help="better is min or max (default: the metric's)")
+    parser.add_argument("--top-k", type=int, default=None, help="how many configurations to rerun (default 3)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds for each rerun (default 0,1,2)")
+    parser.add_argument("--retrain-epochs", type=int, default=None, help="retraining budget of the reruns (default 160)")
+    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override a field of every rerun")
+    parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
+    parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial; fractions share a GPU")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
+    parser.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
+    parser.add_argument("--address", default=None, help="an existing Ray cluster")
+    parser.add_argument("--storage", type=Path, default=None, help="where Ray keeps trials (default ./ray_results)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--name", default=None, help="name of the rerun (default <sweep>-final-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted rerun (needs --name)")
+    parser.add_argument("--dry-run", action="store_true", help="print the ranking and the reruns, then exit")
+    return parser
+
+
+def rank(runs: Sequence[Any], objective: Objective) -> list[Candidate]:
+    """Group finished trial runs by config (all but the seed) and rank them by their mean score."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for run in runs:
+        value = run.data.metrics.get(objective.metric)
+        if run.info.status == "FINISHED" and value is not None and math.isfinite(value):
+            groups[run.data.tags["group_hash"]].append(run)
+    candidates = []
+    for group, members in groups.items():
+        cfg = TrialConfig.from_dict(members[0].data.params)
+        score = sum(r.data.metrics[objective.metric] for r in members) / len(members)
+        candidates.append(Candidate(group, cfg, tuple(r.info.run_id for r in members), score))
+    return sorted(candidates, key=lambda c: c.score, reverse=objective.mode == "max")
+
+
+def plan_reruns(
+    chosen: Sequence[Candidate], seeds: Sequence[int], retrain_epochs: int, sets: dict[str, str]
+) -> tuple[Plan, list[TrialConfig]]:
+    configs = [
+        c.config.replace({"seed": seed, "retrain.max_epochs": retrain_epochs, **sets}).validate()
+        for c in chosen
+        for seed in seeds
+    ]
+    grid: dict[str, list[TrialConfig]] = defaultdict(list)
+    for cfg in configs:
+        grid[family_of(cfg.method)].append(cfg)
+    return Plan(base=configs[0], grid=dict(grid)), configs
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds {text!r} is invalid: expected comma-separated non-negative integers, e.g. 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        storage = (args.storage or Path("ray_results")).resolve()
+        if args.resume:
+            if not args.name or not (storage / args.name / CHOSEN_FILE).exists():
+                raise UsageError(f"--resume needs --name of a rerun in {storage}")
+            settings = SweepSettings.load(storage / args.name)
+            saved = json.loads((settings.folder / CHOSEN_FILE).read_text())
+            configs = [TrialConfig.from_dict(c) for c in saved["configs"]]
+            grid: dict[str, list[TrialConfig]] = defaultdict(list)
+            for cfg in configs:
+                grid[family_of(cfg.method)].append(cfg)
+            plan, extra_tags, params = Plan(base=configs[0], grid=dict(grid)), saved["extra_tags"], saved["params"]
+            tags = saved["tags"]
+        else:
+            settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
+            if args.dry_run:
+                print(trial_table(plan))
+                return 0
+            settings.save()
+            (settings.folder / CHOSEN_FILE).write_text(
+                json.dumps(
+                    {
+                        "configs": [c.to_flat() for c in plan.configs()],
+                        "extra_tags": extra_tags,
+                        "params": params,
+                        "tags": tags,
+                    },
+                    indent=2,
+                )
+            )
+        return run_sweep(
+            settings, plan, args.resume, args.address, tags["experiment"], params, tags, extra_tags, prog=PROG
+        )
+    except (UsageError, *USAGE_ERRORS) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:
+    objective = Objective.parse(f"{args.metric or 'final_acc'}{':' + args.mode if args.mode else ''}")
+    top_k = args.top_k if args.top_k is not None else 3
+    _check_range("--top-k", top_k, 1, integer=True)
+    retrain_epochs = args.retrain_epochs if args.retrain_epochs is not None else 160
+    _check_range("--retrain-epochs", retrain_epochs, 1, integer=True)
+    _check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
+    _check_range("--gpus-per-trial", args.gpus_per_trial, 0)
+    _check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
+    _check_range("--max-failures", args.max_failures, 0, integer=True)
+    seeds = _seeds(args.seeds or "0,1,2")
+    sets = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. retrain.target_acc=0.92")
+        sets[key.strip()] = value.strip()
+    name = args.name or f"{args.sweep}-final-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not NAME_PATTERN.match(name):
+        raise UsageError(f"--name {name!r} is invalid: use letters, digits, '.', '_' and '-'")
+    if (storage / name / SETTINGS_FILE).exists():
+        raise UsageError(f"{name!r} already exists in {storage}; pass --resume to continue it or another --name")
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    tracking.check_tracking(uri)
+    parent = tracking.find_parent_run(uri, args.sweep)
+    if parent is None:
+        raise UsageError(f"no sweep named {args.sweep!r} in {uri}")
+    if parent.info.status == "RUNNING":
+        raise UsageError(f"sweep {args.sweep!r} is still running (or was interrupted): finish or --resume it first")
+    candidates = rank(tracking.child_runs(uri, parent), objective)
+    if not candidates:
+        raise UsageError(f"sweep {args.sweep!r} has no finished trial with a {objective.metric} to rank by")
+    chosen = candidates[:top_k]
+    for i, c in enumerate(candidates, 1):
+        mark = "*" if i <= top_k else " "
+        print(f"{mark} {i:3d}. {objective.metric} {c.score:.4g} over {len(c.run_ids)} seed(s)  {c.config.method}  {c.group}")
+    plan, configs = plan_reruns(chosen, seeds, retrain_epochs, sets)
+
+    experiment = tracking.client(uri).get_experiment(parent.info.experiment_id).name
+    extra_tags = {}
+    for i, (candidate, cfg) in enumerate(zip(chosen, configs[:: len(seeds)], strict=True), 1):
+        links = "\n".join(f"- [{r}](#/experiments/{parent.info.experiment_id}/runs/{r})" for r in candidate.run_ids)
+        extra_tags[cfg.replace({"seed": 0}).hash()] = {
+            "source_sweep": args.sweep,
+            "source_parent_run": parent.info.run_id,
+            "source_runs": ",".join(candidate.run_ids),
+            "source_group": candidate.group,
+            "source_score": f"{objective.metric}={candidate.score:.6g}",
+            "final_rank": str(i),
+            "mlflow.note.content": f"Rerun of sweep {args.sweep}, rank {i} by {objective}. Source runs:\n{links}",
+        }
+    settings = SweepSettings(
+        space=args.sweep,
+        name=name,
+        storage=str(storage),
+        tracking_uri=uri,
+        kind="final",
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else 1.0,
+        gpus_per_trial=args.gpus_per_trial or 0.0,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures if args.max_failures is not None else 2,
+    )
+    params = {
+        "source_sweep": args.sweep,
+        "objective": str(objective),
+        "top_k": top_k,
+        "seeds": ",".join(map(str, seeds)),
+        "retrain_epochs": retrain_epochs,
+        **{f"set.{k}": v for k, v in sets.items()},
+    }
+    tags = {"experiment": experiment, "source_sweep": args.sweep, "source_parent_run": parent.info.run_id}
+    return settings, plan, extra_tags, params, tags
+
+
+if __name__ == "__main__":
+    sys.exit(main())
