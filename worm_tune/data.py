@@ -122,7 +122,7 @@ def _load_cifar(cfg: DataConfig) -> DataBundle:
     if not cfg.download and not folder.is_dir():
         raise DataError(
             f"{cfg.dataset} not found in {root} (expected {folder}); "
-            "rerun with --download or point --data-dir at a copy"
+            "set data.download=true (--download) or point data.data_dir (--data-dir) at a copy"
         )
     to_tensor = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
     augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if cfg.augment else []
@@ -139,7 +139,7 @@ def _load_cifar(cfg: DataConfig) -> DataBundle:
     except (RuntimeError, OSError) as exc:
         raise DataError(
             f"{cfg.dataset} in {folder} is unreadable or corrupt ({_one_line(exc)}); "
-            "delete that folder and rerun with --download"
+            "delete that folder and rerun with data.download=true (--download)"
         ) from exc
     return DataBundle(train, test, spec.num_classes, _INPUT_SHAPE)
 

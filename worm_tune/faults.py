@@ -2,8 +2,9 @@
 
 ``crash_at_epoch = k`` makes a trial raise :class:`InjectedFault` once, right after training
 epoch ``k`` and before that epoch is reported or checkpointed, exactly like a process dying
-mid-trial. A marker file in the trial's own folder remembers that the fault fired, so the
-retry (which resumes from the epoch ``k - 1`` checkpoint) runs through.
+mid-trial. A marker file in the trial's working folder (``--out`` for ``worm_tune.run``, the
+trial's folder in the Ray session for a sweep) remembers that the fault fired, so the retry
+(which resumes from the epoch ``k - 1`` checkpoint) runs through.
 """
 
 from __future__ import annotations

@@ -55,11 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Rerun the best configurations of a finished sweep with several seeds.")
     parser.add_argument("sweep", help="the sweep's name (as given to or printed by worm_tune.sweep)")
     parser.add_argument("--metric", default=None, help=f"rank by this summary metric: {', '.join(OBJECTIVES)}")
-    parser.add_argument("--mode", choices=("min", "max"), default=None, help="better is min or max (default: the metric's)")
+    parser.add_argument(
+        "--mode", choices=("min", "max"), default=None, help="better is min or max (default: the metric's)"
+    )
     parser.add_argument("--top-k", type=int, default=None, help="how many configurations to rerun (default 3)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for each rerun (default 0,1,2)")
-    parser.add_argument("--retrain-epochs", type=int, default=None, help="retraining budget of the reruns (default 160)")
-    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="override a field of every rerun")
+    parser.add_argument(
+        "--retrain-epochs", type=int, default=None, help="retraining budget of the reruns (default 160)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=None, metavar="KEY=VALUE", help="override a field of every rerun"
+    )
     parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial; fractions share a GPU")
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
@@ -188,7 +194,8 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
     chosen = candidates[:top_k]
     for i, c in enumerate(candidates, 1):
         mark = "*" if i <= top_k else " "
-        print(f"{mark} {i:3d}. {objective.metric} {c.score:.4g} over {len(c.run_ids)} seed(s)  {c.config.method}  {c.group}")
+        seeds_seen = f"over {len(c.run_ids)} seed(s)"
+        print(f"{mark} {i:3d}. {objective.metric} {c.score:.4g} {seeds_seen}  {c.config.method}  {c.group}")
     plan, configs = plan_reruns(chosen, seeds, retrain_epochs, sets)
 
     experiment = tracking.client(uri).get_experiment(parent.info.experiment_id).name

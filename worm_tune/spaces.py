@@ -216,7 +216,9 @@ def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SearchS
     method_axes: dict[str, dict[str, list[Any]]] = {}
     for method, table in data.get("method_axes", {}).items():
         if method not in methods:
-            raise SpaceError(f"{where}: method_axes.{method} names a method the space does not run ({', '.join(methods)})")
+            raise SpaceError(
+                f"{where}: method_axes.{method} names a method the space does not run ({', '.join(methods)})"
+            )
         method_axes[method] = _axes(table, where, f"method_axes.{method}")
         if "method" in method_axes[method]:
             raise SpaceError(f"{where}: method_axes.{method} cannot sweep 'method'")

@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna objective(s), e.g. final_acc:max; two give a multi-objective study (default: the space's)",
     )
     parser.add_argument("--sampler-seed", type=int, default=None, help="seed of Optuna's TPE sampler (default 0)")
-    parser.add_argument("--scheduler", choices=("fifo", "asha"), default=None, help="asha stops trials early on test_acc")
+    parser.add_argument(
+        "--scheduler", choices=("fifo", "asha"), default=None, help="asha stops trials early on test_acc"
+    )
     parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial; fractions share a GPU")
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
@@ -220,7 +222,9 @@ def _find_sweep(storage: Path, space: str, name: str | None) -> Path:
             raise UsageError(f"no sweep named {name!r} in {storage}; nothing to resume")
         return folder
     candidates = [p.parent for p in storage.glob(f"*/{SETTINGS_FILE}")]
-    mine = [f for f in candidates if Path(json.loads((f / SETTINGS_FILE).read_text())["space"]).stem == Path(space).stem]
+    mine = [
+        f for f in candidates if Path(json.loads((f / SETTINGS_FILE).read_text())["space"]).stem == Path(space).stem
+    ]
     if not mine:
         raise UsageError(f"no sweep of space {space!r} in {storage}; nothing to resume")
     return max(mine, key=lambda f: (f / SETTINGS_FILE).stat().st_mtime)
@@ -292,11 +296,14 @@ def trial_table(plan: Plan) -> str:
         o = plan.optuna
         ranges = ", ".join(f"{p.key} in [{p.low:g}, {p.high:g}]{' (log)' if p.log else ''}" for p in o.params)
         objectives = ", ".join(map(str, plan.objectives))
-        return f"{o.num_samples} Optuna (TPE) trials of {o.method}, seed {plan.base.seed}: {ranges}; objective {objectives}"
+        what = f"{o.num_samples} Optuna (TPE) trials of {o.method}, seed {plan.base.seed}"
+        return f"{what}: {ranges}; objective {objectives}"
     configs = plan.configs()
     columns = sweep_columns(configs)
-    rows = [[str(i), *(_cell(overrides(cfg, plan.base, columns).get(c)) for c in columns), cfg.hash()]
-            for i, cfg in enumerate(configs, 1)]
+    rows = [
+        [str(i), *(_cell(overrides(cfg, plan.base, columns).get(c)) for c in columns), cfg.hash()]
+        for i, cfg in enumerate(configs, 1)
+    ]
     return format_table(["#", *columns, "hash"], rows)
 
 
@@ -337,12 +344,17 @@ def check_resources(settings: SweepSettings) -> None:
     import ray
 
     have = ray.cluster_resources()
-    for key, per_trial, flag in (("CPU", settings.cpus_per_trial, "--cpus-per-trial"), ("GPU", settings.gpus_per_trial, "--gpus-per-trial")):
+    for key, per_trial, flag in (
+        ("CPU", settings.cpus_per_trial, "--cpus-per-trial"),
+        ("GPU", settings.gpus_per_trial, "--gpus-per-trial"),
+    ):
         if per_trial > 0 and have.get(key, 0) < per_trial:
             raise UsageError(f"{flag} {per_trial:g} is more than the cluster has ({have.get(key, 0):g} {key})")
 
 
-def execute(settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[str, dict[str, str]] | None = None) -> list[Any]:
+def execute(
+    settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[str, dict[str, str]] | None = None
+) -> list[Any]:
     """Run (or resume) every family's Ray experiment; return the ``ray.tune.Result`` of each trial.
 
     Stops after a family that was interrupted, so ``--resume`` picks up from there.
@@ -363,7 +375,12 @@ def execute(settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         else:
             callback = MlflowCallback(
-                settings.tracking_uri, settings.experiment_id, settings.parent_run_id, settings.name, base_flat, extra_tags
+                settings.tracking_uri,
+                settings.experiment_id,
+                settings.parent_run_id,
+                settings.name,
+                base_flat,
+                extra_tags,
             )
             tuner = tune.Tuner(
                 trainable,
@@ -460,7 +477,7 @@ def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
         scheduler=scheduler,
         max_concurrent_trials=settings.max_concurrent,
         trial_dirname_creator=trial_dirname,
-        reuse_actors=False,
+        reuse_actors=True,
     )
 
 
@@ -503,7 +520,10 @@ def summary_table(results: list[Any], base: TrialConfig) -> str:
                 str(count["error"]),
                 _mean([s["search_epochs"] for s in converged], ".2f"),
                 _mean([s.get("pre_prune_acc") for _, s in items], ".2%"),
-                _mean([s.get("final_acc") for status, s in items if status in ("converged", "not_converged", "dense")], ".2%"),
+                _mean(
+                    [s.get("final_acc") for status, s in items if status in ("converged", "not_converged", "dense")],
+                    ".2%",
+                ),
                 _mean([s.get("total_time") for _, s in items], ".0f"),
             ]
         )
@@ -542,15 +562,20 @@ def run_sweep(
         settings.save()
     else:
         tracking.client(settings.tracking_uri).update_run(settings.parent_run_id, status="RUNNING")
-    print(f"sweep {settings.name}: {len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples} trials, "
-          f"Ray storage {settings.folder}, MLflow {settings.tracking_uri} (run {settings.parent_run_id})", flush=True)
+    print(
+        f"sweep {settings.name}: {len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples} trials, "
+        f"Ray storage {settings.folder}, MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
+        flush=True,
+    )
     try:
         results = execute(settings, plan, resume, extra_tags)
     except KeyboardInterrupt:
         tracking.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
         where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
-        print(f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
-              file=sys.stderr)
+        print(
+            f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
+            file=sys.stderr,
+        )
         return 130
     table = summary_table(results, plan.base)
     print("\n" + table, flush=True)
@@ -559,8 +584,10 @@ def run_sweep(
     errors = sum(r.error is not None for r in results)
     tracking.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
     if errors:
-        print(f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
-              file=sys.stderr)
+        print(
+            f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -575,7 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sweep {settings.name}: {count} trials ({settings.space}, {settings.profile} profile)")
             print(trial_table(plan))
             return 0
-        params = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("sets", "experiment_id", "parent_run_id")}
+        params = {
+            k: v for k, v in dataclasses.asdict(settings).items() if k not in ("sets", "experiment_id", "parent_run_id")
+        }
         params.update({f"set.{k}": v for k, v in settings.sets.items()})
         tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
         return run_sweep(settings, plan, args.resume, args.address, Path(settings.space).stem, params, tags=tags)

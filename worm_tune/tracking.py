@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -120,6 +121,9 @@ def client(uri: str) -> Any:
 
 def check_tracking(uri: str) -> None:
     """Open the store once (creating a SQLite file if needed); raise :class:`TrackingError` if unusable."""
+    # Creating a new SQLite store logs its schema migration at INFO: noise for a sweep's user.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     path = sqlite_path(uri)
     if path is not None and not path.parent.is_dir():
         raise TrackingError(f"tracking URI {uri!r} is unusable: folder {str(path.parent)!r} does not exist")
@@ -142,7 +146,9 @@ def experiment_id(uri: str, name: str) -> str:
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
-def start_parent_run(uri: str, exp_id: str, sweep: str, kind: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+def start_parent_run(
+    uri: str, exp_id: str, sweep: str, kind: str, tags: Mapping[str, str], params: Mapping[str, Any]
+) -> str:
     """The run that groups a sweep's (or a final rerun's) trials."""
     run = client(uri).create_run(exp_id, run_name=sweep, tags={TAG_KIND: kind, TAG_SWEEP: sweep, **tags})
     log_params(uri, run.info.run_id, params)
@@ -243,7 +249,10 @@ class MlflowCallback(tune.Callback):
                 metrics.append(Metric(name, value, stamp, epoch))
         tags = [RunTag("phase", str(result.get("phase")))]
         if epoch == 1:
-            tags += [RunTag("node_id", str(result.get("node_id"))), RunTag("init_weights", result["summary"]["init_weights"])]
+            tags += [
+                RunTag("node_id", str(result.get("node_id"))),
+                RunTag("init_weights", result["summary"]["init_weights"]),
+            ]
         client(self.uri).log_batch(run_id, metrics=metrics, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -351,4 +360,4 @@ def _as_metric(value: Any) -> float | None:
 
 
 def _csv(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"
+    return "" if value is None else repr(value)

@@ -63,7 +63,16 @@ class TicketTrainable(tune.Trainable):
     )
 
     def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
-        cfg = TrialConfig.from_dict(base or {}).replace(config_overrides(config)).validate()
+        self.base = base or {}
+        self._build(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Run the next trial in this process (Ray's ``reuse_actors``): no new worker to start."""
+        self._build(new_config)
+        return True
+
+    def _build(self, config: dict[str, Any]) -> None:
+        cfg = TrialConfig.from_dict(self.base).replace(config_overrides(config)).validate()
         if cfg.method not in self.METHODS:
             raise ValueError(f"{type(self).__name__} runs {', '.join(self.METHODS)}, not {cfg.method!r}")
         # Each trial uses the CPUs Ray gave it, so concurrent trials do not oversubscribe the cores.

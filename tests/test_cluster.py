@@ -1,0 +1,42 @@
+"""A sweep on a two-node Ray cluster (``ray.cluster_utils.Cluster``, both nodes on this machine)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+from worm_tune import sweep
+from worm_tune.tracking import TAG_KIND, TAG_SWEEP
+
+TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
+
+
+def test_a_sweep_spreads_its_trials_over_both_nodes(tmp_path: Path) -> None:
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        argv = ["resnet18", "--quick", *TINY, "--set", "retrain.max_epochs=1", "--set", "seed=0"]
+        argv += ["--address", cluster.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]
+        assert sweep.main([*argv, "--name", "two-nodes"]) == 0
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert len(nodes) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.`{TAG_SWEEP}` = 'two-nodes' and tags.`{TAG_KIND}` = 'trial'")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    by_method = defaultdict(set)
+    for run in runs:
+        assert run.data.tags["node_id"] in nodes
+        by_method[run.data.tags["method"]].add(run.data.tags["node_id"])
+    # Each family ran its two one-CPU trials at once: one on each node.
+    assert by_method == {"earlybird": nodes, "worm": nodes}

@@ -1,0 +1,143 @@
+"""Search spaces: the shipped files, grid expansion, method-specific axes, pinning, bad files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from worm_tune.config import TrialConfig
+from worm_tune.spaces import Objective, SpaceError, available_spaces, load_space
+
+SHIPPED = ("resnet18", "vgg11_bn", "vgg16_bn")
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_every_experiment_has_a_space() -> None:
+    assert set(SHIPPED) <= set(available_spaces())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_default_profile_is_the_papers_cifar10_protocol(name: str) -> None:
+    space = load_space(name)
+    base = space.base
+    assert (base.model.arch, base.data.dataset, base.model.pretrained) == (name, "cifar10", True)
+    assert (base.optim.lr, base.optim.momentum, base.data.batch_size, base.search.window) == (0.01, 0.9, 32, 5)
+    grid = space.grid()
+    swept = {
+        k
+        for k in ("search.ratio", "search.threshold", "worm.delta", "worm.factor")
+        if k in space.axes or k in space.method_axes.get("worm", {})
+    }
+    assert swept == {"search.ratio", "search.threshold", "worm.delta", "worm.factor"}
+    assert len({cfg.hash() for cfg in grid}) == len(grid)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_method_axes_do_not_duplicate_earlybird_trials(name: str) -> None:
+    space = load_space(name)
+    grid = space.grid()
+    by_method = Counter(cfg.method for cfg in grid)
+    shared = 1
+    for values in space.axes.values():
+        shared *= len(values)
+    worm_only = 1
+    for values in space.method_axes["worm"].values():
+        worm_only *= len(values)
+    assert by_method == {"earlybird": shared, "worm": shared * worm_only}
+    # EarlyBird trials all keep WORM's defaults: nothing but the shared axes varies among them.
+    assert {(c.worm.delta, c.worm.factor) for c in grid if c.method == "earlybird"} == {(0.05, 0.003)}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_worm_trial_has_an_earlybird_pair_with_its_seed(name: str) -> None:
+    grid = load_space(name, "quick").grid()
+    eb = {(c.seed, c.search.ratio, c.search.threshold) for c in grid if c.method == "earlybird"}
+    worm = {(c.seed, c.search.ratio, c.search.threshold) for c in grid if c.method == "worm"}
+    assert worm == eb and len({s for s, *_ in eb}) >= 2
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_quick_profile_runs_offline_on_digits_with_small_budgets(name: str) -> None:
+    space = load_space(name, "quick")
+    grid = space.grid()
+    assert all(c.data.dataset == "digits" and not c.model.pretrained for c in grid)
+    assert all(c.search.max_epochs <= 12 and c.retrain.max_epochs <= 2 for c in grid)
+    assert 4 <= len(grid) <= 16
+    assert space.optuna is not None and space.optuna.num_samples <= 8
+
+
+def test_pin_fixes_a_field_and_removes_its_axis() -> None:
+    space = load_space("resnet18", "quick").pin({"search.ratio": "0.7", "seed": "4"})
+    grid = space.grid()
+    assert {c.search.ratio for c in grid} == {0.7} and {c.seed for c in grid} == {4}
+    assert Counter(c.method for c in grid) == {"earlybird": 1, "worm": 1}
+    only_worm = load_space("resnet18", "quick").pin({"method": "worm"}).grid()
+    assert {c.method for c in only_worm} == {"worm"}
+
+
+def test_optuna_table_is_parsed() -> None:
+    optuna = load_space("resnet18").optuna
+    assert optuna is not None and optuna.method == "worm"
+    assert [str(o) for o in optuna.objectives] == ["search_epochs:min", "final_acc:max"]
+    assert {p.key for p in optuna.params} == {"worm.delta", "worm.factor"}
+    assert all(p.log and p.low < p.high for p in optuna.params)
+
+
+def test_objective_takes_the_metrics_natural_direction() -> None:
+    assert Objective.parse("final_acc") == Objective("final_acc", "max")
+    assert Objective.parse("search_epochs") == Objective("search_epochs", "min")
+    with pytest.raises(SpaceError, match="metric must be one of"):
+        Objective.parse("loss:min")
+    with pytest.raises(SpaceError, match="mode must be min or max"):
+        Objective.parse("final_acc:up")
+
+
+def test_a_space_file_given_by_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'methods = ["earlybird", "gradclip"]\n[base]\n"data.dataset" = "digits"\n'
+        '[axes]\nseed = [0, 1]\n[method_axes.gradclip]\n"worm.factor" = [0.5, 0.1]\n',
+    )
+    grid = load_space(path).grid()
+    assert Counter(c.method for c in grid) == {"earlybird": 2, "gradclip": 4}
+    assert all(isinstance(c, TrialConfig) and c.data.dataset == "digits" for c in grid)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nonsense = 1\n", "unknown key 'nonsense'"),
+        ('[axes]\n"search.ratioo" = [0.5]\n', "is not a config key"),
+        ('[axes]\n"search.ratio" = []\n', "must be a non-empty list"),
+        ('[axes]\n"search.ratio" = [0.5, 1.5]\n', "search.ratio=1.5 is invalid"),
+        ('[base]\n"model.arch" = "resnet50"\n', "model.arch"),
+        ('methods = ["worm", "lottery"]\n', "method 'lottery' is invalid"),
+        (
+            'methods = ["earlybird"]\n[method_axes.worm]\n"worm.delta" = [0.1]\n',
+            "names a method the space does not run",
+        ),
+        ('[axes]\nmethod = ["worm"]\n', "'methods' list"),
+        ('[optuna]\nparams = { "model.arch" = { low = 1, high = 2 } }\n', "not a numeric config key"),
+        ('[optuna]\nparams = { "worm.delta" = { low = 0.2, high = 0.1 } }\n', "needs low < high"),
+        ('[optuna]\nobjective = "accuracy"\nparams = { "worm.delta" = { low = 0.1, high = 0.2 } }\n', "metric must be"),
+        ("[axes\n", "cannot be parsed"),
+    ],
+)
+def test_bad_space_files_fail_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SpaceError, match=message) as info:
+        load_space(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_space_and_profile() -> None:
+    with pytest.raises(SpaceError, match=r"unknown search space 'resnet50'; known spaces: .*resnet18"):
+        load_space("resnet50")
+    with pytest.raises(SpaceError, match="no profile 'huge'; profiles: default, quick"):
+        load_space("resnet18", "huge")

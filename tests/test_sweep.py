@@ -1,0 +1,296 @@
+"""Real sweeps: a local Ray instance, a real MLflow SQLite store, real Optuna, real models.
+
+The budgets are tiny (128 digits images, 3 search epochs, 1 retraining epoch) so the whole
+module runs in a few minutes on 2 CPU cores; the numbers are still real training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from worm_tune import final, sweep
+from worm_tune.tracking import PARENT_TAG, TAG_KIND, TAG_SWEEP
+
+TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
+TINY += ["--set", "retrain.max_epochs=1"]
+SUMMARY = ("search_epochs", "pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "final_acc", "sparsity")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("sweeps")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return {"root": root, "uri": uri, "args": ["--storage", str(root / "ray"), "--tracking-uri", uri]}
+
+
+def runs_of(uri: str, sweep_name: str) -> tuple[Any, list[Any]]:
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_name}'", max_results=1000)
+    parents = [r for r in runs if r.data.tags[TAG_KIND] in ("sweep", "final")]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parents[0].info.run_id]
+    return parents[0], children
+
+
+def history(uri: str, run: Any, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run.info.run_id, key)]
+
+
+def artifact(uri: str, run: Any, path: str) -> str:
+    return Path(MlflowClient(uri).download_artifacts(run.info.run_id, path)).read_text()
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(local_ray: Any, store: dict[str, Any]) -> dict[str, Any]:
+    """The quick profile (3 paired seeds, EarlyBird and WORM) at one pruning ratio, tiny budgets."""
+    code = sweep.main(["resnet18", "--quick", *TINY, "--set", "search.ratio=0.5", "--name", "quick", *store["args"]])
+    assert code == 0
+    parent, children = runs_of(store["uri"], "quick")
+    return {"parent": parent, "children": children, **store}
+
+
+def test_quick_sweep_logs_one_child_run_per_trial(quick_sweep: dict[str, Any]) -> None:
+    uri, parent, children = quick_sweep["uri"], quick_sweep["parent"], quick_sweep["children"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["space"] == "resnet18"
+    assert MlflowClient(uri).get_experiment(parent.info.experiment_id).name == "resnet18"
+    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in children) == [
+        (m, s) for m in ("earlybird", "worm") for s in ("0", "1", "2")
+    ]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert tags["status"] in ("converged", "not_converged") and len(tags["config_hash"]) == 12
+        assert params["search.ratio"] == "0.5" and params["model.arch"] == "resnet18" and params["seed"] == tags["seed"]
+        assert params["data.dataset"] == "digits" and params["data.train_subset"] == "128"
+        epochs = int(metrics["epochs"])
+        assert [s for s, _ in history(uri, run, "test_acc")] == list(range(1, epochs + 1))
+        assert epochs == metrics["search_epochs"] + 1
+        for key in SUMMARY:
+            assert key in metrics, key
+        assert metrics["final_acc"] == history(uri, run, "test_acc")[-1][1]
+        assert metrics["sparsity"] == pytest.approx(0.5, abs=1e-3)
+        # The mask-distance trajectory artifact agrees with the logged metrics.
+        rows = list(csv.DictReader(io.StringIO(artifact(uri, run, "mask_distance.csv"))))
+        assert [int(r["epoch"]) for r in rows] == list(range(1, int(metrics["search_epochs"]) + 1))
+        logged = dict(history(uri, run, "mask_dist_max"))
+        assert {int(r["epoch"]): float(r["mask_dist_max"]) for r in rows if r["mask_dist_max"]} == pytest.approx(logged)
+        summary = json.loads(artifact(uri, run, "summary.json"))
+        assert summary["config_hash"] == tags["config_hash"] and summary["final_acc"] == metrics["final_acc"]
+        if tags["method"] == "worm":
+            assert "r" in metrics and "truncated_channels" in metrics
+    assert "| earlybird | 0.5" in artifact(uri, parent, "summary.md")
+
+
+def test_paired_trials_start_from_the_same_weights(quick_sweep: dict[str, Any]) -> None:
+    by_seed: dict[str, dict[str, str]] = defaultdict(dict)
+    for run in quick_sweep["children"]:
+        by_seed[run.data.tags["seed"]][run.data.tags["method"]] = run.data.tags["init_weights"]
+    assert all(pair["earlybird"] == pair["worm"] for pair in by_seed.values())
+    assert len({pair["worm"] for pair in by_seed.values()}) == 3  # and different seeds differ
+
+
+def test_the_sweep_folder_can_be_read_without_mlflow(quick_sweep: dict[str, Any]) -> None:
+    folder = quick_sweep["root"] / "ray" / "quick"
+    settings = json.loads((folder / "sweep.json").read_text())
+    assert settings["parent_run_id"] == quick_sweep["parent"].info.run_id
+    results = [json.loads(p.read_text().splitlines()[-1]) for p in folder.glob("*/*/result.json")]
+    assert len(results) == 6 and all(r["done"] and r["summary"]["done"] for r in results)
+
+
+def test_a_crashed_trial_retries_from_its_checkpoint_with_the_same_numbers(
+    quick_sweep: dict[str, Any], store: dict[str, Any]
+) -> None:
+    argv = ["resnet18", "--quick", *TINY, "--set", "search.ratio=0.5", "--set", "seed=1", "--set", "method=worm"]
+    code = sweep.main([*argv, "--set", "crash_at_epoch=2", "--max-failures", "1", "--name", "crash", *store["args"]])
+    assert code == 0
+    _, (run,) = runs_of(store["uri"], "crash")
+    assert run.data.tags["failures"] == "1"
+    (reference,) = [r for r in quick_sweep["children"] if r.data.tags["config_hash"] == run.data.tags["config_hash"]]
+    for key in (*SUMMARY, "mask_dist_max", "r", "train_loss"):
+        assert run.data.metrics[key] == reference.data.metrics[key], key
+    assert [s for s, _ in history(store["uri"], run, "test_acc")] == [1, 2, 3, 4]
+
+
+def test_a_trial_that_keeps_crashing_is_recorded_as_an_error(local_ray: Any, store: dict[str, Any]) -> None:
+    argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "method=worm", "--set", "search.ratio=0.3"]
+    # crash_at_epoch=1 fires before the first checkpoint; with no retries the trial fails for good.
+    code = sweep.main([*argv, "--set", "crash_at_epoch=1", "--max-failures", "0", "--name", "broken", *store["args"]])
+    assert code == 1
+    parent, (run,) = runs_of(store["uri"], "broken")
+    assert run.info.status == "FAILED" and run.data.tags["status"] == "error"
+    assert parent.info.status == "FAILED"
+
+
+def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(local_ray: Any, store: dict[str, Any]) -> None:
+    argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "search.ratio=0.5", "--set", "optim.lr=1e12"]
+    assert sweep.main([*argv, "--name", "diverge", *store["args"]]) == 0
+    parent, children = runs_of(store["uri"], "diverge")
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    for run in children:
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "diverged"
+        assert run.data.metrics["diverged"] == 1.0 and "final_acc" not in run.data.metrics
+
+
+def test_eight_concurrent_trials_share_one_sqlite_store(local_ray: Any, store: dict[str, Any]) -> None:
+    space = store["root"] / "eight.toml"
+    space.write_text(
+        'methods = ["worm"]\n[base]\n"data.dataset" = "digits"\n"model.pretrained" = false\n'
+        "[axes]\nseed = [0, 1, 2, 3, 4, 5, 6, 7]\n"
+    )
+    argv = [str(space), *TINY, "--set", "search.max_epochs=2", "--cpus-per-trial", "0.25", "--max-concurrent", "8"]
+    assert sweep.main([*argv, "--name", "eight", *store["args"]]) == 0
+    _, children = runs_of(store["uri"], "eight")
+    assert len(children) == 8
+    assert all(r.info.status == "FINISHED" and int(r.data.metrics["epochs"]) == 3 for r in children)
+    assert all(len(history(store["uri"], r, "test_acc")) == 3 for r in children)
+    # All eight ran at once: some instant lies inside every run's [start, end].
+    assert max(r.info.start_time for r in children) < min(r.info.end_time for r in children)
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ray: Any, store: dict[str, Any]) -> None:
+    address = ray.get_runtime_context().gcs_address
+    argv = [
+        "resnet18",
+        "--quick",
+        *TINY,
+        "--set",
+        "seed=0",
+        "--max-concurrent",
+        "1",
+        "--name",
+        "resume",
+        *store["args"],
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worm_tune.sweep", *argv, "--address", address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    client = MlflowClient(store["uri"])
+    first_done = None
+    deadline = time.monotonic() + 300
+    while first_done is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(1)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        done = client.search_runs(
+            experiments,
+            f"tags.`{TAG_SWEEP}` = 'resume' and tags.`{TAG_KIND}` = 'trial' and attributes.status = 'FINISHED'",
+        )
+        first_done = done[0] if done else None
+    assert first_done is not None, proc.stderr.read() if proc.poll() is not None else "no trial finished"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; resume with: python -m worm_tune.sweep resnet18 --resume --name resume" in err
+    parent, before = runs_of(store["uri"], "resume")
+    assert parent.info.status == "KILLED" and len(before) < 4
+
+    assert sweep.main(["resnet18", "--resume", "--name", "resume", "--storage", store["args"][1]]) == 0
+    parent, after = runs_of(store["uri"], "resume")
+    assert parent.info.status == "FINISHED"
+    assert len(after) == 4 and all(r.info.status == "FINISHED" for r in after)
+    assert len({r.data.tags["config_hash"] for r in after}) == 4
+    for run in after:
+        steps = [s for s, _ in history(store["uri"], run, "test_acc")]
+        assert steps == list(range(1, int(run.data.metrics["epochs"]) + 1))  # every epoch logged once
+    (kept,) = [r for r in after if r.info.run_id == first_done.info.run_id]
+    assert kept.info.end_time == first_done.info.end_time  # the finished trial was not run again
+    results = sorted((store["root"] / "ray" / "resume").glob("*/*/result.json"))
+    assert len(results) == 4
+    for path in results:
+        iterations = [json.loads(line)["training_iteration"] for line in path.read_text().splitlines()]
+        assert iterations == sorted(set(iterations))
+
+
+def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: dict[str, Any]) -> None:
+    argv = ["resnet18", "--quick", *TINY, "--search", "optuna", "--num-samples", "3", "--sampler-seed", "7"]
+    assert sweep.main([*argv, "--name", "tpe", *store["args"]]) == 0
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{store['root'] / 'ray' / 'tpe' / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # TPE starts with seeded random samples: the same seed proposes the same first point.
+    replay = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.TPESampler(seed=7))
+    assert replay.ask(study.trials[0].distributions).params == study.trials[0].params
+    _, children = runs_of(store["uri"], "tpe")
+    assert len(children) == 3 and {r.data.tags["method"] for r in children} == {"worm"}
+    for trial in study.trials:
+        (run,) = [
+            r for r in children if float(r.data.params["worm.delta"]) == pytest.approx(trial.params["worm.delta"])
+        ]
+        assert float(run.data.params["worm.factor"]) == pytest.approx(trial.params["worm.factor"])
+        assert trial.values == [run.data.metrics["search_epochs"], run.data.metrics["final_acc"]]
+
+
+def test_asha_stops_trials_and_they_have_no_convergence_epoch(
+    local_ray: Any, store: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["resnet18", "--quick", *TINY, "--set", "method=earlybird", "--set", "search.ratio=0.5"]
+    argv += ["--scheduler", "asha", "--max-concurrent", "1", "--name", "asha", *store["args"]]
+    assert sweep.main(argv) == 0
+    _, children = runs_of(store["uri"], "asha")
+    stopped = [r for r in children if r.data.tags["status"] == "stopped_early"]
+    assert len(children) == 3 and 0 < len(stopped) < 3
+    for run in stopped:  # stopped at ASHA's first rung (epoch 2), inside the search
+        assert "search_epochs" not in run.data.metrics and run.data.metrics["epochs"] == 2
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| earlybird"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:6] == ["3", str(3 - len(stopped)), "0", str(len(stopped))]
+
+
+def test_gpus_beyond_the_cluster_are_refused_before_any_trial(
+    local_ray: Any, store: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["resnet18", "--quick", *TINY, "--gpus-per-trial", "0.5", "--name", "gpu", *store["args"]]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--gpus-per-trial 0.5 is more than the cluster has (0 GPU)" in err and err.count("\n") == 1
+    assert not (store["root"] / "ray" / "gpu").exists()
+
+
+def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any], store: dict[str, Any]) -> None:
+    sweep_runs = quick_sweep["children"]
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for run in sweep_runs:
+        groups[run.data.tags["group_hash"]].append(run)
+    best = max(groups, key=lambda g: sum(r.data.metrics["final_acc"] for r in groups[g]) / len(groups[g]))
+    argv = ["quick", "--top-k", "1", "--seeds", "5,6", "--retrain-epochs", "2", "--name", "quick-final"]
+    assert final.main([*argv, *store["args"]]) == 0
+    parent, children = runs_of(store["uri"], "quick-final")
+    assert parent.data.tags[TAG_KIND] == "final" and parent.data.tags["source_sweep"] == "quick"
+    assert parent.info.experiment_id == quick_sweep["parent"].info.experiment_id
+    assert sorted(r.data.tags["seed"] for r in children) == ["5", "6"]
+    source_ids = {r.info.run_id for r in groups[best]}
+    for run in children:
+        assert set(run.data.tags["source_runs"].split(",")) == source_ids
+        assert run.data.tags["source_group"] == best and run.data.tags["final_rank"] == "1"
+        assert run.data.params["retrain.max_epochs"] == "2" and run.data.metrics["retrain_epochs"] == 2
+        assert all(source in run.data.tags["mlflow.note.content"] for source in source_ids)
+        # The rerun is the source config but for the seed and the retraining budget.
+        source = groups[best][0].data.params
+        differ = {k for k, v in run.data.params.items() if source[k] != v}
+        assert differ == {"seed", "retrain.max_epochs"}
