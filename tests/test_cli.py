@@ -66,7 +66,7 @@ def test_full_resnet18_trial_on_digits_converges(tmp_path: Path) -> None:
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_interrupted_run_resumes_to_the_same_numbers(tmp_path: Path) -> None:
+def test_interrupted_or_crashed_run_resumes_to_the_same_numbers(tmp_path: Path) -> None:
     reference = tmp_path / "ref"
     assert cli(*TINY, "--method", "worm", "--quiet", "--out", str(reference)).returncode == 0
     out = tmp_path / "cut"
@@ -89,6 +89,15 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     assert untimed(json.loads((out / "metrics.json").read_text())) == untimed(
+        json.loads((reference / "metrics.json").read_text())
+    )
+    # The fault knob: crash once after epoch 2 (before it is saved); the rerun resumes from epoch 1.
+    crashed = tmp_path / "crash"
+    proc = cli(*TINY, "--method", "worm", "--crash-at-epoch", "2", "--quiet", "--out", str(crashed))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "injected fault: crash_at_epoch=2" in proc.stderr
+    assert len(json.loads((crashed / "metrics.json").read_text())["epochs"]) == 1
+    assert cli(*TINY, "--method", "worm", "--crash-at-epoch", "2", "--quiet", "--out", str(crashed)).returncode == 0
+    assert untimed(json.loads((crashed / "metrics.json").read_text())) == untimed(
         json.loads((reference / "metrics.json").read_text())
     )
 

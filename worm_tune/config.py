@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,17 @@ class TrialConfig:
 
 
 _SECTIONS = ("data", "model", "optim", "search", "worm", "prune", "retrain")
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["search.ratio=0.7", ...]`` (the ``--set`` flags) as a mapping; values are parsed later, by type."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. search.ratio=0.7")
+        parsed[key.strip()] = value.strip()
+    return parsed
 
 
 @functools.cache

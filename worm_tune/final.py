@@ -21,21 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune import tracking
-from worm_tune.config import TrialConfig
+from worm_tune.config import TrialConfig, parse_assignments
 from worm_tune.spaces import OBJECTIVES, Objective
 from worm_tune.sweep import (
     NAME_PATTERN,
     SETTINGS_FILE,
     USAGE_ERRORS,
+    Parser,
     Plan,
     SweepSettings,
     UsageError,
-    _check_range,
-    _Parser,
+    check_range,
+    grid_plan,
     run_sweep,
     trial_table,
 )
-from worm_tune.trainables import family_of
 
 PROG = "python -m worm_tune.final"
 CHOSEN_FILE = "final.json"
@@ -52,7 +52,7 @@ class Candidate:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Rerun the best configurations of a finished sweep with several seeds.")
+    parser = Parser(prog=PROG, description="Rerun the best configurations of a finished sweep with several seeds.")
     parser.add_argument("sweep", help="the sweep's name (as given to or printed by worm_tune.sweep)")
     parser.add_argument("--metric", default=None, help=f"rank by this summary metric: {', '.join(OBJECTIVES)}")
     parser.add_argument(
@@ -102,10 +102,7 @@ def plan_reruns(
         for c in chosen
         for seed in seeds
     ]
-    grid: dict[str, list[TrialConfig]] = defaultdict(list)
-    for cfg in configs:
-        grid[family_of(cfg.method)].append(cfg)
-    return Plan(base=configs[0], grid=dict(grid)), configs
+    return grid_plan(configs, configs[0]), configs
 
 
 def _seeds(text: str) -> list[int]:
@@ -128,11 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = SweepSettings.load(storage / args.name)
             saved = json.loads((settings.folder / CHOSEN_FILE).read_text())
             configs = [TrialConfig.from_dict(c) for c in saved["configs"]]
-            grid: dict[str, list[TrialConfig]] = defaultdict(list)
-            for cfg in configs:
-                grid[family_of(cfg.method)].append(cfg)
-            plan, extra_tags, params = Plan(base=configs[0], grid=dict(grid)), saved["extra_tags"], saved["params"]
-            tags = saved["tags"]
+            plan = grid_plan(configs, configs[0])
+            extra_tags, params, tags = saved["extra_tags"], saved["params"], saved["tags"]
         else:
             settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
             if args.dry_run:
@@ -161,20 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:
     objective = Objective.parse(f"{args.metric or 'final_acc'}{':' + args.mode if args.mode else ''}")
     top_k = args.top_k if args.top_k is not None else 3
-    _check_range("--top-k", top_k, 1, integer=True)
+    check_range("--top-k", top_k, 1, integer=True)
     retrain_epochs = args.retrain_epochs if args.retrain_epochs is not None else 160
-    _check_range("--retrain-epochs", retrain_epochs, 1, integer=True)
-    _check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
-    _check_range("--gpus-per-trial", args.gpus_per_trial, 0)
-    _check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
-    _check_range("--max-failures", args.max_failures, 0, integer=True)
+    check_range("--retrain-epochs", retrain_epochs, 1, integer=True)
+    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
+    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
+    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
+    check_range("--max-failures", args.max_failures, 0, integer=True)
     seeds = _seeds(args.seeds or "0,1,2")
-    sets = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. retrain.target_acc=0.92")
-        sets[key.strip()] = value.strip()
+    sets = parse_assignments(args.set or [])
     name = args.name or f"{args.sweep}-final-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_PATTERN.match(name):
         raise UsageError(f"--name {name!r} is invalid: use letters, digits, '.', '_' and '-'")

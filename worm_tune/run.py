@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from worm_tune.config import CHOICES, ConfigError, TrialConfig, field_types
+from worm_tune.config import CHOICES, ConfigError, TrialConfig, field_types, parse_assignments
 from worm_tune.data import DataError
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import InjectedFault, maybe_crash
@@ -84,11 +84,7 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     cfg = TrialConfig.from_file(args.config) if args.config else TrialConfig()
     keys = field_types()
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k in keys and v is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. search.ratio=0.7")
-        overrides[key.strip()] = value.strip()
+    overrides.update(parse_assignments(args.set))
     return cfg.replace(overrides).validate()
 
 

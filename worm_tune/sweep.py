@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from worm_tune.config import ConfigError, TrialConfig
+from worm_tune.config import ConfigError, TrialConfig, parse_assignments
 from worm_tune.data import DataError, load_data
 from worm_tune.models import ModelError, build_model
 from worm_tune.spaces import Objective, OptunaSpec, SearchSpace, SpaceError, available_spaces, load_space
@@ -39,7 +39,7 @@ class UsageError(Exception):
     """Bad input, reported as one line with exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
@@ -109,7 +109,7 @@ class Plan:
 
 def build_parser() -> argparse.ArgumentParser:
     spaces = ", ".join(available_spaces()) or "none found"
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description=f"Run a search space as Ray Tune trials logged to MLflow. Spaces: {spaces}.",
     )
@@ -172,20 +172,15 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         raise UsageError(f"--name {name!r} is invalid: use letters, digits, '.', '_' and '-'")
     if (storage / name / SETTINGS_FILE).exists():
         raise UsageError(f"sweep {name!r} already exists in {storage}; pass --resume to continue it or another --name")
-    sets = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. search.ratio=0.7")
-        sets[key.strip()] = value.strip()
+    sets = parse_assignments(args.set or [])
     search = args.search or "grid"
     if search == "grid" and (args.num_samples is not None or args.objective or args.sampler_seed is not None):
         raise UsageError("--num-samples, --objective and --sampler-seed apply to --search optuna only")
-    _check_range("--num-samples", args.num_samples, 1, integer=True)
-    _check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
-    _check_range("--gpus-per-trial", args.gpus_per_trial, 0)
-    _check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
-    _check_range("--max-failures", args.max_failures, 0, integer=True)
+    check_range("--num-samples", args.num_samples, 1, integer=True)
+    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
+    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
+    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
+    check_range("--max-failures", args.max_failures, 0, integer=True)
     for text in args.objective or []:
         Objective.parse(text)
     return SweepSettings(
@@ -207,7 +202,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     )
 
 
-def _check_range(flag: str, value: float | None, low: float, integer: bool = False, open_low: bool = False) -> None:
+def check_range(flag: str, value: float | None, low: float, integer: bool = False, open_low: bool = False) -> None:
     if value is None:
         return
     if (value <= low if open_low else value < low) or not math.isfinite(value):
@@ -235,7 +230,6 @@ def _find_sweep(storage: Path, space: str, name: str | None) -> Path:
 
 def make_plan(settings: SweepSettings) -> Plan:
     """Read the space, apply ``--set``, and expand it into trials; every config is validated."""
-    from worm_tune.trainables import family_of
 
     space: SearchSpace = load_space(settings.space, settings.profile).pin(settings.sets)
     # Trials run in their own folders: make the data folder absolute (it is not part of the hash).
@@ -250,8 +244,15 @@ def make_plan(settings: SweepSettings) -> Plan:
         objectives = tuple(Objective.parse(o) for o in settings.objectives) or optuna.objectives
         base.replace({"method": optuna.method}).validate()
         return Plan(base=base, optuna=optuna, objectives=objectives)
+    return grid_plan(space.grid(), base)
+
+
+def grid_plan(configs: Sequence[TrialConfig], base: TrialConfig) -> Plan:
+    """Explicit trials, grouped by the trainable family that runs them."""
+    from worm_tune.trainables import family_of
+
     grid: dict[str, list[TrialConfig]] = defaultdict(list)
-    for cfg in space.grid():
+    for cfg in configs:
         grid[family_of(cfg.method)].append(cfg)
     return Plan(base=base, grid=dict(grid))
 

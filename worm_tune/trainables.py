@@ -27,7 +27,7 @@ CHECKPOINT_FILE = "engine.pt"
 
 #: Summary fields copied to the top level of every result, as numbers (NaN while unknown),
 #: so schedulers and Optuna can read them; the full summary rides along under "summary".
-SUMMARY_METRICS = (
+TOP_LEVEL_SUMMARY = (
     "search_epochs",
     "trigger_epoch",
     "pre_prune_acc",
@@ -89,7 +89,7 @@ class TicketTrainable(tune.Trainable):
         result: dict[str, Any] = {k: metrics.get(k) for k in self.EPOCH_METRICS}
         if "post_prune_acc" in metrics:
             result["post_prune_acc_now"] = metrics["post_prune_acc"]
-        result.update({k: _number(summary[k]) for k in SUMMARY_METRICS})
+        result.update({k: _number(summary[k]) for k in TOP_LEVEL_SUMMARY})
         result.update(
             summary=summary,
             method=self.cfg.method,
