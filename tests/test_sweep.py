@@ -294,3 +294,51 @@ def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any]
         source = groups[best][0].data.params
         differ = {k for k, v in run.data.params.items() if source[k] != v}
         assert differ == {"seed", "retrain.max_epochs"}
+
+
+def test_an_mlflow_server_given_by_environment_variable(
+    local_ray: Any, store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = _free_port()
+    backend, artifacts = f"sqlite:///{store['root'] / 'server.db'}", str(store["root"] / "server-artifacts")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend]
+    command += ["--artifacts-destination", artifacts, "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the server and its workers, stopped together below
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(uri) and time.monotonic() < deadline:
+            time.sleep(1)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "search.ratio=0.5", "--set", "method=worm"]
+        assert sweep.main([*argv, "--name", "served", "--storage", store["args"][1]]) == 0
+        parent, (run,) = runs_of(uri, "served")
+        assert parent.info.status == "FINISHED" and run.data.tags["status"] in ("converged", "not_converged")
+        artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+        assert artifacts == {"mask_distance.csv", "summary.json"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(uri: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside Ray Tune's own Ctrl-C handling (ranking, preflight)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:

@@ -184,7 +184,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     for text in args.objective or []:
         Objective.parse(text)
     return SweepSettings(
-        space=args.space,
+        space=str(Path(args.space).resolve()) if args.space.endswith(".toml") else args.space,
         name=name,
         storage=str(storage),
         tracking_uri=resolve_tracking_uri(args.tracking_uri),
@@ -612,6 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside Ray Tune's own Ctrl-C handling (preflight, summary)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
