@@ -98,7 +98,8 @@ def plan_reruns(
     chosen: Sequence[Candidate], seeds: Sequence[int], retrain_epochs: int, sets: dict[str, str]
 ) -> tuple[Plan, list[TrialConfig]]:
     configs = [
-        c.config.replace({"seed": seed, "retrain.max_epochs": retrain_epochs, **sets}).validate()
+        # A rerun never inherits the sweep's fault injection (``--set crash_at_epoch=K`` still works).
+        c.config.replace({"seed": seed, "retrain.max_epochs": retrain_epochs, "crash_at_epoch": 0, **sets}).validate()
         for c in chosen
         for seed in seeds
     ]
