@@ -31,6 +31,7 @@ from worm_tune.sweep import (
     Plan,
     SweepSettings,
     UsageError,
+    add_run_flags,
     check_range,
     grid_plan,
     run_sweep,
@@ -66,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set", action="append", default=None, metavar="KEY=VALUE", help="override a field of every rerun"
     )
-    parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
-    parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial; fractions share a GPU")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
-    parser.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
-    parser.add_argument("--address", default=None, help="an existing Ray cluster")
-    parser.add_argument("--storage", type=Path, default=None, help="where Ray keeps trials (default ./ray_results)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
+    add_run_flags(parser)
     parser.add_argument("--name", default=None, help="name of the rerun (default <sweep>-final-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted rerun (needs --name)")
     parser.add_argument("--dry-run", action="store_true", help="print the ranking and the reruns, then exit")

@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scheduler", choices=("fifo", "asha"), default=None, help="asha stops trials early on test_acc"
     )
+    add_run_flags(parser)
+    parser.add_argument("--name", default=None, help="sweep name (default <space>[-quick]-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the latest, or --name)")
+    parser.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    return parser
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Where and how trials run: the flags ``sweep`` and ``final`` share."""
     parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
     parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial; fractions share a GPU")
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
@@ -136,10 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="an existing Ray cluster, e.g. 10.0.0.1:6379 or auto")
     parser.add_argument("--storage", type=Path, default=None, help="where Ray keeps trials (default ./ray_results)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--name", default=None, help="sweep name (default <space>[-quick]-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the latest, or --name)")
-    parser.add_argument("--dry-run", action="store_true", help="print the trials and exit")
-    return parser
 
 
 _RESUME_FIXED = (
