@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
 from collections import Counter
 from pathlib import Path
 from urllib.error import URLError
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import Subset
@@ -144,20 +142,6 @@ def test_cifar_download_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(DataError, match="could not download cifar10") as info:
         load_data(DataConfig(dataset="cifar10", data_dir=str(tmp_path), download=True))
     assert "no network" in str(info.value) and "\n" not in str(info.value)
-
-
-@pytest.fixture
-def fake_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A tiny folder in torchvision's CIFAR-10 format; the checksum check is bypassed, the reading is real."""
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
-    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
-    return tmp_path
 
 
 def test_cifar_reads_torchvision_folder(fake_cifar10: Path) -> None:

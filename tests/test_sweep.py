@@ -209,11 +209,14 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
     assert "interrupted; resume with: python -m worm_tune.sweep resnet18 --resume --name resume" in err
     parent, before = runs_of(store["uri"], "resume")
     assert parent.info.status == "KILLED" and len(before) < 4
+    cut_short = [r for r in before if r.info.run_id != first_done.info.run_id]
+    assert cut_short and all(r.info.status == "KILLED" and r.data.tags["status"] == "interrupted" for r in cut_short)
 
     assert sweep.main(["resnet18", "--resume", "--name", "resume", "--storage", store["args"][1]]) == 0
     parent, after = runs_of(store["uri"], "resume")
     assert parent.info.status == "FINISHED"
     assert len(after) == 4 and all(r.info.status == "FINISHED" for r in after)
+    assert all(r.data.tags["status"] in ("converged", "not_converged") for r in after)
     assert len({r.data.tags["config_hash"] for r in after}) == 4
     for run in after:
         steps = [s for s, _ in history(store["uri"], run, "test_acc")]

@@ -31,6 +31,9 @@ RETRAIN_INITS = ("searched", "reinit")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+LOADERS = ("auto", "plain", "device")
+PRECISIONS = ("auto", "fp32", "bf16")
+SWITCHES = ("auto", "on", "off")
 
 #: The allowed values of every choice field (what ``--help`` and the error messages list).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -44,6 +47,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "worm.scope": SCOPES,
     "prune.kind": PRUNE_KINDS,
     "retrain.init": RETRAIN_INITS,
+    "speed.loader": LOADERS,
+    "speed.precision": PRECISIONS,
+    "speed.channels_last": SWITCHES,
 }
 
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
@@ -166,6 +172,23 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """How the arithmetic is fed and done (see :mod:`worm_tune.fastpath`). ``auto`` turns each
+    speed-up on with CUDA and off on the CPU, so CPU trials stay the paper's plain path, bit for
+    bit; set ``loader=plain, precision=fp32, channels_last=off`` to run that path on a GPU."""
+
+    loader: str = "auto"  # plain: a torch DataLoader; device: the dataset held on the device
+    precision: str = "auto"  # fp32, or bf16 autocast for forward and loss
+    channels_last: str = "auto"
+    compile: bool = False  # torch.compile the model (recompiled after structured pruning)
+
+    def validate(self) -> None:
+        _choice("speed.loader", self.loader)
+        _choice("speed.precision", self.precision)
+        _choice("speed.channels_last", self.channels_last)
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """Everything one search -> prune -> retrain trial needs."""
 
@@ -181,6 +204,7 @@ class TrialConfig:
     worm: WormConfig = field(default_factory=WormConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def validate(self) -> TrialConfig:
         """Check every field; raise :class:`ConfigError` on the first bad one. Returns self."""
@@ -264,7 +288,7 @@ class TrialConfig:
         return cls.from_dict(data)
 
 
-_SECTIONS = ("data", "model", "optim", "search", "worm", "prune", "retrain")
+_SECTIONS = ("data", "model", "optim", "search", "worm", "prune", "retrain", "speed")
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
 from worm_tune.config import DataConfig
+from worm_tune.fastpath import Augment
 
 #: Seed of what must not change with the trial seed: splits, subsets, the test loader's order.
 _FIXED_SEED = 0
@@ -39,6 +40,8 @@ class DataBundle:
     test: Dataset  # held out: never drawn from the training split
     num_classes: int
     input_shape: tuple[int, int, int]
+    #: The training augmentation ``data.augment`` turns on, as data, for the device loader.
+    augment: Augment | None = None
 
 
 class TensorImageDataset(Dataset):
@@ -88,6 +91,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
             bundle.test,
             bundle.num_classes,
             bundle.input_shape,
+            bundle.augment,
         )
     return bundle
 
@@ -113,6 +117,22 @@ def make_loaders(bundle: DataBundle, cfg: DataConfig, generator: torch.Generator
         **workers,
     )
     return train, test
+
+
+def split_tensors(split: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split as one tensor of normalised images [N, 3, 32, 32] and one of labels [N], without
+    augmentation: what the device loader holds."""
+    if isinstance(split, Subset):
+        images, targets = split_tensors(split.dataset)
+        index = torch.as_tensor(split.indices, dtype=torch.long)
+        return images[index], targets[index]
+    if isinstance(split, TensorImageDataset):
+        return split.images, split.targets
+    if isinstance(split, datasets.CIFAR10):  # and CIFAR100, its subclass
+        normalize = next(t for t in split.transform.transforms if isinstance(t, transforms.Normalize))
+        images = torch.from_numpy(split.data).permute(0, 3, 1, 2).float().div_(255)  # as ToTensor does
+        return transforms.functional.normalize(images, normalize.mean, normalize.std), torch.as_tensor(split.targets)
+    raise TypeError(f"no tensor form for a {type(split).__name__}")
 
 
 def _load_cifar(cfg: DataConfig) -> DataBundle:
@@ -141,7 +161,8 @@ def _load_cifar(cfg: DataConfig) -> DataBundle:
             f"{cfg.dataset} in {folder} is unreadable or corrupt ({_one_line(exc)}); "
             "delete that folder and rerun with data.download=true (--download)"
         ) from exc
-    return DataBundle(train, test, spec.num_classes, _INPUT_SHAPE)
+    fill = tuple(-m / s for m, s in zip(spec.mean, spec.std, strict=True))  # black, normalised
+    return DataBundle(train, test, spec.num_classes, _INPUT_SHAPE, Augment(4, True, fill))
 
 
 def _load_digits(cfg: DataConfig) -> DataBundle:
@@ -162,7 +183,7 @@ def _load_digits(cfg: DataConfig) -> DataBundle:
     augment = transforms.RandomCrop(32, padding=4, fill=float(-mean / std)) if cfg.augment else None
     train = TensorImageDataset(images[train_idx], targets[train_idx], augment)
     test = TensorImageDataset(images[test_idx], targets[test_idx], None)
-    return DataBundle(train, test, 10, _INPUT_SHAPE)
+    return DataBundle(train, test, 10, _INPUT_SHAPE, Augment(4, False, (float(-mean / std),) * _INPUT_SHAPE[0]))
 
 
 def _stratified_subset(train: Dataset, size: int, num_classes: int) -> Subset:

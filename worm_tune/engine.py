@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from worm_tune.config import ConfigError, TrialConfig
-from worm_tune.data import DataBundle, load_data, make_loaders
+from worm_tune.data import DataBundle, load_data, make_loaders, split_tensors
 from worm_tune.detector import EarlyBirdDetector
+from worm_tune.fastpath import DeviceLoader, resolve_speed
 from worm_tune.masks import channel_scores, global_mask
 from worm_tune.models import bn_layers, build_model, producing_convs
 from worm_tune.pruning import (
@@ -76,7 +77,17 @@ class TrialEngine:
             self._rng_cpu = torch.get_rng_state()
             self._rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
-        self.train_loader, self.test_loader = make_loaders(self.data, cfg.data, self.data_gen)
+        self.speed = resolve_speed(cfg.speed, self.device)
+        self.train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+        self.test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+        if self.speed.device_loader:
+            augment = self.data.augment if cfg.data.augment else None
+            self.train_loader = DeviceLoader(
+                *split_tensors(self.data.train), cfg.data.batch_size, self.device, self.data_gen, augment
+            )
+            self.test_loader = DeviceLoader(*split_tensors(self.data.test), cfg.data.test_batch_size, self.device)
+        else:
+            self.train_loader, self.test_loader = make_loaders(self.data, cfg.data, self.data_gen)
 
         names_layers = bn_layers(self.model)
         self.layers = [bn for _, bn in names_layers]
@@ -117,6 +128,7 @@ class TrialEngine:
             "init_weights": weights_fingerprint(self.model),
         }
         self._new_optimizer(cfg.search.max_epochs if self.phase == SEARCH else cfg.retrain.max_epochs)
+        self.forward = self.speed.prepare(self.model)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -224,6 +236,7 @@ class TrialEngine:
             assert keep is not None, "a search epoch always pushes a mask"
             self.prune_keep = keep.clone()
             structured_prune(self.model, self.prune_keep, self.example_input)
+            self.forward = self.speed.prepare(self.model)  # new layers: lay out (and compile) again
             self.results["flops_pruned"] = flops_per_image(self.model, self.data.input_shape)
             self.results["params_pruned"] = count_params(self.model)
         else:
@@ -265,16 +278,17 @@ class TrialEngine:
 
     def _train_epoch(self, search: bool) -> tuple[float, float]:
         """One pass over the training data; returns (mean loss, accuracy)."""
-        model, opt, device = self.model, self.optimizer, self.device
+        opt, device, fmt = self.optimizer, self.device, self.speed.memory_format
         l1 = self.cfg.search.l1 if search else 0.0
-        model.train()
+        self.model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
         for x, y in self.train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=fmt), y.to(device, non_blocking=True)
+            with self.speed.autocast_context(device):
+                out = self.forward(x)
+                loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if l1:
@@ -302,8 +316,10 @@ class TrialEngine:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         total = 0
         for x, y in self.test_loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            correct += (self.model(x).argmax(1) == y).sum()
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.speed.memory_format)
+            y = y.to(self.device, non_blocking=True)
+            with self.speed.autocast_context(self.device):
+                correct += (self.forward(x).argmax(1) == y).sum()
             total += y.numel()
         return correct.item() / total
 
@@ -391,6 +407,7 @@ class TrialEngine:
         if state["prune_keep"] is not None:
             self.prune_keep = state["prune_keep"].to(torch.bool)
             structured_prune(self.model, self.prune_keep, self.example_input)
+            self.forward = self.speed.prepare(self.model)
         if state["prune_masks"] is not None:
             self.prune_masks = {k: v.to(torch.bool) for k, v in state["prune_masks"].items()}
             self.enforcer = SparsityEnforcer(self.model, self.prune_masks)

@@ -27,7 +27,7 @@ from worm_tune.config import ConfigError, TrialConfig, parse_assignments
 from worm_tune.data import DataError, load_data
 from worm_tune.models import ModelError, build_model
 from worm_tune.spaces import Objective, OptunaSpec, SearchSpace, SpaceError, available_spaces, load_space
-from worm_tune.tracking import TrackingError, check_tracking, finished_trial_ids, resolve_tracking_uri
+from worm_tune.tracking import TrackingError, check_tracking, mark_interrupted, resolve_tracking_uri
 
 PROG = "python -m worm_tune.sweep"
 SETTINGS_FILE = "sweep.json"
@@ -403,12 +403,30 @@ def execute(
             )
         grid = tuner.fit()
         results.extend(grid)
-        # Ray Tune catches Ctrl-C, saves the experiment and returns; trials it cut short are the
-        # ones whose runs the MLflow callback never closed.
-        ended = finished_trial_ids(settings.tracking_uri, settings.parent_run_id)
-        if any((r.metrics or {}).get("trial_id") not in ended for r in grid):
+        cut_short = _cut_short(path, _num_samples(plan, family))
+        if cut_short is not None:
+            mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
     return results
+
+
+def _num_samples(plan: Plan, family: str) -> int:
+    return plan.optuna.num_samples if plan.optuna is not None else len(_points(plan, family))
+
+
+def _cut_short(path: Path, num_samples: int) -> set[str] | None:
+    """The ids of the trials an interrupt cut short, or None if the family ran to its end.
+
+    Ray Tune catches Ctrl-C, saves the experiment state, then stops every trial (calling
+    ``on_trial_complete``, as for a trial the scheduler stopped) and returns normally. Only the
+    saved state tells the two apart: there, cut-short trials are still running or pending, and a
+    searcher that was stopped early has made fewer trials than asked for.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(path)).trials
+    cut = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
+    return cut if cut or len(trials) < num_samples else None
 
 
 def _param_space(plan: Plan, family: str) -> dict[str, Any]:
@@ -449,14 +467,13 @@ def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
     if plan.optuna is None:
         from ray.tune.search import BasicVariantGenerator
 
-        points = _points(plan, family)
-        num_samples = len(points)
-        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=settings.max_concurrent or 0)
+        search_alg = BasicVariantGenerator(
+            points_to_evaluate=_points(plan, family), max_concurrent=settings.max_concurrent or 0
+        )
     else:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        num_samples = plan.optuna.num_samples
         metrics = [o.metric for o in plan.objectives]
         modes = [o.mode for o in plan.objectives]
         search_alg = OptunaSearch(
@@ -478,10 +495,11 @@ def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
             grace_period=cfg.search.window,
         )
     return tune.TuneConfig(
-        num_samples=num_samples,
+        num_samples=_num_samples(plan, family),
         search_alg=search_alg,
         scheduler=scheduler,
-        max_concurrent_trials=settings.max_concurrent,
+        # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
+        max_concurrent_trials=settings.max_concurrent if plan.optuna is not None else None,
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,
     )

@@ -181,10 +181,14 @@ def child_runs(uri: str, parent: Any) -> list[Any]:
     )
 
 
-def finished_trial_ids(uri: str, parent_run_id: str) -> set[str]:
-    """Ray trial ids whose runs under the parent were closed (finished, stopped or failed)."""
+def mark_interrupted(uri: str, parent_run_id: str, trial_ids: set[str]) -> None:
+    """Reopen-able state for the runs of trials an interrupt cut short: KILLED, tagged
+    ``interrupted`` (Tune closed them as if stopped); ``--resume`` sets them running again."""
     parent = client(uri).get_run(parent_run_id)
-    return {r.data.tags.get(TAG_TRIAL) for r in child_runs(uri, parent) if r.info.status in ("FINISHED", "FAILED")}
+    for run in child_runs(uri, parent):
+        if run.data.tags.get(TAG_TRIAL) in trial_ids:
+            client(uri).set_tag(run.info.run_id, "status", "interrupted")
+            client(uri).set_terminated(run.info.run_id, "KILLED")
 
 
 def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
