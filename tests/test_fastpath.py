@@ -42,7 +42,7 @@ def untimed(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def test_auto_is_plain_on_cpu_and_fast_on_cuda() -> None:
     plain = resolve_speed(SpeedConfig(), torch.device("cpu"))
-    assert (plain.device_loader, plain.autocast, plain.channels_last, plain.compile) == (False, None, False, False)
+    assert (plain.device_loader, plain.autocast, plain.channels_last, plain.compile) == (False, None, False, "off")
     fast = resolve_speed(SpeedConfig(), torch.device("cuda"))
     assert (fast.device_loader, fast.autocast, fast.channels_last) == (True, torch.bfloat16, True)
     forced = resolve_speed(SpeedConfig(loader="plain", precision="fp32", channels_last="off"), torch.device("cuda"))
@@ -50,7 +50,9 @@ def test_auto_is_plain_on_cpu_and_fast_on_cuda() -> None:
     assert resolve_speed(SpeedConfig(loader="device", precision="bf16"), torch.device("cpu")).device_loader
 
 
-@pytest.mark.parametrize(("key", "value"), [("speed.loader", "gpu"), ("speed.precision", "fp16")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("speed.loader", "gpu"), ("speed.precision", "fp16"), ("speed.compile", "true")]
+)
 def test_bad_speed_values_are_refused(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{key}='{value}' is invalid: must be one of"):
         TrialConfig().replace({key: value}).validate()
@@ -122,9 +124,10 @@ def test_split_tensors_of_cifar_equal_its_items(fake_cifar10: Path) -> None:
     assert bundle.augment is not None and bundle.augment.flip  # CIFAR flips; digits do not
 
 
-def test_fast_trial_learns_and_resumes_bit_identically(digits: DataBundle) -> None:
-    """Device-held data and channels-last through structured pruning (the model is re-laid out)."""
-    cfg = TrialConfig().replace({**BASE, **FAST, "speed.precision": "fp32", "prune.kind": "structured"}).validate()
+@pytest.mark.parametrize("kind", ["structured", "unstructured"])
+def test_fast_trial_learns_and_resumes_bit_identically(digits: DataBundle, kind: str) -> None:
+    """Device-held data and channels-last through pruning (the model is re-laid out)."""
+    cfg = TrialConfig().replace({**BASE, **FAST, "speed.precision": "fp32", "prune.kind": kind}).validate()
     full = TrialEngine(cfg, digits)
     summary = full.run()
     assert summary["done"] and summary["params_pruned"] < summary["params_dense"]
@@ -141,7 +144,7 @@ def test_fast_trial_learns_and_resumes_bit_identically(digits: DataBundle) -> No
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     resumed.run()
     assert [untimed(m) for m in resumed.history] == [untimed(m) for m in full.history]
-    plain = TrialEngine(TrialConfig().replace({**BASE, "prune.kind": "structured"}).validate(), digits)
+    plain = TrialEngine(TrialConfig().replace({**BASE, "prune.kind": kind}).validate(), digits)
     plain.run()
     assert plain.results["init_weights"] == full.results["init_weights"]  # same start, other path
     assert [m["train_loss"] for m in plain.history] != [m["train_loss"] for m in full.history]

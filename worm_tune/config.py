@@ -34,6 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")
 LOADERS = ("auto", "plain", "device")
 PRECISIONS = ("auto", "fp32", "bf16")
 SWITCHES = ("auto", "on", "off")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 #: The allowed values of every choice field (what ``--help`` and the error messages list).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -50,6 +51,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "speed.loader": LOADERS,
     "speed.precision": PRECISIONS,
     "speed.channels_last": SWITCHES,
+    "speed.compile": COMPILE_MODES,
 }
 
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
@@ -180,12 +182,15 @@ class SpeedConfig:
     loader: str = "auto"  # plain: a torch DataLoader; device: the dataset held on the device
     precision: str = "auto"  # fp32, or bf16 autocast for forward and loss
     channels_last: str = "auto"
-    compile: bool = False  # torch.compile the model (recompiled after structured pruning)
+    #: torch.compile's mode, or off. ``reduce-overhead`` (CUDA graphs) is for small batches, where
+    #: launching kernels, not running them, takes the time. Recompiled after structured pruning.
+    compile: str = "off"
 
     def validate(self) -> None:
         _choice("speed.loader", self.loader)
         _choice("speed.precision", self.precision)
         _choice("speed.channels_last", self.channels_last)
+        _choice("speed.compile", self.compile)
 
 
 @dataclass(frozen=True)

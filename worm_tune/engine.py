@@ -236,7 +236,6 @@ class TrialEngine:
             assert keep is not None, "a search epoch always pushes a mask"
             self.prune_keep = keep.clone()
             structured_prune(self.model, self.prune_keep, self.example_input)
-            self.forward = self.speed.prepare(self.model)  # new layers: lay out (and compile) again
             self.results["flops_pruned"] = flops_per_image(self.model, self.data.input_shape)
             self.results["params_pruned"] = count_params(self.model)
         else:
@@ -247,6 +246,7 @@ class TrialEngine:
                 self.model, self.data.input_shape, self.prune_masks
             )
             self.results["params_pruned"] = nonzero_params(self.model)
+        self.forward = self.speed.prepare(self.model)  # new layers or weights: lay out (and compile) again
         self._flops_now = flops_per_image(self.model, self.data.input_shape)
         self.results["post_prune_acc"] = self._evaluate()
         if cfg.retrain.init == "reinit":

@@ -42,7 +42,7 @@ class Speed:
     device_loader: bool
     autocast: torch.dtype | None
     channels_last: bool
-    compile: bool
+    compile: str  # a torch.compile mode, or "off"
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -56,7 +56,9 @@ class Speed:
     def prepare(self, model: nn.Module) -> nn.Module:
         """Lay out ``model`` for this speed; return what to call (the model, or its compiled form)."""
         model.to(memory_format=self.memory_format)
-        return torch.compile(model) if self.compile else model
+        if self.compile == "off":
+            return model
+        return torch.compile(model, mode=None if self.compile == "default" else self.compile)
 
 
 def resolve_speed(cfg: SpeedConfig, device: torch.device) -> Speed:

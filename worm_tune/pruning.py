@@ -47,7 +47,10 @@ def unstructured_masks(model: nn.Module, ratio: float) -> dict[str, torch.Tensor
         if not isinstance(module, UNSTRUCTURED_TYPES):
             continue
         order = list(module._parameters)
-        torch_prune.l1_unstructured(module, "weight", amount=ratio)
+        # Scores as a contiguous copy: torch's pruning flattens them with view(), which a
+        # channels-last weight refuses; the kept entries are the same either way.
+        scores = module.weight.detach().contiguous()
+        torch_prune.l1_unstructured(module, "weight", amount=ratio, importance_scores=scores)
         masks[f"{name}.weight"] = module.weight_mask.detach().bool().clone()
         torch_prune.remove(module, "weight")
         # remove() re-registers `weight` after `bias`; restore the order so parameters() (and
