@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import default_sigint
 from worm_tune.config import field_types
 from worm_tune.engine import TIMING_KEYS, load_model
 from worm_tune.run import main
@@ -76,6 +77,7 @@ def test_interrupted_or_crashed_run_resumes_to_the_same_numbers(tmp_path: Path) 
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=default_sigint,
     )
     for line in proc.stdout:  # wait for two finished epochs, then interrupt like Ctrl-C
         if line.startswith("search  ep   2"):

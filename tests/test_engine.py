@@ -111,10 +111,18 @@ def test_search_epochs_and_trigger_follow_the_logged_distances(
         assert m["r"] == expected
 
 
-@pytest.mark.parametrize("split_after", [2, 4, 5])  # mid-search, at the prune boundary, mid-retrain
-def test_resume_from_state_dict_is_bit_identical(digits: DataBundle, split_after: int) -> None:
+@pytest.fixture(scope="module")
+def uninterrupted(digits: DataBundle) -> tuple[TrialConfig, list[dict[str, Any]], dict[str, Any]]:
+    """The reference the resume tests compare against, run once for all of them."""
     cfg = config(method="worm", worm__delta=1.0, search__max_epochs=4, retrain__max_epochs=3)
-    full_hist, full_sum = run(cfg, digits)
+    return cfg, *run(cfg, digits)
+
+
+@pytest.mark.parametrize("split_after", [2, 4, 5])  # mid-search, at the prune boundary, mid-retrain
+def test_resume_from_state_dict_is_bit_identical(
+    digits: DataBundle, uninterrupted: tuple[TrialConfig, list[dict[str, Any]], dict[str, Any]], split_after: int
+) -> None:
+    cfg, full_hist, full_sum = uninterrupted
     engine = TrialEngine(cfg, digits)
     for _ in range(split_after):
         engine.step()
