@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine, write
+from scipy.stats import wilcoxon
 
 from worm_tune.config import TrialConfig
 from worm_tune.data import load_data
@@ -76,12 +77,7 @@ def main() -> None:
                 diffs.append(pair["fast"] - pair["plain"])
         low, high = bootstrap_ci(diffs)
         entry = {"pairs": len(diffs), "mean_fast_minus_plain": statistics.fmean(diffs), "ci95": [low, high]}
-        try:
-            from scipy.stats import wilcoxon
-
-            entry["wilcoxon_p"] = float(wilcoxon(diffs).pvalue) if any(diffs) else 1.0
-        except ImportError:
-            pass
+        entry["wilcoxon_p"] = float(wilcoxon(diffs).pvalue) if any(diffs) else 1.0
         for path in PATHS:
             entry[f"mean_{path}"] = statistics.fmean(t[metric] for t in trials if t["path"] == path)
         comparisons[metric] = entry
