@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from analysis.stats import wilcoxon_p
 from tests.helpers import default_sigint
 from worm_tune import final, sweep
 from worm_tune.tracking import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
@@ -43,7 +45,9 @@ def local_ray() -> Any:
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("sweeps")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    return {"root": root, "uri": uri, "args": ["--storage", str(root / "ray"), "--tracking-uri", uri]}
+    reports = root / "reports"
+    args = ["--storage", str(root / "ray"), "--tracking-uri", uri, "--reports", str(reports)]
+    return {"root": root, "uri": uri, "reports": reports, "args": args}
 
 
 def runs_of(uri: str, sweep_name: str) -> tuple[Any, list[Any]]:
@@ -54,6 +58,11 @@ def runs_of(uri: str, sweep_name: str) -> tuple[Any, list[Any]]:
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parents[0].info.run_id]
     return parents[0], children
+
+
+def report_of(store: dict[str, Any], name: str) -> str:
+    """The report the sweep wrote at its end."""
+    return (store["reports"] / name / "report.md").read_text()
 
 
 def history(uri: str, run: Any, key: str) -> list[tuple[int, float]]:
@@ -121,12 +130,80 @@ def test_the_sweep_folder_can_be_read_without_mlflow(quick_sweep: dict[str, Any]
     assert len(results) == 6 and all(r["done"] and r["summary"]["done"] for r in results)
 
 
+REPORT_FILES = ("report.md", "trials.csv", "methods.csv", "comparisons.csv", "mask_distance.png")
+REPORT_FILES += ("search_epochs_vs_ratio.png", "search_epochs_vs_delta.png", "recovery.png", "pareto.png")
+
+
+def test_the_sweep_ends_with_its_report_logged_to_the_parent_run(quick_sweep: dict[str, Any]) -> None:
+    folder = quick_sweep["reports"] / "quick"
+    for name in REPORT_FILES:
+        assert (folder / name).stat().st_size > 0, name
+    logged = {
+        a.path for a in MlflowClient(quick_sweep["uri"]).list_artifacts(quick_sweep["parent"].info.run_id, "report")
+    }
+    assert logged == {f"report/{name}" for name in REPORT_FILES}
+
+
+def test_python_m_analysis_matches_the_runs_in_mlflow(quick_sweep: dict[str, Any], tmp_path: Path) -> None:
+    uri, children = quick_sweep["uri"], quick_sweep["children"]
+    command = [sys.executable, "-m", "analysis", "quick", "--tracking-uri", uri, "--reports", str(tmp_path)]
+    done = subprocess.run([*command, "--no-log", "--bootstrap", "1000"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "quick"
+    assert done.stdout.strip() == f"report: {folder / 'report.md'}"
+    for name in REPORT_FILES:
+        assert (folder / name).stat().st_size > 0, name
+    # Every trial, as MLflow has it.
+    trials = pd.read_csv(folder / "trials.csv").set_index("run_id")
+    assert sorted(trials.index) == sorted(r.info.run_id for r in children)
+    for run in children:
+        row = trials.loc[run.info.run_id]
+        assert row["status"] == run.data.tags["status"] and row["seed"] == int(run.data.tags["seed"])
+        for key in ("search_epochs", "final_acc", "pre_prune_acc", "acc_after_1_retrain_epoch", "search_flops"):
+            assert row[key] == run.data.metrics[key], key
+    # The paired comparison, recomputed from the runs.
+    by_seed: dict[str, dict[str, Any]] = defaultdict(dict)
+    for run in children:
+        by_seed[run.data.tags["seed"]][run.data.tags["method"]] = run.data.metrics
+    comparisons = pd.read_csv(folder / "comparisons.csv").set_index("metric")
+    final_acc = comparisons.loc["final_acc"]
+    eb = [m["earlybird"]["final_acc"] for m in by_seed.values()]
+    diffs = [m["worm"]["final_acc"] - m["earlybird"]["final_acc"] for m in by_seed.values()]
+    assert final_acc["n_pairs"] == 3 and final_acc["eb_mean"] == pytest.approx(sum(eb) / 3)
+    assert final_acc["diff_mean"] == pytest.approx(sum(diffs) / 3)
+    assert final_acc["p"] == pytest.approx(wilcoxon_p(diffs), nan_ok=True)
+    text = (folder / "report.md").read_text()
+    assert f"{sum(eb) / 3:.2%} [" in text and f"{100 * sum(diffs) / 3:+.2f} pp" in text
+    assert "| resnet18 · digits · p=0.5 · s=0.1 | WORM δ=0.05 r=0.003 | 3 " in text
+
+
+def test_analysis_reads_the_ray_folder_when_mlflow_is_unavailable(quick_sweep: dict[str, Any], tmp_path: Path) -> None:
+    from analysis import cli
+
+    missing = f"sqlite:///{tmp_path / 'gone.db'}"
+    argv = ["quick", "--tracking-uri", missing, "--storage", str(quick_sweep["root"] / "ray"), "--bootstrap", "200"]
+    assert cli.main([*argv, "--reports", str(tmp_path / "a")]) == 0
+    text = (tmp_path / "a" / "quick" / "report.md").read_text()
+    assert "Read from the Ray folder: no MLflow store at" in text
+    from_ray = pd.read_csv(tmp_path / "a" / "quick" / "trials.csv").set_index("trial_id").sort_index()
+    from_mlflow = pd.read_csv(quick_sweep["reports"] / "quick" / "trials.csv").set_index("trial_id").sort_index()
+    columns = ["method", "seed", "status", "config_hash", "search_epochs", "final_acc", "search_flops", "total_time"]
+    pd.testing.assert_frame_equal(from_ray[columns], from_mlflow[columns])
+    # The folder itself names the sweep too.
+    assert (
+        cli.main([str(quick_sweep["root"] / "ray" / "quick"), "--reports", str(tmp_path / "b"), "--bootstrap", "200"])
+        == 0
+    )
+    assert (tmp_path / "b" / "quick" / "report.md").is_file()
+
+
 def test_a_crashed_trial_retries_from_its_checkpoint_with_the_same_numbers(
     quick_sweep: dict[str, Any], store: dict[str, Any]
 ) -> None:
     argv = ["resnet18", "--quick", *TINY, "--set", "search.ratio=0.5", "--set", "seed=1", "--set", "method=worm"]
-    code = sweep.main([*argv, "--set", "crash_at_epoch=2", "--max-failures", "1", "--name", "crash", *store["args"]])
-    assert code == 0
+    argv += ["--set", "crash_at_epoch=2", "--max-failures", "1", "--no-analysis"]
+    assert sweep.main([*argv, "--name", "crash", *store["args"]]) == 0
+    assert not (store["reports"] / "crash").exists()
     _, (run,) = runs_of(store["uri"], "crash")
     assert run.data.tags["failures"] == "1"
     (reference,) = [r for r in quick_sweep["children"] if r.data.tags["config_hash"] == run.data.tags["config_hash"]]
@@ -143,6 +220,7 @@ def test_a_trial_that_keeps_crashing_is_recorded_as_an_error(local_ray: Any, sto
     parent, (run,) = runs_of(store["uri"], "broken")
     assert run.info.status == "FAILED" and run.data.tags["status"] == "error"
     assert parent.info.status == "FAILED"
+    assert "| WORM δ=0.05 r=0.003 | 1      | 0         | 0             | 1 " in report_of(store, "broken")
 
 
 def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(local_ray: Any, store: dict[str, Any]) -> None:
@@ -153,6 +231,7 @@ def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(local_ray: Any, stor
     for run in children:
         assert run.info.status == "FINISHED" and run.data.tags["status"] == "diverged"
         assert run.data.metrics["diverged"] == 1.0 and "final_acc" not in run.data.metrics
+    assert "**Partial report.** 0 of 2 trials have finished" in report_of(store, "diverge")
 
 
 def test_eight_concurrent_trials_share_one_sqlite_store(local_ray: Any, store: dict[str, Any]) -> None:
@@ -219,7 +298,10 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
     assert running.info.run_id in {r.info.run_id for r in cut_short}
     assert all(r.info.status == "KILLED" and r.data.tags["status"] == "interrupted" for r in cut_short)
 
-    assert sweep.main(["resnet18", "--resume", "--name", "resume", "--storage", store["args"][1]]) == 0
+    assert (
+        sweep.main(["resnet18", "--resume", "--name", "resume", *store["args"][:2], "--reports", str(store["reports"])])
+        == 0
+    )
     parent, after = runs_of(store["uri"], "resume")
     assert parent.info.status == "FINISHED"
     assert len(after) == 4 and all(r.info.status == "FINISHED" for r in after)
@@ -258,6 +340,7 @@ def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: d
         ]
         assert float(run.data.params["worm.factor"]) == pytest.approx(trial.params["worm.factor"])
         assert trial.values == [run.data.metrics["search_epochs"], run.data.metrics["final_acc"]]
+    assert "No pairs: the sweep has no WORM-family trial with an EarlyBird trial" in report_of(store, "tpe")
 
 
 def test_asha_stops_trials_and_they_have_no_convergence_epoch(
@@ -274,6 +357,7 @@ def test_asha_stops_trials_and_they_have_no_convergence_epoch(
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| earlybird"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:6] == ["3", str(3 - len(stopped)), "0", str(len(stopped))]
+    assert f"{3 - len(stopped)} of 3 trials have finished" in report_of(store, "asha")
 
 
 def test_gpus_beyond_the_cluster_are_refused_before_any_trial(
@@ -330,11 +414,16 @@ def test_an_mlflow_server_given_by_environment_variable(
             time.sleep(1)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "search.ratio=0.5", "--set", "method=worm"]
-        assert sweep.main([*argv, "--name", "served", "--storage", store["args"][1]]) == 0
+        assert (
+            sweep.main([*argv, "--name", "served", "--storage", store["args"][1], "--reports", str(store["reports"])])
+            == 0
+        )
         parent, (run,) = runs_of(uri, "served")
         assert parent.info.status == "FINISHED" and run.data.tags["status"] in ("converged", "not_converged")
         artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
         assert artifacts == {"mask_distance.csv", "summary.json"}
+        logged = {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id, "report")}
+        assert "report/report.md" in logged and "report/trials.csv" in logged
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

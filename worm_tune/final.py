@@ -140,8 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     indent=2,
                 )
             )
+        reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
         return run_sweep(
-            settings, plan, args.resume, args.address, tags["experiment"], params, tags, extra_tags, prog=PROG
+            settings,
+            plan,
+            args.resume,
+            args.address,
+            tags["experiment"],
+            params,
+            tags,
+            extra_tags,
+            prog=PROG,
+            reports=reports,
         )
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -145,6 +145,10 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="an existing Ray cluster, e.g. 10.0.0.1:6379 or auto")
     parser.add_argument("--storage", type=Path, default=None, help="where Ray keeps trials (default ./ray_results)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument(
+        "--reports", type=Path, default=None, help="where the report goes (default ./reports): <reports>/<name>/"
+    )
+    parser.add_argument("--no-analysis", action="store_true", help="do not write the report at the end")
 
 
 _RESUME_FIXED = (
@@ -570,8 +574,10 @@ def run_sweep(
     tags: dict[str, str] | None = None,
     extra_tags: dict[str, dict[str, str]] | None = None,
     prog: str = PROG,
+    reports: Path | None = None,
 ) -> int:
-    """Preflight, connect, open (or reopen) the parent run, execute, summarise; the exit code."""
+    """Preflight, connect, open (or reopen) the parent run, execute, summarise, and write the
+    report into ``reports`` (unless None); the exit code."""
     from worm_tune import tracking
 
     preflight(plan)
@@ -607,6 +613,8 @@ def run_sweep(
     mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
     errors = sum(r.error is not None for r in results)
     tracking.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
+    if reports is not None:
+        analyse(settings, reports, prog)
     if errors:
         print(
             f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
@@ -614,6 +622,24 @@ def run_sweep(
         )
         return 1
     return 0
+
+
+def analyse(settings: SweepSettings, reports: Path, prog: str) -> None:
+    """The sweep's report (``python -m analysis``). A sweep's results stand without it: a report
+    that fails is a warning with the command to retry, not a failed sweep."""
+    from analysis.cli import run
+
+    try:
+        written = run(settings.name, settings.tracking_uri, Path(settings.storage), reports)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"{prog}: warning: the report failed ({type(exc).__name__}: {reason}); "
+            f"retry with: python -m analysis {settings.name} --tracking-uri {settings.tracking_uri}",
+            file=sys.stderr,
+        )
+        return
+    print(f"report: {written.path}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -631,7 +657,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         params.update({f"set.{k}": v for k, v in settings.sets.items()})
         tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
-        return run_sweep(settings, plan, args.resume, args.address, Path(settings.space).stem, params, tags=tags)
+        reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
+        return run_sweep(
+            settings, plan, args.resume, args.address, Path(settings.space).stem, params, tags=tags, reports=reports
+        )
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

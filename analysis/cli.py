@@ -1,0 +1,122 @@
+"""``python -m analysis <sweep>``: a sweep's report, from MLflow or from its Ray folder.
+
+The sweep is named as ``worm_tune.sweep`` named it, or by its MLflow experiment (the newest sweep
+in it), or by the path of its Ray folder (``ray_results/<name>``). MLflow is read first; when the
+store is missing, unreachable or does not know the sweep, the Ray folder under ``--storage`` is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis import load, report
+from worm_tune import tracking
+from worm_tune.sweep import Parser, UsageError, check_range
+
+PROG = "python -m analysis"
+DEFAULT_REPORTS = Path("reports")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Turn a sweep into paired EarlyBird-vs-WORM comparisons: report.md, CSVs and plots.",
+    )
+    parser.add_argument("sweep", help="a sweep name, an MLflow experiment name, or a sweep's Ray folder")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--storage", type=Path, default=None, help="Ray storage to fall back on (default ray_results)")
+    parser.add_argument(
+        "--reports", type=Path, default=None, help="where reports go (default ./reports): <reports>/<sweep>/report.md"
+    )
+    parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples per interval (default 10000)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the bootstrap resampling (default 0)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
+    return parser
+
+
+def locate(name: str, uri_arg: str | None, storage: Path) -> load.Sweep:
+    """Find the sweep in MLflow or on disk and read it; :class:`UsageError` if it is nowhere."""
+    path = Path(name)
+    if load.is_sweep_folder(path):
+        return load.from_ray(path.resolve())
+    uri = tracking.resolve_tracking_uri(uri_arg)
+    folder = storage / name
+    problem = _store_problem(uri)
+    if problem is None:
+        parent, note = load.find_parent(uri, name)
+        if parent is not None:
+            sweep = load.from_mlflow(uri, parent)
+            sweep.notes += [note] if note else []
+            return sweep
+        known = load.sweep_names(uri)
+        problem = f"no sweep or experiment named {name!r} in {uri}" + (
+            f" (its sweeps: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})" if known else ""
+        )
+    if load.is_sweep_folder(folder):
+        sweep = load.from_ray(folder.resolve())
+        sweep.notes.append(f"Read from the Ray folder: {problem}.")
+        return sweep
+    raise UsageError(f"{problem}, and no Ray folder {str(folder)!r}")
+
+
+def _store_problem(uri: str) -> str | None:
+    """Why the tracking store cannot be read, or None. A missing SQLite file is not created."""
+    path = tracking.sqlite_path(uri)
+    if path is not None and not path.is_file():
+        return f"no MLflow store at {uri}"
+    try:
+        tracking.check_tracking(uri)
+    except tracking.TrackingError as exc:
+        return str(exc)
+    return None
+
+
+def run(
+    name: str,
+    uri: str | None = None,
+    storage: Path | None = None,
+    reports: Path | None = None,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    log: bool = True,
+    command: str = "",
+) -> report.Report:
+    """Read the sweep, write its report folder, log it to MLflow; what was written."""
+    sweep = locate(name, uri, (storage or Path("ray_results")).resolve())
+    if sweep.trials.empty:
+        raise load.LoadError(f"sweep {sweep.name!r} has no trials yet ({sweep.source}); nothing to report")
+    out = (reports or DEFAULT_REPORTS) / sweep.name
+    written = report.write(sweep, out, n_boot, seed, command or f"{PROG} {shlex.quote(name)}")
+    if log and sweep.tracking_uri and sweep.parent_run_id and sweep.source.startswith("MLflow"):
+        report.log_to_mlflow(written, sweep.tracking_uri, sweep.parent_run_id)
+        written.notes.append(f"logged to MLflow run {sweep.parent_run_id} under {report.ARTIFACT_DIR}/")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        check_range("--bootstrap", args.bootstrap, 100, integer=True)
+        check_range("--seed", args.seed, 0, integer=True)
+        written = run(
+            args.sweep,
+            args.tracking_uri,
+            args.storage,
+            args.reports,
+            args.bootstrap if args.bootstrap is not None else 10_000,
+            args.seed or 0,
+            log=not args.no_log,
+            command=shlex.join([*PROG.split(), *(argv if argv is not None else sys.argv[1:])]),
+        )
+    except (UsageError, tracking.TrackingError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except load.LoadError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    print(f"report: {written.path}" + "".join(f"; {n}" for n in written.notes))
+    return 0

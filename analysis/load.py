@@ -1,0 +1,262 @@
+"""A sweep's trials as two pandas tables, read from MLflow or from the sweep's Ray folder.
+
+``trials``: one row per trial. Columns: ``trial_id``, ``run_id`` ("" when read from Ray),
+``method``, ``seed``, ``status`` (converged, not_converged, diverged, stopped_early, error,
+dense, interrupted, running), ``config_hash``, every config field by its dotted name
+(``search.ratio``, ``worm.delta``, ... typed as in :class:`~worm_tune.config.TrialConfig`), and
+every summary metric of :data:`~worm_tune.tracking.SUMMARY_METRICS` (NaN where unknown).
+
+``curves``: one row per trial and epoch. Columns: ``trial_id``, ``step`` (the trial's epoch,
+1-based, as logged), ``phase`` (search, retrain or train), ``phase_epoch`` (1-based within the
+phase), ``test_acc``, ``mask_dist_max``, ``mask_dist_avg`` (NaN until the window is full),
+``r`` and ``truncated_channels`` (WORM family only, else NaN).
+
+Both sources give the same tables, so the analysis runs whether or not MLflow is reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from worm_tune import tracking
+from worm_tune.config import TrialConfig, field_types
+from worm_tune.sweep import SETTINGS_FILE, SweepSettings, make_plan
+
+#: Statuses of trials that ran their search and retraining to the end: the ones compared.
+FINISHED = ("converged", "not_converged")
+CURVE_KEYS = ("test_acc", "mask_dist_max", "mask_dist_avg", "r", "truncated_channels")
+CHOSEN_FILE = "final.json"  # written by ``worm_tune.final`` beside sweep.json
+
+
+class LoadError(ValueError):
+    """The sweep cannot be found or read; the message is one line."""
+
+
+@dataclass
+class Sweep:
+    """One sweep's trials, where they came from, and what is known to be missing."""
+
+    name: str
+    source: str  # "MLflow <uri>" or "Ray folder <path>"
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+    running: bool = False  # the parent run (or a trial) has not ended
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- MLflow ----------------------------------------------------------------------------------
+
+
+def find_parent(uri: str, name: str) -> tuple[Any, str | None]:
+    """The parent run of sweep ``name`` (or of the newest sweep of experiment ``name``), and a note
+    saying which sweep an experiment name picked. None when there is neither."""
+    for kind in ("sweep", "final"):
+        parent = tracking.find_parent_run(uri, name, kind)
+        if parent is not None:
+            return parent, None
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None, None
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    if not parents:
+        return None, None
+    newest = parents[0]
+    note = None
+    if len(parents) > 1:
+        note = (
+            f"experiment {name!r} holds {len(parents)} sweeps; this report is for the newest, "
+            f"{newest.data.tags[tracking.TAG_SWEEP]!r} (name a sweep to pick another)"
+        )
+    return newest, note
+
+
+def sweep_names(uri: str) -> list[str]:
+    """Every sweep name in the store, newest first (for "did you mean" messages)."""
+    client = tracking.client(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    return list(dict.fromkeys(r.data.tags[tracking.TAG_SWEEP] for r in runs))
+
+
+def from_mlflow(uri: str, parent: Any) -> Sweep:
+    """Read every child run of ``parent``: params, summary metrics and per-epoch histories."""
+    client = tracking.client(uri)
+    rows, curves = [], []
+    for run in tracking.child_runs(uri, parent):
+        tags, metrics = run.data.tags, run.data.metrics
+        status = tags.get("status") or {"RUNNING": "running", "KILLED": "interrupted"}.get(run.info.status, "error")
+        trial_id = tags.get(tracking.TAG_TRIAL, run.info.run_id)
+        row = {
+            "trial_id": trial_id,
+            "run_id": run.info.run_id,
+            "status": status,
+            "config_hash": tags.get("config_hash", ""),
+            **_config(run.data.params),
+            **{k: metrics.get(k, math.nan) for k in tracking.SUMMARY_METRICS},
+        }
+        rows.append(row)
+        history = {
+            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+            for key in (*CURVE_KEYS, "mask_converged")
+        }
+        search_steps = set(history["mask_converged"])  # logged for search epochs only
+        steps = sorted(set().union(*history.values()))
+        after = "train" if row.get("method") == "dense" else "retrain"
+        for step in steps:
+            phase = "search" if step in search_steps else after
+            phase_epoch = step if phase == "search" else step - len(search_steps)
+            curves.append(
+                {
+                    "trial_id": trial_id,
+                    "step": step,
+                    "phase": phase,
+                    "phase_epoch": phase_epoch,
+                    **{k: history[k].get(step, math.nan) for k in CURVE_KEYS},
+                }
+            )
+    sweep_name = parent.data.tags.get(tracking.TAG_SWEEP, parent.info.run_name)
+    return Sweep(
+        name=sweep_name,
+        source=f"MLflow {uri}",
+        trials=trials_frame(rows),
+        curves=_curves_frame(curves),
+        running=parent.info.status == "RUNNING",
+        tracking_uri=uri,
+        parent_run_id=parent.info.run_id,
+    )
+
+
+# -- Ray -------------------------------------------------------------------------------------
+
+
+def is_sweep_folder(path: Path) -> bool:
+    return (path / SETTINGS_FILE).is_file()
+
+
+def from_ray(folder: Path) -> Sweep:
+    """Read a sweep's Ray folder (``<storage>/<name>``): each trial's ``result.json`` and config.
+
+    Needs no tracking store: the trials' configs are the sweep's base (rebuilt from its saved
+    settings) plus each trial's own overrides (Ray's ``params.json``).
+    """
+    from ray.tune import ExperimentAnalysis
+
+    from worm_tune.tracking import trial_status
+    from worm_tune.trainables import config_overrides
+
+    settings = SweepSettings.load(folder)
+    base = _base_config(settings, folder)
+    rows, curves = [], []
+    running = False
+    for family in sorted(p for p in folder.iterdir() if p.is_dir()):
+        try:
+            ray_status = {t.trial_id: t.status for t in ExperimentAnalysis(str(family)).trials}
+        except Exception:  # a family folder Ray never finished writing: read what the trials wrote
+            ray_status = {}
+        for trial_dir in sorted(p for p in family.iterdir() if (p / "result.json").is_file()):
+            trial_id = trial_dir.name.rsplit("-", 1)[-1]
+            results = _results(trial_dir / "result.json")
+            params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").exists() else {}
+            cfg = base.replace(config_overrides(params))
+            summary = results[-1]["summary"] if results else {}
+            status = trial_status(summary, error=(trial_dir / "error.txt").exists())
+            if ray_status.get(trial_id, "TERMINATED") not in ("TERMINATED", "ERROR"):
+                status, running = "running", True
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "run_id": "",
+                    "status": status,
+                    "config_hash": cfg.hash(),
+                    **cfg.to_flat(),
+                    **{k: _number(summary.get(k)) for k in tracking.SUMMARY_METRICS},
+                }
+            )
+            for result in results:
+                curves.append(
+                    {
+                        "trial_id": trial_id,
+                        "step": int(result["training_iteration"]),
+                        "phase": result.get("phase"),
+                        "phase_epoch": result.get("epoch"),
+                        **{k: _number(result.get(k)) for k in CURVE_KEYS},
+                    }
+                )
+    return Sweep(
+        name=settings.name,
+        source=f"Ray folder {folder}",
+        trials=trials_frame(rows),
+        curves=_curves_frame(curves),
+        running=running,
+        tracking_uri=settings.tracking_uri,
+        parent_run_id=settings.parent_run_id,
+    )
+
+
+def _base_config(settings: SweepSettings, folder: Path) -> TrialConfig:
+    if (folder / CHOSEN_FILE).exists():  # a ``final`` rerun: its configs are saved, its "space" is a sweep name
+        configs = json.loads((folder / CHOSEN_FILE).read_text())["configs"]
+        return TrialConfig.from_dict(configs[0])
+    return make_plan(settings).base
+
+
+def _results(path: Path) -> list[dict[str, Any]]:
+    """Ray's result lines, one per epoch: an epoch re-run after a restore keeps its last line."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            result = json.loads(line)
+            by_epoch[int(result["training_iteration"])] = result
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+# -- tables ----------------------------------------------------------------------------------
+
+
+def _config(params: dict[str, str]) -> dict[str, Any]:
+    """A run's params as typed config values (unknown keys, e.g. from a newer version, are dropped)."""
+    known = {k: v for k, v in params.items() if k in field_types()}
+    return TrialConfig().replace(known).to_flat()
+
+
+def _number(value: Any) -> float:
+    if value is None or isinstance(value, str):
+        return math.nan
+    return float(value)
+
+
+def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ``trials`` table from one dict per trial (missing columns are NaN), in a stable order."""
+    columns = ["trial_id", "run_id", "method", "seed", "status", "config_hash"]
+    columns += [k for k in field_types() if k not in ("method", "seed")]
+    columns += list(tracking.SUMMARY_METRICS)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["seed"] = frame["seed"].astype("int64")
+    return frame.sort_values(["method", "config_hash", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _curves_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["trial_id", "step", "phase", "phase_epoch", *CURVE_KEYS]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["trial_id", "step"], kind="stable").reset_index(drop=True)
