@@ -151,7 +151,8 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
     (variant minus EarlyBird) with its CI and Wilcoxon p, the speed-up, and the counts behind them.
 
     Each method's mean is over all its trials in scope (not only paired ones); the difference,
-    p-value and speed-up are over the pairs where both trials are in scope.
+    p-value and speed-up are over the pairs where both trials are in scope. A variant whose setting
+    has no EarlyBird trial gets no rows.
     """
     paired = pairs(labelled)
     rows = []
@@ -159,6 +160,8 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
         ["setting", "variant"], sort=True
     ):
         eb = labelled[(labelled["setting_key"] == group["setting_key"].iloc[0]) & (labelled["method"] == BASELINE)]
+        if eb.empty:
+            continue  # nothing to compare with (an Optuna search over WORM, say): the report lists it
         mine = paired[(paired["setting"] == setting) & (paired["variant"] == variant)]
         counts = {
             "eb_trials": len(eb),

@@ -121,6 +121,14 @@ def markdown(
     parts += [paper_table(labelled, methods), ""]
     parts += ["## Paired comparison of the search: variant minus EarlyBird, seed by seed\n"]
     parts += [search_table(comparisons), ""]
+    compared = set(zip(comparisons["setting"], comparisons["variant"], strict=True))
+    alone = [
+        f"{r.variant} ({r.setting})"
+        for r in methods.itertuples(index=False)
+        if r.method in compare.WORM_FAMILY and (r.setting, r.variant) not in compared
+    ]
+    if alone:
+        parts += [f"Not compared, no EarlyBird trial in their setting: {'; '.join(alone)}.\n"]
     parts += ["## Accuracy, paired: variant minus EarlyBird\n", accuracy_table(comparisons), ""]
     parts += ["## Plots\n", *figures]
     parts += [

@@ -272,6 +272,7 @@ def test_an_experiment_name_picks_its_newest_sweep(store: dict[str, Any], capsys
         (["made", "--bootstrap", "5"], "--bootstrap 5 is invalid: must be an integer >= 100"),
         (["made", "--seed", "-1"], "--seed -1 is invalid: must be an integer >= 0"),
         (["made", "--tracking-uri", "file:./mlruns"], "the ./mlruns file store is deprecated"),
+        (["made", "--tracking-uri", "http://127.0.0.1:9"], "is unreachable"),
         (["made", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -290,3 +291,16 @@ def test_a_missing_store_is_not_created(tmp_path: Path, capsys: pytest.CaptureFi
     uri = f"sqlite:///{tmp_path / 'none.db'}"
     assert cli.main(["made", "--tracking-uri", uri, "--storage", str(tmp_path)]) == 2
     assert "no MLflow store at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+
+
+def test_a_sweep_without_trials_yet_is_a_message_not_a_report(
+    store: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient(store["uri"])
+    client.create_run(
+        client.get_experiment_by_name("resnet18").experiment_id, tags={TAG_KIND: "sweep", TAG_SWEEP: "empty"}
+    )
+    assert cli.main(["empty", "--tracking-uri", store["uri"], "--reports", str(store["root"] / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"{cli.PROG}: sweep 'empty' has no trials yet (MLflow {store['uri']}); nothing to report"
+    assert not (store["root"] / "r" / "empty").exists()

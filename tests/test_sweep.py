@@ -340,7 +340,9 @@ def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: d
         ]
         assert float(run.data.params["worm.factor"]) == pytest.approx(trial.params["worm.factor"])
         assert trial.values == [run.data.metrics["search_epochs"], run.data.metrics["final_acc"]]
-    assert "No pairs: the sweep has no WORM-family trial with an EarlyBird trial" in report_of(store, "tpe")
+    text = report_of(store, "tpe")
+    assert "No pairs: the sweep has no WORM-family trial with an EarlyBird trial" in text
+    assert text.count("WORM δ=") == 2 * 3 + 3  # the trials and per-method tables, and the "not compared" list
 
 
 def test_asha_stops_trials_and_they_have_no_convergence_epoch(
