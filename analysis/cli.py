@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis import load, report
 from worm_tune import tracking
-from worm_tune.sweep import Parser, UsageError, check_range
+from worm_tune.sweep import USAGE_ERRORS, Parser, UsageError, check_range
 
 PROG = "python -m analysis"
 DEFAULT_REPORTS = Path("reports")
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=not args.no_log,
             command=shlex.join([*PROG.split(), *(argv if argv is not None else sys.argv[1:])]),
         )
-    except (UsageError, tracking.TrackingError) as exc:
+    except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except load.LoadError as exc:

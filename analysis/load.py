@@ -222,12 +222,15 @@ def _base_config(settings: SweepSettings, folder: Path) -> TrialConfig:
 
 
 def _results(path: Path) -> list[dict[str, Any]]:
-    """Ray's result lines, one per epoch: an epoch re-run after a restore keeps its last line."""
+    """Ray's result lines, one per epoch: an epoch re-run after a restore keeps its last line, and
+    a line a running trial is still writing is left for the next read."""
     by_epoch: dict[int, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
-        if line.strip():
+        try:
             result = json.loads(line)
-            by_epoch[int(result["training_iteration"])] = result
+        except json.JSONDecodeError:
+            continue
+        by_epoch[int(result["training_iteration"])] = result
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 

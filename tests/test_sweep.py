@@ -197,6 +197,22 @@ def test_analysis_reads_the_ray_folder_when_mlflow_is_unavailable(quick_sweep: d
     assert (tmp_path / "b" / "quick" / "report.md").is_file()
 
 
+def test_a_ray_folder_being_written_reads_as_far_as_it_goes(quick_sweep: dict[str, Any], tmp_path: Path) -> None:
+    from analysis import load
+
+    source = quick_sweep["root"] / "ray" / "quick"
+    for path in [source / "sweep.json", *source.glob("*/*/result.json"), *source.glob("*/*/params.json")]:
+        (tmp_path / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.relative_to(source)).write_bytes(path.read_bytes())
+    one = next(tmp_path.glob("worm/*/result.json"))
+    lines = one.read_text().splitlines()
+    one.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])  # a line half written
+    sweep = load.from_ray(tmp_path)
+    assert len(sweep.trials) == 6 and not sweep.running  # no Ray experiment state copied: trials are what they wrote
+    cut = sweep.trials.set_index("trial_id").loc[one.parent.name.split("-", 1)[1]]
+    assert cut["status"] == "stopped_early" and sweep.curves["trial_id"].value_counts()[cut.name] == 2
+
+
 def test_a_crashed_trial_retries_from_its_checkpoint_with_the_same_numbers(
     quick_sweep: dict[str, Any], store: dict[str, Any]
 ) -> None:
