@@ -25,6 +25,9 @@ BASELINE = "earlybird"
 WORM_FAMILY = ("worm", "gradclip", "greedy")
 NAMES = {"earlybird": EB, "worm": "WORM", "gradclip": "gradclip", "greedy": "greedy", "dense": "dense"}
 
+#: The WORM knobs each method uses: gradclip truncates by r from the first step, greedy by d_avg.
+KNOBS = {"worm": ("worm.delta", "worm.factor"), "gradclip": ("worm.factor",), "greedy": ()}
+
 #: Config fields that do not define a setting: what differs within a pair, and where a trial ran.
 NOT_SETTING = frozenset({"method", "seed", "speed.loader", "speed.precision", "speed.channels_last", "speed.compile"})
 #: Always named in a setting's label, in this order; other fields only when the sweep varies them.
@@ -57,6 +60,7 @@ METRICS = (
     Metric("total_time", "total time (s)", "finished"),
 )
 METRIC = {m.key: m for m in METRICS}
+NO_ESTIMATE = Estimate(math.nan, math.nan, math.nan, 0)
 
 
 def setting_fields(trials: pd.DataFrame) -> list[str]:
@@ -88,9 +92,7 @@ def _variant(row: pd.Series, worm_varying: Sequence[str]) -> str:
     name = NAMES.get(method, method)
     if method not in WORM_FAMILY:
         return name
-    # The knobs each method uses: gradclip truncates by r from the start, greedy by d_avg.
-    knobs = {"worm": ["worm.delta", "worm.factor"], "gradclip": ["worm.factor"], "greedy": []}[method]
-    knobs += [k for k in worm_varying if k not in knobs and k not in ("worm.delta", "worm.factor")]
+    knobs = [*KNOBS[method], *(k for k in worm_varying if k not in ("worm.delta", "worm.factor"))]
     symbols = {"worm.delta": "δ", "worm.factor": "r"}
     return " ".join([name, *(f"{symbols.get(k, k)}={_fmt(row[k])}" for k in knobs)])
 
@@ -180,7 +182,7 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
             p = wilcoxon_p(d)
             eb_est = bootstrap_mean([_scoped(t, m) for t in eb.to_dict("records")], n_boot, seed)
             v_est = bootstrap_mean([_scoped(t, m) for t in group.to_dict("records")], n_boot, seed)
-            speed = bootstrap_ratio(a[both], b[both], n_boot, seed) if m.speedup else Estimate(*(math.nan,) * 3, 0)
+            speed = bootstrap_ratio(a[both], b[both], n_boot, seed) if m.speedup else NO_ESTIMATE
             rows.append(
                 {
                     "setting": setting,

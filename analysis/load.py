@@ -26,12 +26,12 @@ import pandas as pd
 
 from worm_tune import tracking
 from worm_tune.config import TrialConfig, field_types
+from worm_tune.final import CHOSEN_FILE
 from worm_tune.sweep import SETTINGS_FILE, SweepSettings, make_plan
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
 FINISHED = ("converged", "not_converged")
 CURVE_KEYS = ("test_acc", "mask_dist_max", "mask_dist_avg", "r", "truncated_channels")
-CHOSEN_FILE = "final.json"  # written by ``worm_tune.final`` beside sweep.json
 
 
 class LoadError(ValueError):

@@ -19,12 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from analysis.compare import EB, KNOBS
 from analysis.load import FINISHED
 
-EB = "EarlyBird"
-#: Methods whose behaviour depends on ``worm.delta``: gradclip truncates from the first step and
-#: greedy sets r = d_avg, so neither has a trigger at s + delta.
-USES_DELTA = ("worm",)
+#: Methods with a trigger at s + delta (gradclip truncates from the first step, greedy by d_avg).
+USES_DELTA = tuple(method for method, knobs in KNOBS.items() if "worm.delta" in knobs)
 MAX_SETTINGS = 8
 PANEL = (5.0, 3.5)
 DPI = 120

@@ -174,19 +174,19 @@ def paper_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
             ]
         )
         first = labelled[(labelled["setting"] == r["setting"]) & (labelled["variant"] == r["variant"])].iloc[0]
-        ours = paper.paper_row(first.to_dict())
-        if ours is not None:
+        theirs = paper.paper_row(first.to_dict())
+        if theirs is not None:
             matched = True
             rows.append(
                 [
                     "",
                     f"↳ {paper.SOURCE}",
-                    f"{ours.search_epochs:g}",
-                    f"{ours.pre_prune_acc:.2%}",
-                    f"{ours.acc_after_1_retrain_epoch:.2%}",
-                    f"{ours.epochs_to_target:g}",
+                    f"{theirs.search_epochs:g}",
+                    f"{theirs.pre_prune_acc:.2%}",
+                    f"{theirs.acc_after_1_retrain_epoch:.2%}",
+                    f"{theirs.epochs_to_target:g}",
                     "-",
-                    f"{ours.total_time:g}",
+                    f"{theirs.total_time:g}",
                 ]
             )
     note = (
