@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from worm_tune.config import TrialConfig
 from worm_tune.data import load_data, make_loaders
 from worm_tune.engine import TrialEngine
-from worm_tune.masks import channel_scores, global_mask
+from worm_tune.masks import global_mask
 from worm_tune.models import build_model
 
 
@@ -93,7 +93,7 @@ def main() -> None:
     trunc_per_step = (time.perf_counter() - start) / n
     start = time.perf_counter()
     for _ in range(200):
-        worm.detector.push(global_mask(channel_scores(worm.layers), cfg_worm.search.ratio))
+        worm.detector.push(global_mask(worm.sites.scores(), cfg_worm.search.ratio))
     mask_per_epoch = (time.perf_counter() - start) / 200
 
     med = {k: statistics.median(v) for k, v in times.items()}

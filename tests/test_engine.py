@@ -249,8 +249,8 @@ def test_other_methods_run(digits: DataBundle, method: str) -> None:
 def test_channel_scope_and_l1_are_wired_into_the_search(digits: DataBundle) -> None:
     short = {"search__window": 2, "search__max_epochs": 3, "retrain__max_epochs": 1, "worm__delta": 1.0}
     engine = TrialEngine(config(method="worm", worm__scope="channel", **short), digits)
-    assert engine.truncator.convs is not None
-    assert [c.out_channels for c in engine.truncator.convs] == [bn.num_features for bn in engine.layers]
+    convs = engine.sites.convs
+    assert convs is not None and [c.out_channels for c in convs] == [bn.num_features for bn in engine.layers]
     channel_hist, _ = run(config(method="worm", worm__scope="channel", **short), digits)
     bn_hist, _ = run(config(method="worm", **short), digits)
     assert channel_hist[:2] == bn_hist[:2]  # identical until truncation starts after epoch 2
@@ -266,3 +266,16 @@ def test_cuda_without_a_gpu_is_a_config_error(digits: DataBundle) -> None:
 
     with pytest.raises(ConfigError, match="no CUDA device"):
         TrialEngine(config(device="cuda"), digits)
+
+
+def test_a_trial_runs_on_the_threads_it_is_given_and_records_them(digits: DataBundle) -> None:
+    before = torch.get_num_threads()
+    try:
+        engine = TrialEngine(config(threads=1, search__max_epochs=1), digits)
+        assert torch.get_num_threads() == 1 and engine.summary()["threads"] == 1
+        # 0 (the default) leaves the process's setting alone; threads are not part of the hash.
+        torch.set_num_threads(2)
+        assert TrialEngine(config(search__max_epochs=1), digits).summary()["threads"] == 2
+        assert config(threads=1).hash() == config(threads=2).hash() == config().hash()
+    finally:
+        torch.set_num_threads(before)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from worm_tune.masks import channel_scores, global_mask, hamming, num_pruned
+from worm_tune.masks import global_mask, hamming, num_pruned
+from worm_tune.sites import ChannelSites
 
 
 def test_keeps_the_largest_scores_with_one_global_threshold() -> None:
@@ -36,7 +37,7 @@ def test_threshold_is_global_not_per_layer() -> None:
     with torch.no_grad():
         a.weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
         b.weight.copy_(torch.tensor([-0.1, 0.2, -0.3, 0.4]))  # |gamma| counts, sign does not
-    scores = channel_scores([a, b])
+    scores = ChannelSites([a, b]).scores()
     assert scores.tolist() == pytest.approx([1, 2, 3, 4, 0.1, 0.2, 0.3, 0.4])
     keep = global_mask(scores, 0.5)
     assert keep.tolist() == [True] * 4 + [False] * 4  # layer b loses every channel

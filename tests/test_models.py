@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from worm_tune.config import ARCHS, STEMS, ModelConfig
+from worm_tune.config import CNNS, STEMS, ModelConfig
 from worm_tune.models import ModelError, bn_layers, build_model, producing_convs
 
 NUM_CLASSES = 10
@@ -30,11 +30,11 @@ def _build(arch: str, stem: str, seed: int = 0) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def models() -> dict[tuple[str, str], nn.Module]:
-    return {(arch, stem): _build(arch, stem) for arch in ARCHS for stem in STEMS}
+    return {(arch, stem): _build(arch, stem) for arch in CNNS for stem in STEMS}
 
 
 @pytest.mark.parametrize("stem", STEMS)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", CNNS)
 def test_forward_shape(models: dict[tuple[str, str], nn.Module], arch: str, stem: str) -> None:
     model = models[arch, stem].eval()  # eval: a train-mode forward would move the shared BN statistics
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_other_seed_other_weights(models: dict[tuple[str, str], nn.Module]) -> N
 
 
 @pytest.mark.parametrize("stem", STEMS)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", CNNS)
 def test_bn_layers_and_producing_convs(models: dict[tuple[str, str], nn.Module], arch: str, stem: str) -> None:
     model = models[arch, stem]
     bns = bn_layers(model)

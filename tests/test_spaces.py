@@ -141,3 +141,21 @@ def test_unknown_space_and_profile() -> None:
         load_space("resnet50")
     with pytest.raises(SpaceError, match="no profile 'huge'; profiles: default, quick"):
         load_space("resnet18", "huge")
+
+
+@pytest.mark.parametrize("name", ["vit", "bert"])
+def test_transformer_spaces_use_the_papers_transformer_settings(name: str) -> None:
+    grid = load_space(name).grid()
+    settings = {(c.search.window, c.search.threshold, c.worm.delta, c.search.ratio) for c in grid}
+    assert settings == {(3, 0.01, 0.005, 0.5)}
+    assert {c.model.arch for c in grid} == {name}
+    eb = {(c.seed, c.data.dataset, c.prune.kind) for c in grid if c.method == "earlybird"}
+    assert eb == {(c.seed, c.data.dataset, c.prune.kind) for c in grid if c.method == "worm"}
+    if name == "bert":
+        assert {c.data.dataset for c in grid} == {"sst2", "mrpc", "rte"} and {c.model.checkpoint for c in grid} == {
+            "bert-base-uncased"
+        }
+    else:
+        assert {c.prune.kind for c in grid} == {"unstructured", "structured"}
+        quick = load_space(name, "quick").grid()
+        assert all(c.data.dataset == "digits" and c.search.max_epochs <= 12 for c in quick) and len(quick) == 12

@@ -22,11 +22,14 @@ import optuna
 import pandas as pd
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.stats import wilcoxon_p
 from tests.helpers import default_sigint
 from worm_tune import final, sweep
+from worm_tune.config import TrialConfig
+from worm_tune.engine import TIMING_KEYS, TrialEngine
 from worm_tune.tracking import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
 
 TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
@@ -93,6 +96,7 @@ def test_quick_sweep_logs_one_child_run_per_trial(quick_sweep: dict[str, Any]) -
         assert run.info.status == "FINISHED"
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert tags["status"] in ("converged", "not_converged") and len(tags["config_hash"]) == 12
+        assert tags["threads"] == "1"  # one CPU per trial: one torch thread, so two trials share two cores
         assert params["search.ratio"] == "0.5" and params["model.arch"] == "resnet18" and params["seed"] == tags["seed"]
         assert params["data.dataset"] == "digits" and params["data.train_subset"] == "128"
         epochs = int(metrics["epochs"])
@@ -120,6 +124,23 @@ def test_paired_trials_start_from_the_same_weights(quick_sweep: dict[str, Any]) 
         by_seed[run.data.tags["seed"]][run.data.tags["method"]] = run.data.tags["init_weights"]
     assert all(pair["earlybird"] == pair["worm"] for pair in by_seed.values())
     assert len({pair["worm"] for pair in by_seed.values()}) == 3  # and different seeds differ
+
+
+def test_a_trial_reruns_outside_ray_to_the_same_numbers(quick_sweep: dict[str, Any]) -> None:
+    """What a researcher does with a sweep's best trial: rebuild its config from the MLflow run and
+    rerun it on the thread count it ran with (its ``threads`` tag); the numbers come back exactly."""
+    run = next(r for r in quick_sweep["children"] if r.data.tags["method"] == "worm")
+    cfg = TrialConfig().replace({**run.data.params, "threads": run.data.tags["threads"]}).validate()
+    before = torch.get_num_threads()
+    try:
+        rerun = TrialEngine(cfg).run()
+    finally:
+        torch.set_num_threads(before)
+    logged = json.loads(artifact(quick_sweep["uri"], run, "summary.json"))
+    assert rerun["config_hash"] == run.data.tags["config_hash"]
+    assert {k: v for k, v in rerun.items() if k not in TIMING_KEYS} == {
+        k: v for k, v in logged.items() if k not in TIMING_KEYS
+    }
 
 
 def test_the_sweep_folder_can_be_read_without_mlflow(quick_sweep: dict[str, Any]) -> None:
@@ -463,3 +484,22 @@ def _healthy(uri: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def test_a_quick_vit_sweep_runs_through_ray_mlflow_and_the_report(local_ray: Any, store: dict[str, Any]) -> None:
+    """Transformers need nothing new from the sweep, MLflow or the analysis: the ViT quick profile
+    (one seed, both mask kinds) runs as is, and the report compares EB and WORM per kind."""
+    argv = ["vit", "--quick", *TINY, "--set", "seed=0", "--set", "search.threshold=1e-6", "--name", "vit"]
+    assert sweep.main([*argv, *store["args"]]) == 0
+    parent, children = runs_of(store["uri"], "vit")
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    kinds = sorted((r.data.params["prune.kind"], r.data.tags["method"]) for r in children)
+    assert kinds == [(k, m) for k in ("structured", "unstructured") for m in ("earlybird", "worm")]
+    for run in children:
+        assert run.data.tags["status"] in ("converged", "not_converged") and run.data.params["model.arch"] == "vit"
+        assert run.data.metrics["params_pruned"] < run.data.metrics["params_dense"]
+    comparisons = pd.read_csv(store["reports"] / "vit" / "comparisons.csv")
+    final = comparisons[comparisons["metric"] == "final_acc"].sort_values("setting")
+    assert [s.split(" · ")[-1] for s in final["setting"]] == ["prune.kind=structured", "prune.kind=unstructured"]
+    assert (final["n_pairs"] == 1).all() and (final["verdict"] == "too few pairs").all()
+    assert "prune.kind=structured" in report_of(store, "vit")

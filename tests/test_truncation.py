@@ -6,6 +6,7 @@ from torch import nn
 
 from worm_tune.config import SearchConfig, TrialConfig, WormConfig
 from worm_tune.detector import Observation
+from worm_tune.sites import ChannelSites
 from worm_tune.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
 
 
@@ -89,7 +90,7 @@ def test_masked_gradients_are_exactly_r_times_and_others_untouched(scope: str) -
     r = 0.003
     before = grads_after_backward(net, x)
     convs = [net.conv1, net.conv2] if scope == "channel" else None
-    trunc = GradientTruncator([net.bn1, net.bn2], convs)
+    trunc = GradientTruncator(ChannelSites([net.bn1, net.bn2], convs))
     trunc.set(keep, r)
     assert trunc.num_truncated == 4
     net.zero_grad()
@@ -112,7 +113,7 @@ def test_masked_gradients_are_exactly_r_times_and_others_untouched(scope: str) -
 def test_factor_one_or_no_mask_is_a_no_op() -> None:
     net = Net()
     x = torch.randn(2, 3, 8, 8)
-    trunc = GradientTruncator([net.bn1, net.bn2])
+    trunc = GradientTruncator(ChannelSites([net.bn1, net.bn2]))
     before = grads_after_backward(net, x)
     trunc.set(torch.zeros(10, dtype=torch.bool), 1.0)
     trunc.apply()
@@ -126,7 +127,7 @@ def test_factor_one_or_no_mask_is_a_no_op() -> None:
 def test_mask_length_must_match_the_layers() -> None:
     net = Net()
     with pytest.raises(ValueError, match="channels"):
-        GradientTruncator([net.bn1, net.bn2]).set(torch.ones(7, dtype=torch.bool), 0.5)
+        GradientTruncator(ChannelSites([net.bn1, net.bn2])).set(torch.ones(7, dtype=torch.bool), 0.5)
 
 
 def test_l1_adds_strength_times_sign_of_gamma() -> None:

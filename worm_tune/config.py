@@ -21,8 +21,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("cifar10", "cifar100", "digits")
-ARCHS = ("resnet18", "vgg11_bn", "vgg16_bn")
+IMAGE_DATASETS = ("cifar10", "cifar100", "digits")
+#: GLUE tasks (Hugging Face ``datasets``) and ``text``: a local folder of train.tsv/test.tsv.
+TEXT_DATASETS = ("sst2", "mrpc", "rte", "text")
+DATASETS = IMAGE_DATASETS + TEXT_DATASETS
+CNNS = ("resnet18", "vgg11_bn", "vgg16_bn")
+#: ``vit``: torchvision's VisionTransformer for 32x32 images; ``bert``: Hugging Face BERT (``[nlp]`` extra).
+TRANSFORMERS = ("vit", "bert")
+ARCHS = CNNS + TRANSFORMERS
 STEMS = ("imagenet", "cifar")
 METHODS = ("earlybird", "worm", "gradclip", "greedy", "dense")
 SCOPES = ("bn", "channel")
@@ -56,7 +62,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
 #: ``data.num_workers``: with augmentation on, worker processes draw the random crops.)
-RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "crash_at_epoch"})
+RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "threads", "crash_at_epoch"})
+
+#: Fields added after the first release, with the value that means "not used": at that value
+#: they stay out of the hash, so every config written before they existed keeps its name.
+LATER_FIELDS: dict[str, Any] = {"model.checkpoint": ""}
 
 
 class ConfigError(ValueError):
@@ -86,11 +96,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A torchvision model. ``stem='imagenet'`` is torchvision's own layout (what the paper ran)."""
+    """A torchvision model, or BERT. ``stem='imagenet'`` is torchvision's own CNN layout (what the
+    paper ran); ``checkpoint`` names a Hugging Face BERT (``bert-base-uncased``, the paper's), whose
+    tokenizer the text data then uses; without one, ``bert`` is a tiny randomly initialised BERT."""
 
     arch: str = "resnet18"
     stem: str = "imagenet"
     pretrained: bool = False
+    checkpoint: str = ""
 
     def validate(self) -> None:
         _choice("model.arch", self.arch)
@@ -200,6 +213,10 @@ class TrialConfig:
     method: str = "earlybird"
     seed: int = 0
     device: str = "auto"
+    #: torch's CPU threads; 0 = the CPUs the trial was given (``--cpus-per-trial`` in a sweep, every
+    #: core for ``worm_tune.run``). CPU kernels sum in an order that depends on it, so bit-identical
+    #: CPU numbers need the same count: every trial records the count it ran with.
+    threads: int = 0
     #: Fault injection for recovery tests: crash once, after training epoch k (0 = never).
     crash_at_epoch: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -216,10 +233,39 @@ class TrialConfig:
         _choice("method", self.method)
         _non_negative_int("seed", self.seed)
         _choice("device", self.device)
+        _non_negative_int("threads", self.threads)
         _non_negative_int("crash_at_epoch", self.crash_at_epoch)
         for section in _SECTIONS:
             getattr(self, section).validate()
+        self._check_model_and_data()
         return self
+
+    def _check_model_and_data(self) -> None:
+        """Combinations that cannot run, refused before anything loads."""
+        arch, dataset = self.model.arch, self.data.dataset
+        text = dataset in TEXT_DATASETS
+        if (arch == "bert") != text:
+            wanted = f"one of {', '.join(TEXT_DATASETS)}" if arch == "bert" else f"one of {', '.join(IMAGE_DATASETS)}"
+            raise ConfigError(f"data.dataset={dataset!r} does not fit model.arch={arch!r}: use {wanted}")
+        if self.model.checkpoint and arch != "bert":
+            raise ConfigError(f"model.checkpoint={self.model.checkpoint!r} applies to model.arch='bert' only")
+        if arch == "bert" and self.model.pretrained and not self.model.checkpoint:
+            raise ConfigError("model.pretrained=true with model.arch='bert' needs model.checkpoint (bert-base-uncased)")
+        if arch == "vit" and self.model.pretrained:
+            raise ConfigError("model.pretrained=true is invalid for model.arch='vit': a 32x32 ViT trains from scratch")
+        if text and self.data.augment:
+            raise ConfigError(f"data.augment=true is invalid for {dataset!r}: augmentation is for images")
+        if text and self.speed.channels_last == "on":
+            raise ConfigError(f"speed.channels_last='on' is invalid for {dataset!r}: it is for image batches")
+        if arch in TRANSFORMERS:
+            for key, value, default in (
+                ("model.stem", self.model.stem, "imagenet"),
+                ("worm.scope", self.worm.scope, "bn"),
+                ("search.l1", self.search.l1, 0.0),
+                ("retrain.init", self.retrain.init, "searched"),
+            ):
+                if value != default:
+                    raise ConfigError(f"{key}={value!r} is for CNNs, not model.arch={arch!r}; leave it at {default!r}")
 
     # -- flat views -------------------------------------------------------------------------
 
@@ -238,7 +284,11 @@ class TrialConfig:
 
     def hash(self) -> str:
         """Stable short name of what this trial computes (runtime-only fields excluded)."""
-        semantic = {k: v for k, v in sorted(self.to_flat().items()) if k not in RUNTIME_FIELDS}
+        semantic = {
+            k: v
+            for k, v in sorted(self.to_flat().items())
+            if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+        }
         blob = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

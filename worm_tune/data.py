@@ -7,6 +7,7 @@ trials that differ only in their seed see the same data; the seed only moves the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from worm_tune.config import DataConfig
+from worm_tune.config import TEXT_DATASETS, DataConfig
 from worm_tune.fastpath import Augment
 
 #: Seed of what must not change with the trial seed: splits, subsets, the test loader's order.
@@ -34,14 +35,18 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataBundle:
-    """A dataset ready for training: both splits yield ``(normalised [3, 32, 32] float tensor, int label)``."""
+    """A dataset ready for training: both splits yield ``(input tensor, int label)``: a normalised
+    [3, 32, 32] float image, or for text a [2, length] long tensor of token ids and token types."""
 
     train: Dataset
     test: Dataset  # held out: never drawn from the training split
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     #: The training augmentation ``data.augment`` turns on, as data, for the device loader.
     augment: Augment | None = None
+    input_dtype: torch.dtype = torch.float32
+    #: Text only: the tokenizer's vocabulary size, which the model's embedding must match.
+    vocab_size: int = 0
 
 
 class TensorImageDataset(Dataset):
@@ -82,16 +87,21 @@ _CIFAR = {
 _INPUT_SHAPE = (3, 32, 32)
 
 
-def load_data(cfg: DataConfig) -> DataBundle:
-    """Load ``cfg.dataset`` (raising :class:`DataError` with a one-line fix when it cannot)."""
-    bundle = _load_digits(cfg) if cfg.dataset == "digits" else _load_cifar(cfg)
+def load_data(cfg: DataConfig, tokenizer: str = "") -> DataBundle:
+    """Load ``cfg.dataset`` (raising :class:`DataError` with a one-line fix when it cannot). Text
+    is tokenised with the Hugging Face ``tokenizer`` named (a BERT checkpoint's), or, without one,
+    a word vocabulary of the training split (:mod:`worm_tune.text`)."""
+    if cfg.dataset in TEXT_DATASETS:
+        from worm_tune.text import load_text
+
+        bundle = load_text(cfg, tokenizer)
+    elif cfg.dataset == "digits":
+        bundle = _load_digits(cfg)
+    else:
+        bundle = _load_cifar(cfg)
     if cfg.train_subset:
-        bundle = DataBundle(
-            _stratified_subset(bundle.train, cfg.train_subset, bundle.num_classes),
-            bundle.test,
-            bundle.num_classes,
-            bundle.input_shape,
-            bundle.augment,
+        bundle = dataclasses.replace(
+            bundle, train=_stratified_subset(bundle.train, cfg.train_subset, bundle.num_classes)
         )
     return bundle
 

@@ -26,22 +26,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worm_tune.config import ConfigError, TrialConfig
+from worm_tune.attention import heads_per_layer, keep_one_head_per_layer
+from worm_tune.config import TRANSFORMERS, ConfigError, TrialConfig
 from worm_tune.data import DataBundle, load_data, make_loaders, split_tensors
 from worm_tune.detector import EarlyBirdDetector
 from worm_tune.fastpath import DeviceLoader, resolve_speed
-from worm_tune.masks import channel_scores, global_mask
-from worm_tune.models import bn_layers, build_model, producing_convs
+from worm_tune.masks import global_mask
+from worm_tune.models import bn_layers, build_model
 from worm_tune.pruning import (
     SparsityEnforcer,
     count_params,
     effective_flops_per_image,
     flops_per_image,
     nonzero_params,
+    remove_structure,
     sparsity,
-    structured_prune,
     unstructured_masks,
 )
+from worm_tune.sites import representative_sites
 from worm_tune.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
 
 STATE_VERSION = 1
@@ -67,17 +69,22 @@ class TrialEngine:
     def __init__(self, cfg: TrialConfig, data: DataBundle | None = None) -> None:
         self.cfg = cfg.validate()
         self.device = resolve_device(cfg.device)
-        self.data = data if data is not None else load_data(cfg.data)
-        self.example_input = torch.zeros(1, *self.data.input_shape, device=self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.threads = torch.get_num_threads()
+        self.data = data if data is not None else load_data(cfg.data, cfg.model.checkpoint)
+        self.example_input = torch.zeros(1, *self.data.input_shape, dtype=self.data.input_dtype, device=self.device)
 
         # Model init draws from the seeded global RNG only, so one seed = one set of initial weights.
         with torch.random.fork_rng(devices=self._cuda_devices()):
             torch.manual_seed(cfg.seed)
-            self.model = build_model(cfg.model, self.data.num_classes).to(self.device)
+            self.model = build_model(cfg.model, self.data.num_classes, self.data.input_shape, self.data.vocab_size).to(
+                self.device
+            )
             self._rng_cpu = torch.get_rng_state()
             self._rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
-        self.speed = resolve_speed(cfg.speed, self.device)
+        self.speed = resolve_speed(cfg.speed, self.device, images=self.data.input_dtype.is_floating_point)
         self.train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
         self.test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
         if self.speed.device_loader:
@@ -89,12 +96,12 @@ class TrialEngine:
         else:
             self.train_loader, self.test_loader = make_loaders(self.data, cfg.data, self.data_gen)
 
-        names_layers = bn_layers(self.model)
-        self.layers = [bn for _, bn in names_layers]
-        convs = producing_convs(self.model) if cfg.worm.scope == "channel" else None
+        self.transformer = cfg.model.arch in TRANSFORMERS
+        self.sites = representative_sites(self.model, cfg)
+        self.layers = [bn for _, bn in bn_layers(self.model)]  # for the optional L1 on gamma
         self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold)
         self.schedule = TruncationSchedule(cfg)
-        self.truncator = GradientTruncator(self.layers, [convs[n] for n, _ in names_layers] if convs else None)
+        self.truncator = GradientTruncator(self.sites)
         if cfg.method == "gradclip":
             # Truncation "from the first epoch" needs a mask before any epoch: the initial weights' mask.
             self.truncator.set(self._current_mask(), self.schedule.factor)
@@ -107,7 +114,7 @@ class TrialEngine:
         self.prune_masks: dict[str, torch.Tensor] | None = None
         self.prune_keep: torch.Tensor | None = None
         self.pending_prune = False
-        self.flops_dense = flops_per_image(self.model, self.data.input_shape)
+        self.flops_dense = self._flops()
         self.params_dense = count_params(self.model)
         self._flops_now = self.flops_dense
         self.results: dict[str, Any] = {
@@ -194,6 +201,7 @@ class TrialEngine:
             "epochs": self.global_epoch,
             "done": self.done,
             "init_weights": r["init_weights"],
+            "threads": self.threads,
         }
 
     # -- phases ------------------------------------------------------------------------------
@@ -234,20 +242,22 @@ class TrialEngine:
         if cfg.prune.kind == "structured":
             keep = self.detector.newest
             assert keep is not None, "a search epoch always pushes a mask"
+            if self.transformer:  # a layer keeps its best head: removing all would cut the network
+                keep = keep_one_head_per_layer(keep, self.sites.scores().cpu(), heads_per_layer(self.sites.layers))
             self.prune_keep = keep.clone()
-            structured_prune(self.model, self.prune_keep, self.example_input)
-            self.results["flops_pruned"] = flops_per_image(self.model, self.data.input_shape)
+            remove_structure(self.model, self.prune_keep, self.example_input, self.transformer)
+            self.results["flops_pruned"] = self._flops()
             self.results["params_pruned"] = count_params(self.model)
         else:
             self.prune_masks = unstructured_masks(self.model, cfg.search.ratio)
             self.enforcer = SparsityEnforcer(self.model, self.prune_masks)
             self.enforcer.mask_weights()
             self.results["flops_pruned"] = effective_flops_per_image(
-                self.model, self.data.input_shape, self.prune_masks
+                self.model, self.data.input_shape, self.prune_masks, self.data.input_dtype
             )
             self.results["params_pruned"] = nonzero_params(self.model)
         self.forward = self.speed.prepare(self.model)  # new layers or weights: lay out (and compile) again
-        self._flops_now = flops_per_image(self.model, self.data.input_shape)
+        self._flops_now = self._flops()
         self.results["post_prune_acc"] = self._evaluate()
         if cfg.retrain.init == "reinit":
             reinitialize(self.model)
@@ -338,7 +348,10 @@ class TrialEngine:
     # -- helpers -----------------------------------------------------------------------------
 
     def _current_mask(self) -> torch.Tensor:
-        return global_mask(channel_scores(self.layers), self.cfg.search.ratio).cpu()
+        return global_mask(self.sites.scores(), self.cfg.search.ratio).cpu()
+
+    def _flops(self) -> int:
+        return flops_per_image(self.model, self.data.input_shape, self.data.input_dtype)
 
     def _new_optimizer(self, phase_epochs: int) -> None:
         o = self.cfg.optim
@@ -406,7 +419,7 @@ class TrialEngine:
         # Rebuild the pruned network first so the saved weights fit it.
         if state["prune_keep"] is not None:
             self.prune_keep = state["prune_keep"].to(torch.bool)
-            structured_prune(self.model, self.prune_keep, self.example_input)
+            remove_structure(self.model, self.prune_keep, self.example_input, self.transformer)
             self.forward = self.speed.prepare(self.model)
         if state["prune_masks"] is not None:
             self.prune_masks = {k: v.to(torch.bool) for k, v in state["prune_masks"].items()}
@@ -435,6 +448,7 @@ class TrialEngine:
                 "config": self.cfg.to_dict(),
                 "num_classes": self.data.num_classes,
                 "input_shape": list(self.data.input_shape),
+                "vocab_size": self.data.vocab_size,
                 "prune_keep": self.prune_keep,
                 "model": self.model.state_dict(),
             },
@@ -455,10 +469,11 @@ def load_model(path: str | Path) -> nn.Module:
     """Rebuild a model saved by :meth:`TrialEngine.save_model` (structured-pruned ones included)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     cfg = TrialConfig.from_dict(saved["config"])
-    model = build_model(cfg.model, saved["num_classes"])
+    shape, transformer = tuple(saved["input_shape"]), cfg.model.arch in TRANSFORMERS
+    model = build_model(cfg.model, saved["num_classes"], shape, saved.get("vocab_size", 0))
     if saved["prune_keep"] is not None:
-        example = torch.zeros(1, *saved["input_shape"])
-        structured_prune(model, saved["prune_keep"].to(torch.bool), example)
+        example = torch.zeros(1, *shape, dtype=torch.long if cfg.model.arch == "bert" else torch.float32)
+        remove_structure(model, saved["prune_keep"].to(torch.bool), example, transformer)
     model.load_state_dict(saved["model"])
     return model
 

@@ -61,12 +61,12 @@ class Speed:
         return torch.compile(model, mode=None if self.compile == "default" else self.compile)
 
 
-def resolve_speed(cfg: SpeedConfig, device: torch.device) -> Speed:
-    """``auto`` means on with CUDA, off on the CPU."""
+def resolve_speed(cfg: SpeedConfig, device: torch.device, images: bool = True) -> Speed:
+    """``auto`` means on with CUDA, off on the CPU; channels-last is for image batches only."""
     cuda = device.type == "cuda"
     loader = cuda if cfg.loader == "auto" else cfg.loader == "device"
     precision = ("bf16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
-    channels_last = cuda if cfg.channels_last == "auto" else cfg.channels_last == "on"
+    channels_last = images and (cuda if cfg.channels_last == "auto" else cfg.channels_last == "on")
     return Speed(loader, torch.bfloat16 if precision == "bf16" else None, channels_last, cfg.compile)
 
 

@@ -1,9 +1,11 @@
-"""Early-Bird channel masks and the distance between them.
+"""Early-Bird masks and the distance between them.
 
-A mask is a bool vector over every channel of every representative layer (True = kept),
-drawn with ONE global threshold on |gamma|: it keeps the ``C - floor(C * p)`` largest
-entries. Ties are broken by position (earlier channel kept), so the mask is a pure
-function of the weights even when many gammas are equal, as they are at initialisation.
+A mask is a bool vector over every unit of every representative layer (True = kept; units
+and their scores come from :mod:`worm_tune.sites`: BN channels by |gamma|, attention weights
+by magnitude, heads by norm), drawn with ONE global threshold: it keeps the
+``C - floor(C * p)`` largest scores. Ties are broken by position (earlier unit kept), so the
+mask is a pure function of the weights even when many scores are equal, as gammas are at
+initialisation.
 """
 
 from __future__ import annotations
@@ -11,12 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
-
-def channel_scores(layers: list[nn.BatchNorm2d]) -> torch.Tensor:
-    """|gamma| of all representative layers, concatenated in layer order (detached, float32)."""
-    return torch.cat([bn.weight.detach().abs().flatten().float() for bn in layers])
 
 
 def num_pruned(num_channels: int, ratio: float) -> int:

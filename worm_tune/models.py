@@ -32,12 +32,24 @@ class ModelError(RuntimeError):
     """A model cannot be built or does not have the layout the search needs; one-line message."""
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, num_classes: int, input_shape: tuple[int, ...] = (3, 32, 32), vocab_size: int = 0
+) -> nn.Module:
     """torchvision ``cfg.arch`` with a ``num_classes`` classifier, adapted to ``cfg.stem``.
 
     With ``pretrained`` the ImageNet weights load first; the layers replaced afterwards (the
-    classifier, and for a CIFAR-stem ResNet also ``conv1``) start fresh.
+    classifier, and for a CIFAR-stem ResNet also ``conv1``) start fresh. ``vit`` is
+    :func:`worm_tune.attention.vit_32`; ``bert`` is :func:`worm_tune.text.build_bert`, sized by the
+    text data (``vocab_size``, and the sequence length in ``input_shape``).
     """
+    if cfg.arch == "vit":
+        from worm_tune.attention import vit_32
+
+        return vit_32(num_classes)
+    if cfg.arch == "bert":
+        from worm_tune.text import build_bert
+
+        return build_bert(cfg.checkpoint, cfg.pretrained, num_classes, vocab_size, input_shape[-1])
     builder = getattr(torchvision.models, cfg.arch)
     model = _pretrained(builder, cfg.arch) if cfg.pretrained else builder(weights=None)
     if isinstance(model, ResNet):

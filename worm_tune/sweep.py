@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from worm_tune.config import ConfigError, TrialConfig, parse_assignments
-from worm_tune.data import DataError, load_data
+from worm_tune.data import DataBundle, DataError, load_data
 from worm_tune.models import ModelError, build_model
 from worm_tune.spaces import Objective, OptunaSpec, SearchSpace, SpaceError, available_spaces, load_space
 from worm_tune.tracking import TrackingError, check_tracking, mark_interrupted, resolve_tracking_uri
@@ -268,14 +268,16 @@ def grid_plan(configs: Sequence[TrialConfig], base: TrialConfig) -> Plan:
 
 def preflight(plan: Plan) -> None:
     """Load each dataset and build each model once, so a missing one fails before any trial."""
-    classes: dict[Any, int] = {}
+    bundles: dict[Any, DataBundle] = {}
     models = set()
     for cfg in plan.configs():
-        if cfg.data not in classes:
-            classes[cfg.data] = load_data(cfg.data).num_classes
-        if (cfg.model, classes[cfg.data]) not in models:
-            models.add((cfg.model, classes[cfg.data]))
-            build_model(cfg.model, classes[cfg.data])
+        data_key = (cfg.data, cfg.model.checkpoint)  # text is tokenised by the checkpoint's tokenizer
+        if data_key not in bundles:
+            bundles[data_key] = load_data(cfg.data, cfg.model.checkpoint)
+        bundle = bundles[data_key]
+        if (cfg.model, data_key) not in models:
+            models.add((cfg.model, data_key))
+            build_model(cfg.model, bundle.num_classes, bundle.input_shape, bundle.vocab_size)
 
 
 def sweep_columns(configs: Sequence[TrialConfig]) -> list[str]:

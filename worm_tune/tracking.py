@@ -256,6 +256,7 @@ class MlflowCallback(tune.Callback):
             tags += [
                 RunTag("node_id", str(result.get("node_id"))),
                 RunTag("init_weights", result["summary"]["init_weights"]),
+                RunTag("threads", str(result["summary"].get("threads"))),
             ]
         client(self.uri).log_batch(run_id, metrics=metrics, tags=tags)
 

@@ -75,9 +75,10 @@ class TicketTrainable(tune.Trainable):
         cfg = TrialConfig.from_dict(self.base).replace(config_overrides(config)).validate()
         if cfg.method not in self.METHODS:
             raise ValueError(f"{type(self).__name__} runs {', '.join(self.METHODS)}, not {cfg.method!r}")
-        # Each trial uses the CPUs Ray gave it, so concurrent trials do not oversubscribe the cores.
-        cpus = self.trial_resources.required_resources.get("CPU", 1) if self.trial_resources else 1
-        torch.set_num_threads(max(1, math.floor(cpus)))
+        if not cfg.threads:
+            # As many threads as the CPUs Ray gave the trial, so concurrent trials share the cores.
+            cpus = self.trial_resources.required_resources.get("CPU", 1) if self.trial_resources else 1
+            cfg = cfg.replace({"threads": max(1, math.floor(cpus))})
         self.cfg = cfg
         self.engine = TrialEngine(cfg)
         self.node_id = ray.get_runtime_context().get_node_id()

@@ -1,8 +1,9 @@
 """WORM gradient truncation: when ``r`` is set, and how it is applied to gradients.
 
 :class:`TruncationSchedule` decides the factor ``r`` for each method from the detector's
-observations; :class:`GradientTruncator` multiplies the gradients of the channels the
-current mask would prune by ``r``, with one fused ``_foreach_mul_`` per optimizer step.
+observations; :class:`GradientTruncator` multiplies the gradients of the units (channels,
+attention weights or heads) the current mask would prune by ``r``, with one fused
+``_foreach_mul_`` per optimizer step.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from worm_tune.config import TrialConfig
 from worm_tune.detector import Observation
+from worm_tune.sites import MaskSites
 
 
 class TruncationSchedule:
@@ -52,19 +54,16 @@ class TruncationSchedule:
 
 
 class GradientTruncator:
-    """Scales the gradients of to-be-pruned channels by ``r`` after backward, before the step.
+    """Scales the gradients of to-be-pruned units by ``r`` after backward, before the step.
 
-    ``scope="bn"`` truncates the BN ``gamma`` and ``beta`` of masked channels (reference code);
-    ``scope="channel"`` also the conv filters (and bias) that produce those channels (ours).
-    The per-parameter scale tensors are built once per mask/factor change, so a step costs
-    one fused multiply over a few dozen small tensors.
+    Which parameters a unit's truncation touches is the :class:`~worm_tune.sites.MaskSites`'
+    business (BN gamma/beta, optionally the producing conv; attention query/key weights or a
+    head's rows). The scale tensors are built once per mask/factor change, so a step costs one
+    fused multiply over a few dozen tensors.
     """
 
-    def __init__(self, layers: list[nn.BatchNorm2d], convs: list[nn.Conv2d] | None = None) -> None:
-        if convs is not None and len(convs) != len(layers):
-            raise ValueError("need one producing conv per representative layer for scope='channel'")
-        self.layers = layers
-        self.convs = convs
+    def __init__(self, sites: MaskSites) -> None:
+        self.sites = sites
         self.keep: torch.Tensor | None = None
         self.factor = 1.0
         self.num_truncated = 0
@@ -72,30 +71,16 @@ class GradientTruncator:
         self._scales: list[torch.Tensor] = []
 
     def set(self, keep: torch.Tensor | None, factor: float) -> None:
-        """Truncate the channels ``keep`` marks False by ``factor`` from now on (1 or None: off)."""
+        """Truncate the units ``keep`` marks False by ``factor`` from now on (1 or None: off)."""
         self.keep, self.factor = keep, factor
         self._params, self._scales = [], []
         if keep is None or factor == 1.0:
             self.num_truncated = 0
             return
         self.num_truncated = int((~keep).sum())
-        offset = 0
-        for i, bn in enumerate(self.layers):
-            n = bn.num_features
-            keep_i = keep[offset : offset + n].to(bn.weight.device)
-            offset += n
-            scale = torch.where(keep_i, 1.0, factor).to(bn.weight.dtype)
-            targets = [bn.weight, bn.bias]
-            if self.convs is not None:
-                conv = self.convs[i]
-                targets.append(conv.weight)
-                if conv.bias is not None:
-                    targets.append(conv.bias)
-            for p in targets:
-                self._params.append(p)
-                self._scales.append(scale.view(-1, *([1] * (p.dim() - 1))))
-        if offset != keep.numel():
-            raise ValueError(f"mask has {keep.numel()} channels, the layers have {offset}")
+        for param, scale in self.sites.scales(keep, factor):
+            self._params.append(param)
+            self._scales.append(scale)
 
     def state_dict(self) -> dict[str, Any]:
         return {"keep": self.keep, "factor": self.factor}
