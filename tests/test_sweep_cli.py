@@ -69,7 +69,11 @@ def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], whe
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["resnet50"], "unknown search space 'resnet50'; known spaces: resnet18, vgg11_bn, vgg16_bn"),
+        (
+            ["resnet50"],
+            "unknown search space 'resnet50'; known spaces: bert, resnet18, vgg11_bn, vgg16_bn, vit"
+            " (or a path to a .toml file)",
+        ),
         (["resnet18", "--quick", "--set", "search.ratioo=0.5"], "unknown config key 'search.ratioo'"),
         (["resnet18", "--quick", "--set", "search.ratio=2"], "search.ratio=2.0 is invalid"),
         (["resnet18", "--quick", "--set", "search.window=five"], "search.window='five' is invalid"),
