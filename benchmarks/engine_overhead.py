@@ -9,7 +9,7 @@ round's own ratio (paired: robust to the machine drifting between rounds). WORM 
 truncation active on every step (``gradclip``: r = 0.003 from the first epoch, the paper's
 r_trunc), the worst case for overhead.
 
-    python benchmarks/engine_overhead.py --epochs 6 --out benchmarks/results/engine_overhead.json
+    python benchmarks/engine_overhead.py --epochs 8 --out benchmarks/results/engine_overhead.json
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=6, help="timed rounds after one warm-up round")
+    parser.add_argument("--epochs", type=int, default=8, help="timed rounds after one warm-up round")
     parser.add_argument("--train-subset", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/engine_overhead.json"))
     args = parser.parse_args()

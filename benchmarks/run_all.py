@@ -33,7 +33,7 @@ class Benchmark(NamedTuple):
 
 
 BENCHMARKS = (
-    Benchmark("engine_overhead", ["--epochs", "8"], ["--epochs", "1", "--train-subset", "64"]),
+    Benchmark("engine_overhead", [], ["--epochs", "1", "--train-subset", "64"]),
     Benchmark("ray_overhead", ["--repeats", "3"], ["--repeats", "1", "--train-subset", "64"]),
     Benchmark("sweep_throughput", ["--trials", "4"], ["--trials", "2", "--train-subset", "64"]),
     Benchmark("gpu_throughput", [], ["--epochs", "1", "--train", "2048", "--test", "512"], gpu=True),
