@@ -15,6 +15,7 @@ from pathlib import Path
 
 from analysis import load, report
 from worm_tune import tracking
+from worm_tune.paths import check_writable
 from worm_tune.sweep import USAGE_ERRORS, Parser, UsageError, check_range
 
 PROG = "python -m analysis"
@@ -88,7 +89,8 @@ def run(
     """Read the sweep, write its report folder, log it to MLflow; what was written."""
     sweep = locate(name, uri, (storage or Path("ray_results")).resolve())
     if sweep.trials.empty:
-        raise load.LoadError(f"sweep {sweep.name!r} has no trials yet ({sweep.source}); nothing to report")
+        state = f"; it {sweep.driver}" if sweep.driver else ""
+        raise load.LoadError(f"sweep {sweep.name!r} has no trials yet ({sweep.source}){state}; nothing to report")
     out = (reports or DEFAULT_REPORTS) / sweep.name
     written = report.write(sweep, out, n_boot, seed, command or f"{PROG} {shlex.quote(name)}")
     if log and sweep.tracking_uri and sweep.parent_run_id and sweep.source.startswith("MLflow"):
@@ -102,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         check_range("--bootstrap", args.bootstrap, 100, integer=True)
         check_range("--seed", args.seed, 0, integer=True)
+        check_writable(args.reports or DEFAULT_REPORTS, "--reports")
         written = run(
             args.sweep,
             args.tracking_uri,

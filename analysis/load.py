@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from worm_tune import tracking
+from worm_tune import locks, tracking
 from worm_tune.config import TrialConfig, field_types
 from worm_tune.final import CHOSEN_FILE
 from worm_tune.sweep import SETTINGS_FILE, SweepSettings, make_plan
@@ -47,6 +47,8 @@ class Sweep:
     trials: pd.DataFrame
     curves: pd.DataFrame
     running: bool = False  # the parent run (or a trial) has not ended
+    #: For a running sweep: who runs it, or that its driver is gone and how to continue it.
+    driver: str = ""
     tracking_uri: str | None = None
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -142,6 +144,7 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         trials=trials_frame(rows),
         curves=_curves_frame(curves),
         running=parent.info.status == "RUNNING",
+        driver=tracking.driver_state(parent) if parent.info.status == "RUNNING" else "",
         tracking_uri=uri,
         parent_run_id=parent.info.run_id,
     )
@@ -209,9 +212,19 @@ def from_ray(folder: Path) -> Sweep:
         trials=trials_frame(rows),
         curves=_curves_frame(curves),
         running=running,
+        driver=_ray_driver_state(folder, settings) if running else "",
         tracking_uri=settings.tracking_uri,
         parent_run_id=settings.parent_run_id,
     )
+
+
+def _ray_driver_state(folder: Path, settings: SweepSettings) -> str:
+    holder = locks.holder(folder)
+    if holder is not None:
+        return f"is being run by {holder}"
+    module = "final" if settings.kind == "final" else "sweep"
+    command = f"python -m worm_tune.{module} {settings.space} --resume --name {settings.name}"
+    return f"did not finish and its driver is gone; `{command}` continues it"
 
 
 def _base_config(settings: SweepSettings, folder: Path) -> TrialConfig:

@@ -105,7 +105,7 @@ def markdown(
     if sweep.running or finished < len(labelled):
         parts.append(
             f"> **Partial report.** {finished} of {len(labelled)} trials have finished"
-            + (" and the sweep is still running (or was interrupted)" if sweep.running else "")
+            + (f" and the sweep {sweep.driver or 'is still running'}" if sweep.running else "")
             + ". Unfinished trials are counted below but not compared; run the analysis again when the sweep ends.\n"
         )
     for note in sweep.notes:

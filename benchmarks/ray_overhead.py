@@ -46,7 +46,7 @@ tracking.check_tracking(sys.argv[1])
 lap("create the SQLite MLflow store (first sweep only)")
 tracking.check_tracking(sys.argv[1])
 lap("open an existing store")
-worm_tune.sweep.connect_ray(None)
+worm_tune.sweep.connect_ray(None, None)
 lap("ray.init")
 import ray
 ray.shutdown()

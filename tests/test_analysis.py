@@ -221,6 +221,8 @@ def store(tmp_path: Path) -> dict[str, Any]:
     client = MlflowClient(uri)
     exp = client.create_experiment("resnet18", artifact_location=(tmp_path / "mlartifacts").as_uri())
     parent = client.create_run(exp, tags={TAG_KIND: "sweep", TAG_SWEEP: "made"}).info.run_id
+    for key, value in {"space": "resnet18", "name": "made", "storage": str(tmp_path / "ray")}.items():
+        client.log_param(parent, key, value)  # as a sweep records them: where its driver's lock lives
     for row in (trial("earlybird", 0, final_acc=0.75), trial("worm", 0, final_acc=0.7), trial("worm", 1, "running")):
         cfg = {k: v for k, v in row.items() if "." in k or k in ("method", "seed")}
         tags = {PARENT_TAG: parent, TAG_KIND: "trial", TAG_SWEEP: "made", TAG_TRIAL: row["trial_id"]}
@@ -249,6 +251,9 @@ def test_analysis_of_a_running_sweep_writes_a_partial_report_and_logs_it(
     assert f"report: {reports / 'made' / 'report.md'}" in capsys.readouterr().out
     text = (reports / "made" / "report.md").read_text()
     assert "2 of 3 trials have finished" in text
+    # Its parent run is RUNNING but no driver holds the sweep's lock: the driver is gone.
+    resume = f"`python -m worm_tune.sweep resnet18 --resume --name made --storage {store['root'] / 'ray'}`"
+    assert f"the sweep did not finish and its driver is gone; {resume} continues it" in text
     trials = pd.read_csv(reports / "made" / report.TRIALS_CSV)
     assert sorted(trials["status"]) == ["converged", "converged", "running"]
     assert trials.set_index("method").loc["earlybird", "final_acc"] == 0.75
@@ -302,5 +307,9 @@ def test_a_sweep_without_trials_yet_is_a_message_not_a_report(
     )
     assert cli.main(["empty", "--tracking-uri", store["uri"], "--reports", str(store["root"] / "r")]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == f"{cli.PROG}: sweep 'empty' has no trials yet (MLflow {store['uri']}); nothing to report"
+    state = "it is running or was stopped (no sweep folder is recorded to tell which)"
+    assert (
+        err.strip()
+        == f"{cli.PROG}: sweep 'empty' has no trials yet (MLflow {store['uri']}); {state}; nothing to report"
+    )
     assert not (store["root"] / "r" / "empty").exists()

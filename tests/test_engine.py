@@ -62,7 +62,7 @@ def test_same_config_and_seed_give_identical_metrics(digits: DataBundle) -> None
 
 def test_worm_with_r_one_equals_earlybird(digits: DataBundle) -> None:
     eb_hist, eb_sum = run(config(method="earlybird"), digits)
-    worm_hist, worm_sum = run(config(method="worm", worm__factor=1.0, worm__delta=1.0), digits)
+    worm_hist, worm_sum = run(config(method="worm", worm__factor=1.0, worm__delta=0.95), digits)
     assert worm_sum["trigger_epoch"] == 3  # it triggered as soon as the window was full...
     assert eb_hist == worm_hist  # ...and changed nothing
     for key in ("search_epochs", "final_acc", "pre_prune_acc", "post_prune_acc", "sparsity"):
@@ -79,15 +79,15 @@ def test_paired_trials_start_from_the_same_weights(digits: DataBundle) -> None:
 
 def test_truncation_changes_the_trajectory_once_triggered(digits: DataBundle) -> None:
     eb_hist, _ = run(config(method="earlybird"), digits)
-    # delta = 1 makes WORM trigger as soon as the window is full (epoch 3 of 4).
-    worm_hist, worm_sum = run(config(method="worm", worm__delta=1.0, worm__factor=0.0), digits)
+    # delta = 0.95 (s + delta > 1 >= d_avg) makes WORM trigger as soon as the window is full (epoch 3 of 4).
+    worm_hist, worm_sum = run(config(method="worm", worm__delta=0.95, worm__factor=0.0), digits)
     assert worm_sum["trigger_epoch"] == 3
     assert eb_hist[:3] == worm_hist[:3]  # identical until truncation starts
     assert worm_hist[3]["r"] == 0.0 and worm_hist[3]["truncated_channels"] > 0
     assert worm_hist[3]["train_loss"] != eb_hist[3]["train_loss"]
 
 
-@pytest.mark.parametrize("threshold, delta", [(0.05, 0.5), (0.2, 0.1), (1.0, 0.0)])
+@pytest.mark.parametrize("threshold, delta", [(0.05, 0.5), (0.2, 0.1), (0.99, 0.005)])
 def test_search_epochs_and_trigger_follow_the_logged_distances(
     digits: DataBundle, threshold: float, delta: float
 ) -> None:
@@ -114,7 +114,7 @@ def test_search_epochs_and_trigger_follow_the_logged_distances(
 @pytest.fixture(scope="module")
 def uninterrupted(digits: DataBundle) -> tuple[TrialConfig, list[dict[str, Any]], dict[str, Any]]:
     """The reference the resume tests compare against, run once for all of them."""
-    cfg = config(method="worm", worm__delta=1.0, search__max_epochs=4, retrain__max_epochs=3)
+    cfg = config(method="worm", worm__delta=0.95, search__max_epochs=4, retrain__max_epochs=3)
     return cfg, *run(cfg, digits)
 
 
@@ -247,7 +247,7 @@ def test_other_methods_run(digits: DataBundle, method: str) -> None:
 
 
 def test_channel_scope_and_l1_are_wired_into_the_search(digits: DataBundle) -> None:
-    short = {"search__window": 2, "search__max_epochs": 3, "retrain__max_epochs": 1, "worm__delta": 1.0}
+    short = {"search__window": 2, "search__max_epochs": 3, "retrain__max_epochs": 1, "worm__delta": 0.95}
     engine = TrialEngine(config(method="worm", worm__scope="channel", **short), digits)
     convs = engine.sites.convs
     assert convs is not None and [c.out_channels for c in convs] == [bn.num_features for bn in engine.layers]

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -287,7 +288,11 @@ def test_eight_concurrent_trials_share_one_sqlite_store(local_ray: Any, store: d
     assert max(r.info.start_time for r in children) < min(r.info.end_time for r in children)
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ray: Any, store: dict[str, Any]) -> None:
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
+    local_ray: Any, store: dict[str, Any], quick_sweep: dict[str, Any]
+) -> None:
+    """Ctrl-C, a damaged checkpoint of the trial it cut short, then two ``--resume`` at once: one
+    driver runs the sweep, the other is refused, and every number matches an uninterrupted run."""
     address = ray.get_runtime_context().gcs_address
     argv = [
         "resnet18",
@@ -335,9 +340,31 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
     assert running.info.run_id in {r.info.run_id for r in cut_short}
     assert all(r.info.status == "KILLED" and r.data.tags["status"] == "interrupted" for r in cut_short)
 
-    assert (
-        sweep.main(["resnet18", "--resume", "--name", "resume", *store["args"][:2], "--reports", str(store["reports"])])
-        == 0
+    # Damage every checkpoint Ray kept of the trial the interrupt cut short (as a crash mid-write would).
+    folder = store["root"] / "ray" / "resume"
+    damaged = list(folder.glob(f"*/*{running.data.tags[TAG_TRIAL]}/checkpoint_*/engine.pt"))
+    assert damaged
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    resume = ["resnet18", "--resume", "--name", "resume", *store["args"][:2], "--reports", str(store["reports"])]
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worm_tune.sweep", *resume, "--address", address],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for _ in range(2)
+    ]
+    errors = [d.communicate(timeout=600)[1] for d in drivers]
+    codes = [d.returncode for d in drivers]
+    assert sorted(codes) == [0, 2], errors
+    winner, loser = (drivers[0], drivers[1]) if codes[0] == 0 else (drivers[1], drivers[0])
+    assert errors[drivers.index(loser)] == (
+        f"python -m worm_tune.sweep: error: sweep resume is being run by process {winner.pid} on "
+        f"{socket.gethostname()}; wait for it, or stop it first\n"
     )
     parent, after = runs_of(store["uri"], "resume")
     assert parent.info.status == "FINISHED"
@@ -358,6 +385,19 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(local_ra
         assert sorted(set(iterations)) == list(range(1, epochs[trial_id] + 1))
     kept_iterations = results[first_done.data.tags[TAG_TRIAL]].read_text().splitlines()
     assert len(kept_iterations) == epochs[first_done.data.tags[TAG_TRIAL]]
+    # The trial whose checkpoint was damaged restarted from scratch, and its run says so.
+    (restarted,) = [r for r in after if r.info.run_id == running.info.run_id]
+    assert "was damaged" in restarted.data.tags["notice"] and "restarted from scratch" in restarted.data.tags["notice"]
+    assert all("notice" not in r.data.tags for r in after if r.info.run_id != running.info.run_id)
+    # Every trial's numbers are those of the same config in the uninterrupted quick sweep.
+    uninterrupted = {r.data.tags["config_hash"]: r for r in quick_sweep["children"]}
+    compared = [r for r in after if r.data.tags["config_hash"] in uninterrupted]
+    assert restarted in compared and len(compared) == 2  # the quick sweep ran p = 0.5 only
+    for run in compared:
+        reference = uninterrupted[run.data.tags["config_hash"]]
+        for key in ("epochs", *SUMMARY):
+            assert run.data.metrics[key] == reference.data.metrics[key], key
+        assert history(store["uri"], run, "test_acc") == history(store["uri"], reference, "test_acc")
 
 
 def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ VIT = {
     "search.window": "2",
     "search.max_epochs": "3",
     "search.threshold": "1e-6",  # run the whole search budget (element masks never repeat exactly)
-    "worm.delta": "1.0",  # trigger WORM as soon as the window is full
+    "worm.delta": "0.999",  # trigger WORM as soon as the window is full (s + delta > 1 >= d_avg)
     "retrain.max_epochs": "1",
     "device": "cpu",
 }
@@ -125,7 +125,7 @@ BERT_ARGS = [
     "--set",
     "search.threshold=0.01",
     "--set",
-    "worm.delta=1.0",
+    "worm.delta=0.95",
     "--set",
     "retrain.max_epochs=2",
     "--quiet",
@@ -147,7 +147,7 @@ def test_a_tiny_bert_runs_a_full_trial_offline(
     assert summary["params_pruned"] < summary["params_dense"]
     epochs = json.loads((out / "metrics.json").read_text())["epochs"]
     if method == "worm":
-        assert summary["trigger_epoch"] == 2  # delta = 1: as soon as the window of 2 is full
+        assert summary["trigger_epoch"] == 2  # s + delta > 1: as soon as the window of 2 is full
     else:
         assert epochs[0]["truncated_channels"] == 4  # half of 2 layers x 4 heads, from the first step
     model = load_model(out / "model.pt")

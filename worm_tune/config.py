@@ -69,6 +69,10 @@ RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "threads
 LATER_FIELDS: dict[str, Any] = {"model.checkpoint": ""}
 
 
+#: The largest seed ``torch.manual_seed`` accepts (an unsigned 64-bit integer).
+MAX_SEED = 2**64 - 1
+
+
 class ConfigError(ValueError):
     """A bad configuration value; its message is one line naming field, value and what is allowed."""
 
@@ -142,7 +146,8 @@ class SearchConfig:
         _in_range("search.ratio", self.ratio, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 2:
             raise ConfigError(f"search.window={self.window!r} is invalid: must be an integer >= 2")
-        _open_positive("search.threshold", self.threshold)
+        # Mask distances lie in [0, 1]: s >= 1 would call the first full window converged, whatever it holds.
+        _in_range("search.threshold", self.threshold, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
         _positive_int("search.max_epochs", self.max_epochs)
         _non_negative("search.l1", self.l1)
 
@@ -156,7 +161,7 @@ class WormConfig:
     scope: str = "bn"
 
     def validate(self) -> None:
-        _non_negative("worm.delta", self.delta)
+        _in_range("worm.delta", self.delta, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
         _in_range("worm.factor", self.factor, 0.0, 1.0, "a number in [0, 1]")
         _choice("worm.scope", self.scope)
 
@@ -231,7 +236,10 @@ class TrialConfig:
     def validate(self) -> TrialConfig:
         """Check every field; raise :class:`ConfigError` on the first bad one. Returns self."""
         _choice("method", self.method)
-        _non_negative_int("seed", self.seed)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(
+                f"seed={self.seed!r} is invalid: must be an integer in [0, {MAX_SEED}] (what torch accepts)"
+            )
         _choice("device", self.device)
         _non_negative_int("threads", self.threads)
         _non_negative_int("crash_at_epoch", self.crash_at_epoch)
@@ -329,13 +337,17 @@ class TrialConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
+        if path.suffix not in (".toml", ".json"):
+            raise ConfigError(f"config file {str(path)!r} has an unknown type: use .json or .toml")
         try:
-            if path.suffix == ".toml":
-                data = tomllib.loads(path.read_text())
-            elif path.suffix == ".json":
-                data = json.loads(path.read_text())
-            else:
-                raise ConfigError(f"config file {str(path)!r} has an unknown type: use .json or .toml")
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {str(path)!r} cannot be parsed: {exc}") from None
         if not isinstance(data, dict):

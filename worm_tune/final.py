@@ -24,7 +24,6 @@ from worm_tune import tracking
 from worm_tune.config import TrialConfig, parse_assignments
 from worm_tune.spaces import OBJECTIVES, Objective
 from worm_tune.sweep import (
-    NAME_PATTERN,
     SETTINGS_FILE,
     USAGE_ERRORS,
     Parser,
@@ -32,6 +31,7 @@ from worm_tune.sweep import (
     SweepSettings,
     UsageError,
     add_run_flags,
+    check_name,
     check_range,
     grid_plan,
     run_sweep,
@@ -123,23 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             configs = [TrialConfig.from_dict(c) for c in saved["configs"]]
             plan = grid_plan(configs, configs[0])
             extra_tags, params, tags = saved["extra_tags"], saved["params"], saved["tags"]
+            files = None
         else:
             settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
             if args.dry_run:
                 print(trial_table(plan))
                 return 0
-            settings.save()
-            (settings.folder / CHOSEN_FILE).write_text(
-                json.dumps(
-                    {
-                        "configs": [c.to_flat() for c in plan.configs()],
-                        "extra_tags": extra_tags,
-                        "params": params,
-                        "tags": tags,
-                    },
-                    indent=2,
-                )
-            )
+            chosen = {"configs": [c.to_flat() for c in plan.configs()], "extra_tags": extra_tags}
+            files = {CHOSEN_FILE: json.dumps({**chosen, "params": params, "tags": tags}, indent=2)}
         reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
         return run_sweep(
             settings,
@@ -152,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra_tags,
             prog=PROG,
             reports=reports,
+            extra_files=files,
         )
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -171,11 +163,10 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
     check_range("--gpus-per-trial", args.gpus_per_trial, 0)
     check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
     check_range("--max-failures", args.max_failures, 0, integer=True)
-    seeds = _seeds(args.seeds or "0,1,2")
+    seeds = _seeds(args.seeds if args.seeds is not None else "0,1,2")
     sets = parse_assignments(args.set or [])
     name = args.name or f"{args.sweep}-final-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not NAME_PATTERN.match(name):
-        raise UsageError(f"--name {name!r} is invalid: use letters, digits, '.', '_' and '-'")
+    check_name(name)
     if (storage / name / SETTINGS_FILE).exists():
         raise UsageError(f"{name!r} already exists in {storage}; pass --resume to continue it or another --name")
 
@@ -185,7 +176,7 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
     if parent is None:
         raise UsageError(f"no sweep named {args.sweep!r} in {uri}")
     if parent.info.status == "RUNNING":
-        raise UsageError(f"sweep {args.sweep!r} is still running (or was interrupted): finish or --resume it first")
+        raise UsageError(f"sweep {args.sweep} {tracking.driver_state(parent)}")
     candidates = rank(tracking.child_runs(uri, parent), objective)
     if not candidates:
         raise UsageError(f"sweep {args.sweep!r} has no finished trial with a {objective.metric} to rank by")
@@ -221,6 +212,8 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
         max_failures=args.max_failures if args.max_failures is not None else 2,
     )
     params = {
+        "name": name,
+        "storage": str(storage),
         "source_sweep": args.sweep,
         "objective": str(objective),
         "top_k": top_k,

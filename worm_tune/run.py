@@ -2,29 +2,30 @@
 
 Prints one line per epoch, keeps ``metrics.json`` (per-epoch and summary metrics) and a
 checkpoint up to date after every epoch, and saves the final model. Rerunning the same
-command with the same ``--out`` resumes where it stopped. Usage errors exit 2 with one line.
+command with the same ``--out`` resumes where it stopped. Usage errors (a bad ``--out``, a
+damaged checkpoint) exit 2 with one line; a full disk exits 1 with one line, and the rerun
+resumes from the last checkpoint that was written whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
-
+from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.config import CHOICES, ConfigError, TrialConfig, field_types, parse_assignments
 from worm_tune.data import DataError
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import InjectedFault, maybe_crash
 from worm_tune.models import ModelError
+from worm_tune.paths import PathError, check_writable
 
 PROG = "python -m worm_tune.run"
-USAGE_ERRORS = (ConfigError, DataError, ModelError)
+USAGE_ERRORS = (ConfigError, DataError, ModelError, PathError)
 
 #: Short flags for the fields people set most; every field also has ``--section-field``.
 ALIASES = {
@@ -113,27 +114,24 @@ def format_epoch(m: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write to a temporary file, then rename: an interrupt never leaves a half-written file."""
-    tmp = path.with_suffix(".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
 
 
 def run(cfg: TrialConfig, out: Path, fresh: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) one trial writing into ``out``; returns the summary."""
-    engine = TrialEngine(cfg)
+    check_writable(out, "--out")  # a bad --out is one line before any training
     out.mkdir(parents=True, exist_ok=True)
+    engine = TrialEngine(cfg)
     checkpoint, metrics_path = out / "checkpoint.pt", out / "metrics.json"
     if checkpoint.exists() and not fresh:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state["config_hash"] != cfg.hash():
+        try:
+            state = load_state(checkpoint)
+        except CheckpointError as exc:
+            raise UsageError(f"{exc}; pass --fresh to start over") from exc
+        if state.get("config_hash") != cfg.hash():
             raise UsageError(
-                f"{out} holds a run of config {state['config_hash']}, not {cfg.hash()}; "
+                f"{out} holds a run of config {state.get('config_hash')}, not {cfg.hash()}; "
                 "use another --out or pass --fresh"
             )
         engine.load_state_dict(state)
@@ -145,13 +143,13 @@ def run(cfg: TrialConfig, out: Path, fresh: bool = False, quiet: bool = False) -
     while not engine.done:
         metrics = engine.step()
         maybe_crash(cfg.crash_at_epoch, engine.global_epoch, out)
-        _atomic(checkpoint, lambda tmp: torch.save(engine.state_dict(), tmp))
+        save_state(engine.state_dict(), checkpoint)
         _write_json(metrics_path, {"epochs": engine.history, "summary": engine.summary()})
         if not quiet:
             print(format_epoch(metrics), flush=True)
     summary = engine.summary()
     _write_json(metrics_path, {"epochs": engine.history, "summary": summary})
-    engine.save_model(out / "model.pt")
+    write_atomic(out / "model.pt", engine.save_model)
     return summary
 
 
@@ -164,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, *USAGE_ERRORS) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except CheckpointError as exc:  # the environment (a full disk), not the input: exit 1 like a crash
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except InjectedFault as exc:
         print(f"{PROG}: {exc}; rerun the same command to resume from the last epoch", file=sys.stderr)
         return 1

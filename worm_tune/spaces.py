@@ -169,7 +169,11 @@ def load_space(name: str, profile: str = "default", directory: Path = SPACES_DIR
     """Read, merge the profile, and validate a search space; every trial config is checked."""
     path = resolve_space_path(name, directory)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"search space {path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SpaceError(f"search space {path.name} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"search space {path.name} cannot be parsed: {exc}") from None
     _only(data, _TOP_KEYS, f"search space {path.name}")

@@ -10,29 +10,36 @@ experiments (``<storage>/<name>/sweep.json``) so ``--resume`` continues it exact
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from worm_tune.cluster import ClusterError
 from worm_tune.config import ConfigError, TrialConfig, parse_assignments
 from worm_tune.data import DataBundle, DataError, load_data
+from worm_tune.locks import DriverLock, LockHeld
 from worm_tune.models import ModelError, build_model
+from worm_tune.paths import PathError, check_writable
 from worm_tune.spaces import Objective, OptunaSpec, SearchSpace, SpaceError, available_spaces, load_space
 from worm_tune.tracking import TrackingError, check_tracking, mark_interrupted, resolve_tracking_uri
 
 PROG = "python -m worm_tune.sweep"
 SETTINGS_FILE = "sweep.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-USAGE_ERRORS = (ConfigError, DataError, ModelError, SpaceError, TrackingError)
+#: Longest ``--name``: it names a folder, an MLflow run and Ray's experiment paths.
+NAME_MAX = 100
+USAGE_ERRORS = (ClusterError, ConfigError, DataError, ModelError, PathError, SpaceError, TrackingError)
 
 
 class UsageError(Exception):
@@ -177,8 +184,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         folder = _find_sweep(storage, args.space, args.name)
         return SweepSettings.load(folder)
     name = args.name or f"{Path(args.space).stem}{'-quick' if args.quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not NAME_PATTERN.match(name):
-        raise UsageError(f"--name {name!r} is invalid: use letters, digits, '.', '_' and '-'")
+    check_name(name)
     if (storage / name / SETTINGS_FILE).exists():
         raise UsageError(f"sweep {name!r} already exists in {storage}; pass --resume to continue it or another --name")
     sets = parse_assignments(args.set or [])
@@ -209,6 +215,15 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures if args.max_failures is not None else 2,
     )
+
+
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.match(name) or len(name) > NAME_MAX:
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise UsageError(
+            f"--name {shown!r} is invalid: use up to {NAME_MAX} letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit)"
+        )
 
 
 def check_range(flag: str, value: float | None, low: float, integer: bool = False, open_low: bool = False) -> None:
@@ -339,17 +354,12 @@ def _cell(value: Any) -> str:
 # -- running ---------------------------------------------------------------------------------
 
 
-def connect_ray(address: str | None) -> None:
-    import ray
+def connect_ray(address: str | None, target: str | None) -> None:
+    from worm_tune import cluster
 
     # One checkpoint kept per trial forces an experiment snapshot per checkpoint: wanted, not a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address, include_dashboard=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UsageError(f"cannot connect to the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+    cluster.connect(address, target)
 
 
 def check_resources(settings: SweepSettings) -> None:
@@ -577,46 +587,59 @@ def run_sweep(
     extra_tags: dict[str, dict[str, str]] | None = None,
     prog: str = PROG,
     reports: Path | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> int:
-    """Preflight, connect, open (or reopen) the parent run, execute, summarise, and write the
-    report into ``reports`` (unless None); the exit code."""
-    from worm_tune import tracking
+    """Check, lock, connect, open (or reopen) the parent run, execute, summarise, and write the
+    report into ``reports`` (unless None); the exit code.
 
-    preflight(plan)
-    check_tracking(settings.tracking_uri)
-    connect_ray(address)
-    check_resources(settings)
-    if settings.parent_run_id is None:
-        settings.experiment_id = tracking.experiment_id(settings.tracking_uri, experiment)
-        settings.parent_run_id = tracking.start_parent_run(
-            settings.tracking_uri, settings.experiment_id, settings.name, settings.kind, tags or {}, params
-        )
-        settings.save()
-    else:
-        tracking.client(settings.tracking_uri).update_run(settings.parent_run_id, status="RUNNING")
-    print(
-        f"sweep {settings.name}: {len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples} trials, "
-        f"Ray storage {settings.folder}, MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
-        flush=True,
-    )
-    try:
-        results = execute(settings, plan, resume, extra_tags)
-    except KeyboardInterrupt:
-        tracking.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
-        where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
-        print(
-            f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
-            file=sys.stderr,
-        )
-        return 130
-    table = summary_table(results, plan.base)
-    print("\n" + table, flush=True)
-    mlflow_client = tracking.client(settings.tracking_uri)
-    mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
-    errors = sum(r.error is not None for r in results)
-    tracking.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
-    if reports is not None:
-        analyse(settings, reports, prog)
+    Everything that can fail on bad input fails before the parent run exists; anything that fails
+    after it leaves it FAILED (or KILLED on Ctrl-C), never RUNNING.
+    """
+    from worm_tune import cluster, tracking
+
+    check_paths(settings, experiment, reports)
+    target = cluster.check(address)  # in seconds, before the slower checks
+    with driving(settings, resume, extra_files) as started:
+        preflight(plan)
+        check_tracking(settings.tracking_uri)
+        connect_ray(address, target)
+        check_resources(settings)
+        if settings.parent_run_id is None:
+            settings.experiment_id = tracking.experiment_id(settings.tracking_uri, experiment)
+            settings.parent_run_id = tracking.start_parent_run(
+                settings.tracking_uri, settings.experiment_id, settings.name, settings.kind, tags or {}, params
+            )
+        else:
+            tracking.client(settings.tracking_uri).update_run(settings.parent_run_id, status="RUNNING")
+        started()  # from here on the folder names a parent run: it stays, and the run ends FAILED on errors
+        try:
+            settings.save()
+            count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
+            print(
+                f"sweep {settings.name}: {count} trials, Ray storage {settings.folder}, "
+                f"MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
+                flush=True,
+            )
+            results = execute(settings, plan, resume, extra_tags)
+        except KeyboardInterrupt:
+            tracking.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
+            where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
+            print(
+                f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
+                file=sys.stderr,
+            )
+            return 130
+        except BaseException:
+            tracking.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED")
+            raise
+        table = summary_table(results, plan.base)
+        print("\n" + table, flush=True)
+        mlflow_client = tracking.client(settings.tracking_uri)
+        mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
+        errors = sum(r.error is not None for r in results)
+        tracking.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
+        if reports is not None:
+            analyse(settings, reports, prog)
     if errors:
         print(
             f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
@@ -624,6 +647,64 @@ def run_sweep(
         )
         return 1
     return 0
+
+
+def check_paths(settings: SweepSettings, experiment: str, reports: Path | None) -> None:
+    """Every folder the sweep will write, checked before anything starts: one line naming the flag."""
+    from worm_tune import tracking
+
+    check_writable(Path(settings.storage), "--storage")
+    if reports is not None:
+        check_writable(reports, "--reports")
+    db = tracking.sqlite_path(settings.tracking_uri)
+    if db is not None and db.parent.is_dir():
+        check_writable(db.parent, "--tracking-uri (the SQLite file's folder)")
+        root = tracking.artifact_root(settings.tracking_uri, experiment)
+        if root is not None:
+            check_writable(root, "--tracking-uri (its artifact folder)")
+
+
+@contextlib.contextmanager
+def driving(settings: SweepSettings, resume: bool, extra_files: dict[str, str] | None) -> Iterator[Callable[[], None]]:
+    """Hold the sweep's driver lock for the whole run; write ``sweep.json`` (and ``extra_files``).
+
+    A second driver of the same sweep is refused at once. A new sweep whose start fails before
+    its first trial (call the yielded function once trials begin) leaves no folder behind, so the
+    same command can simply be run again.
+    """
+    folder = settings.folder
+    created = [p for p in (folder.parent, folder) if not p.exists()]
+    lock = DriverLock(folder)
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        raise UsageError(
+            f"sweep {settings.name} is being run by {held.holder}; wait for it, or stop it first"
+        ) from None
+    began = False
+
+    def started() -> None:
+        nonlocal began
+        began = True
+
+    try:
+        if not resume and (folder / SETTINGS_FILE).exists():
+            raise UsageError(
+                f"sweep {settings.name!r} already exists in {settings.storage}; pass --resume or another --name"
+            )
+        settings.save()
+        for name, text in (extra_files or {}).items():
+            (folder / name).write_text(text)
+        yield started
+    except BaseException:
+        if folder in created and not began:  # remove what this start created: its folder, an empty storage
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.parent in created:
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()
+        raise
+    finally:
+        lock.release()
 
 
 def analyse(settings: SweepSettings, reports: Path, prog: str) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 from ray import tune
 
+from worm_tune import locks
+
 DEFAULT_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
@@ -128,22 +130,41 @@ def check_tracking(uri: str) -> None:
     if path is not None and not path.parent.is_dir():
         raise TrackingError(f"tracking URI {uri!r} is unusable: folder {str(path.parent)!r} does not exist")
     try:
-        with _no_http_retries():
+        # MLflow creates a new SQLite store's schema on first use; two processes doing it at once
+        # collide ("table runs already exists"), so the first use is serialised by a file lock.
+        with _store_lock(uri), _no_http_retries():
             client(uri).search_experiments(max_results=1)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(f"tracking URI {uri!r} is unreachable: {reason[:200]}") from None
 
 
-def experiment_id(uri: str, name: str) -> str:
-    """Get or create the experiment; a SQLite store keeps artifacts in ``mlartifacts/`` beside it."""
-    mlflow_client = client(uri)
-    experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: an exclusive lock on ``<db>.lock`` beside it; other stores need none."""
     path = sqlite_path(uri)
-    location = (path.parent / ARTIFACTS_DIR / name).as_uri() if path is not None else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    if path is None:
+        yield
+        return
+    with locks.exclusive(path.with_name(path.name + ".lock")):
+        yield
+
+
+def artifact_root(uri: str, experiment: str) -> Path | None:
+    """Where a new experiment of a SQLite store keeps its artifacts (``mlartifacts/<name>``)."""
+    path = sqlite_path(uri)
+    return None if path is None else path.parent / ARTIFACTS_DIR / experiment
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """Get or create the experiment (under the store lock: two sweeps may create it at once)."""
+    mlflow_client = client(uri)
+    with _store_lock(uri):
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        root = artifact_root(uri, name)
+        return mlflow_client.create_experiment(name, artifact_location=root.as_uri() if root else None)
 
 
 def start_parent_run(
@@ -168,6 +189,27 @@ def find_parent_run(uri: str, sweep: str, kind: str = "sweep") -> Any | None:
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def driver_state(parent: Any) -> str:
+    """What became of a RUNNING parent run: its driver still holds the sweep's lock, or is gone.
+
+    Read from the lock file in the sweep's folder (the parent's ``storage`` and ``name`` params);
+    a kill -9 of the driver releases the lock, so "gone" is what a dead driver looks like.
+    """
+    params = parent.data.params
+    storage, name = params.get("storage"), params.get("name") or parent.data.tags.get(TAG_SWEEP)
+    if not storage or not name:
+        return "is running or was stopped (no sweep folder is recorded to tell which)"
+    holder = locks.holder(Path(storage) / name)
+    if holder is not None:
+        return f"is being run by {holder}; wait for it to finish"
+    where = "" if Path(storage) == Path("ray_results").resolve() else f" --storage {storage}"
+    if parent.data.tags.get(TAG_KIND) == "final":
+        command = f"python -m worm_tune.final {params.get('source_sweep', '?')} --resume --name {name}{where}"
+    else:
+        command = f"python -m worm_tune.sweep {params.get('space', '?')} --resume --name {name}{where}"
+    return f"did not finish and its driver is gone; `{command}` continues it"
 
 
 def child_runs(uri: str, parent: Any) -> list[Any]:
@@ -242,6 +284,8 @@ class MlflowCallback(tune.Callback):
 
         run_id = self._run_id(trial)
         epoch = int(result["training_iteration"])
+        if result.get("notice"):  # e.g. a damaged checkpoint: the trial restarted from scratch
+            client(self.uri).set_tag(run_id, "notice", str(result["notice"]))
         if epoch <= self._last_epoch.get(trial.trial_id, 0):
             return  # already logged before a restart
         self._last_epoch[trial.trial_id] = epoch

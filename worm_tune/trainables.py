@@ -1,29 +1,33 @@
 """Ray Tune Trainables: a thin layer over :class:`~worm_tune.engine.TrialEngine`.
 
 One ``step()`` is one epoch and one report; checkpoints are the engine's state dict, so a
-retried or resumed trial continues bit-exactly. :class:`EarlyBirdTrainable` runs EarlyBird
-(and the dense baseline), :class:`WormTrainable` runs WORM and its ablations; both share
-:class:`TicketTrainable`. The trial's config holds overrides on top of the
-sweep's base config: a trial's Ray config is flat (``{"method": "worm", "search.ratio": 0.3}``),
-so Ray's table shows exactly what the sweep varies.
+retried or resumed trial continues bit-exactly; a damaged checkpoint restarts the trial from
+scratch (same numbers: the engine is deterministic) and its next result says so under
+``notice``. :class:`EarlyBirdTrainable` runs EarlyBird (and the dense baseline),
+:class:`WormTrainable` runs WORM and its ablations; both share :class:`TicketTrainable`. The
+trial's config holds overrides on top of the sweep's base config: a trial's Ray config is flat
+(``{"method": "worm", "search.ratio": 0.3}``), so Ray's table shows exactly what the sweep varies.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import ray
-import torch
 from ray import tune
 
+from worm_tune.checkpoints import CheckpointError, load_state, save_state
 from worm_tune.config import TrialConfig, field_types
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import maybe_crash
 
 CHECKPOINT_FILE = "engine.pt"
+
+logger = logging.getLogger(__name__)
 
 #: Summary fields copied to the top level of every result, as numbers (NaN while unknown),
 #: so schedulers and Optuna can read them; the full summary rides along under "summary".
@@ -61,6 +65,11 @@ class TicketTrainable(tune.Trainable):
         "epoch_time",
         "train_flops",
     )
+
+    #: Set when a damaged checkpoint restarted the trial; the next result carries it as "notice".
+    _notice: str | None = None
+    #: Size of the last checkpoint written: the free space the next one needs.
+    _checkpoint_size: int | None = None
 
     def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
         self.base = base or {}
@@ -100,13 +109,28 @@ class TicketTrainable(tune.Trainable):
             pid=os.getpid(),
             done=self.engine.done,
         )
+        if self._notice is not None:
+            result["notice"], self._notice = self._notice, None
         return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        torch.save(self.engine.state_dict(), Path(checkpoint_dir) / CHECKPOINT_FILE)
+        # Each Ray checkpoint is a new folder, so the space check needs the last size passed in.
+        path = Path(checkpoint_dir) / CHECKPOINT_FILE
+        self._checkpoint_size = save_state(self.engine.state_dict(), path, need=self._checkpoint_size)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        """Resume from ``engine.pt``; a damaged one restarts the trial rather than failing every retry."""
+        try:
+            state = load_state(Path(checkpoint_dir) / CHECKPOINT_FILE)
+        except CheckpointError as exc:
+            # Trainable.restore has set Ray's counters from the checkpoint's result: the epoch lost.
+            epoch = f" of epoch {self._iteration}" if self._iteration else ""
+            self._notice = f"checkpoint {CHECKPOINT_FILE}{epoch} was damaged ({exc.reason}); restarted from scratch"
+            logger.warning("%s: %s", self.trial_name, self._notice)
+            self.engine = TrialEngine(self.cfg)
+            self._iteration, self._time_total = 0, 0.0
+            self._timesteps_total = self._episodes_total = None
+            return
         self.engine.load_state_dict(state)
 
 
