@@ -14,12 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis import load, report
-from worm_tune import tracking
-from worm_tune.paths import check_writable
-from worm_tune.sweep import USAGE_ERRORS, Parser, UsageError, check_range
+from worm_tune.config import ConfigError
+from worm_tune.paths import PathError, check_writable
+from worm_tune.tune import store
+from worm_tune.tune.spaces import SpaceError
+from worm_tune.usage import Parser, UsageError, check_range
 
 PROG = "python -m analysis"
 DEFAULT_REPORTS = Path("reports")
+#: Bad input: one line, exit 2 (a sweep folder's saved space may no longer load, say).
+USAGE_ERRORS = (UsageError, ConfigError, PathError, SpaceError, store.TrackingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +48,7 @@ def locate(name: str, uri_arg: str | None, storage: Path) -> load.Sweep:
     path = Path(name)
     if load.is_sweep_folder(path):
         return load.from_ray(path.resolve())
-    uri = tracking.resolve_tracking_uri(uri_arg)
+    uri = store.resolve_tracking_uri(uri_arg)
     folder = storage / name
     problem = _store_problem(uri)
     if problem is None:
@@ -66,12 +70,12 @@ def locate(name: str, uri_arg: str | None, storage: Path) -> load.Sweep:
 
 def _store_problem(uri: str) -> str | None:
     """Why the tracking store cannot be read, or None. A missing SQLite file is not created."""
-    path = tracking.sqlite_path(uri)
+    path = store.sqlite_path(uri)
     if path is not None and not path.is_file():
         return f"no MLflow store at {uri}"
     try:
-        tracking.check_tracking(uri)
-    except tracking.TrackingError as exc:
+        store.check_tracking(uri)
+    except store.TrackingError as exc:
         return str(exc)
     return None
 

@@ -4,7 +4,7 @@
 ``method``, ``seed``, ``status`` (converged, not_converged, diverged, stopped_early, error,
 dense, interrupted, running), ``config_hash``, every config field by its dotted name
 (``search.ratio``, ``worm.delta``, ... typed as in :class:`~worm_tune.config.TrialConfig`), and
-every summary metric of :data:`~worm_tune.tracking.SUMMARY_METRICS` (NaN where unknown).
+every summary metric of :data:`~worm_tune.store.SUMMARY_METRICS` (NaN where unknown).
 
 ``curves``: one row per trial and epoch. Columns: ``trial_id``, ``step`` (the trial's epoch,
 1-based, as logged), ``phase`` (search, retrain or train), ``phase_epoch`` (1-based within the
@@ -24,10 +24,17 @@ from typing import Any
 
 import pandas as pd
 
-from worm_tune import locks, tracking
+from worm_tune import locks
 from worm_tune.config import TrialConfig, field_types
-from worm_tune.final import CHOSEN_FILE
-from worm_tune.sweep import SETTINGS_FILE, SweepSettings, make_plan
+from worm_tune.tune import store
+from worm_tune.tune.plan import (
+    CHOSEN_FILE,
+    SETTINGS_FILE,
+    TRIAL_STATES_FILE,
+    SweepSettings,
+    config_overrides,
+    make_plan,
+)
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
 FINISHED = ("converged", "not_converged")
@@ -61,16 +68,16 @@ def find_parent(uri: str, name: str) -> tuple[Any, str | None]:
     """The parent run of sweep ``name`` (or of the newest sweep of experiment ``name``), and a note
     saying which sweep an experiment name picked. None when there is neither."""
     for kind in ("sweep", "final"):
-        parent = tracking.find_parent_run(uri, name, kind)
+        parent = store.find_parent_run(uri, name, kind)
         if parent is not None:
             return parent, None
-    client = tracking.client(uri)
+    client = store.client(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         return None, None
     parents = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'",
+        filter_string=f"tags.`{store.TAG_KIND}` = 'sweep'",
         order_by=["attributes.start_time DESC"],
         max_results=1000,
     )
@@ -81,41 +88,41 @@ def find_parent(uri: str, name: str) -> tuple[Any, str | None]:
     if len(parents) > 1:
         note = (
             f"experiment {name!r} holds {len(parents)} sweeps; this report is for the newest, "
-            f"{newest.data.tags[tracking.TAG_SWEEP]!r} (name a sweep to pick another)"
+            f"{newest.data.tags[store.TAG_SWEEP]!r} (name a sweep to pick another)"
         )
     return newest, note
 
 
 def sweep_names(uri: str) -> list[str]:
     """Every sweep name in the store, newest first (for "did you mean" messages)."""
-    client = tracking.client(uri)
+    client = store.client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.`{tracking.TAG_KIND}` = 'sweep'",
+        filter_string=f"tags.`{store.TAG_KIND}` = 'sweep'",
         order_by=["attributes.start_time DESC"],
         max_results=1000,
     )
-    return list(dict.fromkeys(r.data.tags[tracking.TAG_SWEEP] for r in runs))
+    return list(dict.fromkeys(r.data.tags[store.TAG_SWEEP] for r in runs))
 
 
 def from_mlflow(uri: str, parent: Any) -> Sweep:
     """Read every child run of ``parent``: params, summary metrics and per-epoch histories."""
-    client = tracking.client(uri)
+    client = store.client(uri)
     rows, curves = [], []
-    for run in tracking.child_runs(uri, parent):
+    for run in store.child_runs(uri, parent):
         tags, metrics = run.data.tags, run.data.metrics
         status = tags.get("status") or {"RUNNING": "running", "KILLED": "interrupted"}.get(run.info.status, "error")
-        trial_id = tags.get(tracking.TAG_TRIAL, run.info.run_id)
+        trial_id = tags.get(store.TAG_TRIAL, run.info.run_id)
         row = {
             "trial_id": trial_id,
             "run_id": run.info.run_id,
             "status": status,
             "config_hash": tags.get("config_hash", ""),
             **_config(run.data.params),
-            **{k: metrics.get(k, math.nan) for k in tracking.SUMMARY_METRICS},
+            **{k: metrics.get(k, math.nan) for k in store.SUMMARY_METRICS},
         }
         rows.append(row)
         history = {
@@ -137,14 +144,14 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
                     **{k: history[k].get(step, math.nan) for k in CURVE_KEYS},
                 }
             )
-    sweep_name = parent.data.tags.get(tracking.TAG_SWEEP, parent.info.run_name)
+    sweep_name = parent.data.tags.get(store.TAG_SWEEP, parent.info.run_name)
     return Sweep(
         name=sweep_name,
         source=f"MLflow {uri}",
         trials=trials_frame(rows),
         curves=_curves_frame(curves),
         running=parent.info.status == "RUNNING",
-        driver=tracking.driver_state(parent) if parent.info.status == "RUNNING" else "",
+        driver=store.driver_state(parent) if parent.info.status == "RUNNING" else "",
         tracking_uri=uri,
         parent_run_id=parent.info.run_id,
     )
@@ -160,31 +167,30 @@ def is_sweep_folder(path: Path) -> bool:
 def from_ray(folder: Path) -> Sweep:
     """Read a sweep's Ray folder (``<storage>/<name>``): each trial's ``result.json`` and config.
 
-    Needs no tracking store: the trials' configs are the sweep's base (rebuilt from its saved
-    settings) plus each trial's own overrides (Ray's ``params.json``).
+    Needs no tracking store and no Ray: the trials' configs are the sweep's base (rebuilt from
+    its saved settings) plus each trial's own overrides (Ray's ``params.json``); a trial still
+    runs when its family's recorded state says so, or, before that is written, while the sweep's
+    driver holds its lock.
     """
-    from ray.tune import ExperimentAnalysis
-
-    from worm_tune.tracking import trial_status
-    from worm_tune.trainables import config_overrides
-
     settings = SweepSettings.load(folder)
     base = _base_config(settings, folder)
+    driven = locks.holder(folder) is not None
     rows, curves = [], []
     running = False
     for family in sorted(p for p in folder.iterdir() if p.is_dir()):
-        try:
-            ray_status = {t.trial_id: t.status for t in ExperimentAnalysis(str(family)).trials}
-        except Exception:  # a family folder Ray never finished writing: read what the trials wrote
-            ray_status = {}
+        states_file = family / TRIAL_STATES_FILE  # written when the family's experiment ends
+        states = json.loads(states_file.read_text()) if states_file.is_file() else {}
         for trial_dir in sorted(p for p in family.iterdir() if (p / "result.json").is_file()):
             trial_id = trial_dir.name.rsplit("-", 1)[-1]
             results = _results(trial_dir / "result.json")
             params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").exists() else {}
             cfg = base.replace(config_overrides(params))
             summary = results[-1]["summary"] if results else {}
-            status = trial_status(summary, error=(trial_dir / "error.txt").exists())
-            if ray_status.get(trial_id, "TERMINATED") not in ("TERMINATED", "ERROR"):
+            error = (trial_dir / "error.txt").exists()
+            status = store.trial_status(summary, error)
+            state = states.get(trial_id)
+            in_flight = driven and not summary.get("done") and not error  # its family has not ended yet
+            if (state is not None and state not in ("TERMINATED", "ERROR")) or (state is None and in_flight):
                 status, running = "running", True
             rows.append(
                 {
@@ -193,7 +199,7 @@ def from_ray(folder: Path) -> Sweep:
                     "status": status,
                     "config_hash": cfg.hash(),
                     **cfg.to_flat(),
-                    **{k: _number(summary.get(k)) for k in tracking.SUMMARY_METRICS},
+                    **{k: _number(summary.get(k)) for k in store.SUMMARY_METRICS},
                 }
             )
             for result in results:
@@ -266,7 +272,7 @@ def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The ``trials`` table from one dict per trial (missing columns are NaN), in a stable order."""
     columns = ["trial_id", "run_id", "method", "seed", "status", "config_hash"]
     columns += [k for k in field_types() if k not in ("method", "seed")]
-    columns += list(tracking.SUMMARY_METRICS)
+    columns += list(store.SUMMARY_METRICS)
     frame = pd.DataFrame(rows, columns=columns)
     frame["seed"] = frame["seed"].astype("int64")
     return frame.sort_values(["method", "config_hash", "seed"], kind="stable").reset_index(drop=True)

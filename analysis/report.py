@@ -16,6 +16,8 @@ import pandas as pd
 from analysis import compare, paper, plots
 from analysis.load import FINISHED, Sweep
 from analysis.stats import ALPHA, LEVEL
+from worm_tune.tune import store
+from worm_tune.usage import format_table
 
 REPORT, TRIALS_CSV, COMPARISONS_CSV, METHODS_CSV = "report.md", "trials.csv", "comparisons.csv", "methods.csv"
 ARTIFACT_DIR = "report"
@@ -78,9 +80,8 @@ def write(sweep: Sweep, out: Path, n_boot: int = 10_000, seed: int = 0, command:
 
 def log_to_mlflow(report: Report, uri: str, parent_run_id: str) -> None:
     """The report folder as artifacts of the sweep's parent run, so the MLflow UI shows it."""
-    from worm_tune import tracking
 
-    client = tracking.client(uri)
+    client = store.client(uri)
     for path in report.files:
         client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
 
@@ -283,6 +284,5 @@ def pvalue(p: float) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    from worm_tune.sweep import format_table
 
     return format_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])

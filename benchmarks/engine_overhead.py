@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from worm_tune.config import TrialConfig
 from worm_tune.data import load_data, make_loaders
 from worm_tune.engine import TrialEngine
-from worm_tune.masks import global_mask
 from worm_tune.models import build_model
+from worm_tune.ticket.masks import global_mask
 
 
 def bare_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train, test) -> None:

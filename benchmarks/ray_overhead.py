@@ -39,14 +39,14 @@ def lap(name):
     global t
     now = time.perf_counter(); steps[name] = now - t; t = now
 steps = {}
-import worm_tune.sweep
+import worm_tune.cli.sweep
 lap("import worm_tune.sweep (torch, torchvision, Ray, MLflow)")
-from worm_tune import tracking
+from worm_tune.tune import runner, store as tracking
 tracking.check_tracking(sys.argv[1])
 lap("create the SQLite MLflow store (first sweep only)")
 tracking.check_tracking(sys.argv[1])
 lap("open an existing store")
-worm_tune.sweep.connect_ray(None, None)
+runner.connect_ray(None, None)
 lap("ray.init")
 import ray
 ray.shutdown()

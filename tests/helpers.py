@@ -1,8 +1,29 @@
-"""Helpers shared by test modules that start subprocesses."""
+"""Helpers shared by test modules: tiny budgets, timing-free comparisons, subprocess signals.
+
+(Fixtures live in ``conftest.py``; plain constants and functions are imported from here.)
+"""
 
 from __future__ import annotations
 
 import signal
+from typing import Any
+
+from worm_tune.engine import TIMING_KEYS
+
+#: ``--set`` flags for a tiny sweep: 128 digits images, 3 search epochs, a window of 2, 1 retraining epoch.
+SWEEP_TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
+SWEEP_TINY += ["--set", "retrain.max_epochs=1"]
+#: The summary metrics every finished trial has, compared between runs that must agree.
+SUMMARY = ("search_epochs", "pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "final_acc", "sparsity")
+
+
+def untimed(value: Any) -> Any:
+    """``value`` without wall-time keys, at any depth: what two runs of one config must share exactly."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
 
 
 def default_sigint() -> None:

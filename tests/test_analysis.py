@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import cli, compare, load, paper, report, stats
 from worm_tune.config import TrialConfig
-from worm_tune.tracking import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
+from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
 
 SETTING = {"data.dataset": "digits", "search.ratio": 0.5}
 

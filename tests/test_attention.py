@@ -10,19 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from worm_tune.attention import (
+from worm_tune.models.vit import PrunedSelfAttention, vit_32
+from worm_tune.ticket.attention import (
     ElementSites,
     HeadSites,
-    PrunedSelfAttention,
     attention_layers,
     count_heads,
     heads_per_layer,
     keep_one_head_per_layer,
-    remove_heads,
-    vit_32,
 )
-from worm_tune.masks import global_mask
-from worm_tune.truncation import GradientTruncator
+from worm_tune.ticket.heads import remove_heads
+from worm_tune.ticket.masks import global_mask
+from worm_tune.ticket.truncation import GradientTruncator
 
 R = 0.003
 

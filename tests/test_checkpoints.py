@@ -18,10 +18,11 @@ import pytest
 import ray
 import torch
 
+from tests.helpers import untimed
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
+from worm_tune.cli.run import main
 from worm_tune.engine import TIMING_KEYS
-from worm_tune.run import main
-from worm_tune.trainables import CHECKPOINT_FILE, EarlyBirdTrainable
+from worm_tune.tune.trainables import CHECKPOINT_FILE, EarlyBirdTrainable
 
 TINY = {
     "method": "earlybird",
@@ -36,11 +37,6 @@ TINY = {
     "threads": 1,  # fixed, so runs in this process agree whatever ran before them
 }
 ARGS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")] + ["--quiet"]
-
-
-def untimed(payload: dict[str, Any]) -> dict[str, Any]:
-    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS}  # noqa: E731
-    return {"epochs": [strip(m) for m in payload["epochs"]], "summary": strip(payload["summary"])}
 
 
 def metrics(out: Path) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import default_sigint
+from tests.helpers import default_sigint, untimed
+from worm_tune.cli.run import main
 from worm_tune.config import field_types
-from worm_tune.engine import TIMING_KEYS, load_model
-from worm_tune.run import main
+from worm_tune.engine import load_model
 
 TINY = [
     "--dataset",
@@ -42,11 +42,7 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-def untimed(payload: dict) -> dict:
-    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS}  # noqa: E731
-    return {"epochs": [strip(m) for m in payload["epochs"]], "summary": strip(payload["summary"])}
-
-
+@pytest.mark.slow
 def test_full_resnet18_trial_on_digits_converges(tmp_path: Path) -> None:
     """The acceptance run: the real resnet18, the whole digits split, EarlyBird's default rule (s = 0.1)."""
     out = tmp_path / "eb"
@@ -67,6 +63,7 @@ def test_full_resnet18_trial_on_digits_converges(tmp_path: Path) -> None:
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_interrupted_or_crashed_run_resumes_to_the_same_numbers(tmp_path: Path) -> None:
     reference = tmp_path / "ref"
     assert cli(*TINY, "--method", "worm", "--quiet", "--out", str(reference)).returncode == 0

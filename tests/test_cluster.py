@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 import ray
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
-from worm_tune import sweep
-from worm_tune.tracking import TAG_KIND, TAG_SWEEP
+from tests.helpers import SWEEP_TINY
+from worm_tune.cli import sweep
+from worm_tune.tune.store import TAG_KIND, TAG_SWEEP
 
-TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
+#: A two-node Ray cluster: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 def test_a_sweep_spreads_its_trials_over_both_nodes(tmp_path: Path) -> None:
@@ -22,7 +25,7 @@ def test_a_sweep_spreads_its_trials_over_both_nodes(tmp_path: Path) -> None:
     cluster.wait_for_nodes()
     try:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        argv = ["resnet18", "--quick", *TINY, "--set", "retrain.max_epochs=1", "--set", "seed=0"]
+        argv = ["resnet18", "--quick", *SWEEP_TINY, "--set", "seed=0"]
         argv += ["--address", cluster.address, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]
         assert sweep.main([*argv, "--name", "two-nodes"]) == 0
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}

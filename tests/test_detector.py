@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from worm_tune.detector import EarlyBirdDetector
+from worm_tune.ticket.detector import EarlyBirdDetector
 
 
 def mask(bits: str) -> torch.Tensor:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import untimed
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
-from worm_tune.engine import TIMING_KEYS, TrialEngine, load_model
+from worm_tune.engine import TrialEngine, load_model
 from worm_tune.models import bn_layers
 
 BASE = {
@@ -36,10 +37,6 @@ def digits() -> DataBundle:
     return load_data(config().data)
 
 
-def untimed(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
-
-
 def run(cfg: TrialConfig, data: DataBundle) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     engine = TrialEngine(cfg, data)
     summary = engine.run()
@@ -53,6 +50,7 @@ def round_trip(state: dict[str, Any]) -> dict[str, Any]:
     return torch.load(buf, weights_only=True)
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(digits: DataBundle) -> None:
     cfg = config(method="worm", search__threshold=0.05, worm__delta=0.3)
     first, second = run(cfg, digits), run(cfg, digits)
@@ -134,6 +132,7 @@ def test_resume_from_state_dict_is_bit_identical(
     assert untimed(resumed.summary()) == full_sum
 
 
+@pytest.mark.slow
 def test_resume_with_augmentation_in_worker_processes_is_bit_identical(digits: DataBundle) -> None:
     cfg = config(data__augment="true", data__num_workers=2, search__max_epochs=3, retrain__max_epochs=1)
     data = load_data(cfg.data)
@@ -246,6 +245,7 @@ def test_other_methods_run(digits: DataBundle, method: str) -> None:
     assert math.isfinite(summary["final_acc"])
 
 
+@pytest.mark.slow
 def test_channel_scope_and_l1_are_wired_into_the_search(digits: DataBundle) -> None:
     short = {"search__window": 2, "search__max_epochs": 3, "retrain__max_epochs": 1, "worm__delta": 0.95}
     engine = TrialEngine(config(method="worm", worm__scope="channel", **short), digits)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from tests.helpers import untimed
 from worm_tune.config import ConfigError, DataConfig, SpeedConfig, TrialConfig
 from worm_tune.data import DataBundle, TensorImageDataset, load_data, make_loaders, split_tensors
-from worm_tune.engine import TIMING_KEYS, TrialEngine
-from worm_tune.fastpath import Augment, DeviceLoader, _crop, _pad, resolve_speed
+from worm_tune.data.device import Augment, DeviceLoader, _crop, _pad
+from worm_tune.engine import TrialEngine
+from worm_tune.speed import resolve_speed
 
 FAST = {"speed.loader": "device", "speed.precision": "bf16", "speed.channels_last": "on"}
 BASE = {
@@ -34,10 +35,6 @@ BASE = {
 @pytest.fixture(scope="module")
 def digits() -> DataBundle:
     return load_data(DataConfig(dataset="digits", train_subset=192, augment=True))
-
-
-def untimed(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
 
 
 def test_auto_is_plain_on_cpu_and_fast_on_cuda() -> None:
@@ -124,6 +121,7 @@ def test_split_tensors_of_cifar_equal_its_items(fake_cifar10: Path) -> None:
     assert bundle.augment is not None and bundle.augment.flip  # CIFAR flips; digits do not
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["structured", "unstructured"])
 def test_fast_trial_learns_and_resumes_bit_identically(digits: DataBundle, kind: str) -> None:
     """Device-held data and channels-last through pruning (the model is re-laid out)."""

@@ -25,12 +25,25 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import cli as analysis_cli
-from worm_tune import final, locks, run, sweep, tracking
+from tests.helpers import SWEEP_TINY
+from worm_tune import locks
+from worm_tune.cli import final, run, sweep
+from worm_tune.tune import runner
+from worm_tune.tune import store as tracking
+from worm_tune.tune.plan import SETTINGS_FILE
 
-TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
-TINY += ["--set", "retrain.max_epochs=1"]
 #: One EarlyBird trial of the quick profile.
-ONE_TRIAL = ["resnet18", "--quick", *TINY, "--set", "method=earlybird", "--set", "seed=0", "--set", "search.ratio=0.5"]
+ONE_TRIAL = [
+    "resnet18",
+    "--quick",
+    *SWEEP_TINY,
+    "--set",
+    "method=earlybird",
+    "--set",
+    "seed=0",
+    "--set",
+    "search.ratio=0.5",
+]
 
 
 def command(module: str, *argv: str, env: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str]:
@@ -157,6 +170,7 @@ def test_a_start_that_fails_leaves_no_run_and_no_folder(
     assert not (where["root"] / "ray").exists()
 
 
+@pytest.mark.slow
 def test_a_failure_after_the_parent_run_exists_ends_it_failed(
     where: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,7 +180,7 @@ def test_a_failure_after_the_parent_run_exists_ends_it_failed(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the Ray experiment broke")
 
-    monkeypatch.setattr(sweep, "execute", broken)
+    monkeypatch.setattr(runner, "execute", broken)
     ray.init(address="local", num_cpus=1, include_dashboard=False)
     try:
         with pytest.raises(RuntimeError, match="the Ray experiment broke"):
@@ -175,7 +189,7 @@ def test_a_failure_after_the_parent_run_exists_ends_it_failed(
         ray.shutdown()
     (parent,) = all_runs(where["uri"])
     assert parent.info.status == "FAILED" and parent.data.tags[tracking.TAG_SWEEP] == "broken"
-    assert (where["root"] / "ray" / "broken" / sweep.SETTINGS_FILE).is_file()  # kept: --resume finds it
+    assert (where["root"] / "ray" / "broken" / SETTINGS_FILE).is_file()  # kept: --resume finds it
     assert locks.holder(where["root"] / "ray" / "broken") is None
 
 
@@ -192,6 +206,7 @@ def test_an_address_where_nothing_listens_is_one_line_in_seconds(where: dict[str
     assert all_runs(where["uri"]) == [] and not (where["root"] / "ray").exists()
 
 
+@pytest.mark.slow
 def test_a_stale_ray_address_file_is_ignored_and_errors_stay_one_line(where: dict[str, Any], ray_tmpdir: Path) -> None:
     """Ray's address file names a cluster that died without ``ray stop``: the sweep starts its own
     instance, and an error raised after Ray started (GPUs it does not have) is the only line."""
@@ -215,6 +230,7 @@ def test_a_stale_ray_address_file_is_ignored_and_errors_stay_one_line(where: dic
 # -- 4. many commands on one fresh store ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_on_a_fresh_store_both_run(where: dict[str, Any]) -> None:
     procs = [
         subprocess.Popen(
@@ -332,6 +348,7 @@ def token_cluster(tmp_path: Path, ray_tmpdir: Path) -> Iterator[dict[str, Any]]:
             time.sleep(2)
 
 
+@pytest.mark.slow
 def test_a_ray_start_cluster_with_token_auth(token_cluster: dict[str, Any], where: dict[str, Any]) -> None:
     env, address = token_cluster["env"], token_cluster["address"]
     # Without a token (another user's home), one line within seconds says what to set.

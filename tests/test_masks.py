@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from worm_tune.masks import global_mask, hamming, num_pruned
-from worm_tune.sites import ChannelSites
+from worm_tune.ticket.masks import global_mask, hamming, num_pruned
+from worm_tune.ticket.sites import ChannelSites
 
 
 def test_keeps_the_largest_scores_with_one_global_threshold() -> None:

@@ -10,17 +10,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from worm_tune.pruning import (
-    SparsityEnforcer,
-    count_params,
-    effective_flops_per_image,
-    expected_channels,
-    flops_per_image,
-    nonzero_params,
-    sparsity,
-    structured_prune,
-    unstructured_masks,
-)
+from worm_tune.ticket.accounting import count_params, effective_flops_per_image, flops_per_image, nonzero_params
+from worm_tune.ticket.pruning import SparsityEnforcer, expected_channels, sparsity, structured_prune, unstructured_masks
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

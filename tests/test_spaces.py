@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worm_tune.config import TrialConfig
-from worm_tune.spaces import Objective, SpaceError, available_spaces, load_space
+from worm_tune.tune.spaces import Objective, SpaceError, available_spaces, load_space
 
 SHIPPED = ("resnet18", "vgg11_bn", "vgg16_bn")
 

@@ -27,15 +27,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.stats import wilcoxon_p
-from tests.helpers import default_sigint
-from worm_tune import final, sweep
+from tests.helpers import SUMMARY, SWEEP_TINY, default_sigint
+from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TIMING_KEYS, TrialEngine
-from worm_tune.tracking import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
+from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
 
-TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
-TINY += ["--set", "retrain.max_epochs=1"]
-SUMMARY = ("search_epochs", "pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "final_acc", "sparsity")
+#: Real sweeps through Ray and MLflow: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,9 @@ def artifact(uri: str, run: Any, path: str) -> str:
 @pytest.fixture(scope="module")
 def quick_sweep(local_ray: Any, store: dict[str, Any]) -> dict[str, Any]:
     """The quick profile (3 paired seeds, EarlyBird and WORM) at one pruning ratio, tiny budgets."""
-    code = sweep.main(["resnet18", "--quick", *TINY, "--set", "search.ratio=0.5", "--name", "quick", *store["args"]])
+    code = sweep.main(
+        ["resnet18", "--quick", *SWEEP_TINY, "--set", "search.ratio=0.5", "--name", "quick", *store["args"]]
+    )
     assert code == 0
     parent, children = runs_of(store["uri"], "quick")
     return {"parent": parent, "children": children, **store}
@@ -238,7 +239,7 @@ def test_a_ray_folder_being_written_reads_as_far_as_it_goes(quick_sweep: dict[st
 def test_a_crashed_trial_retries_from_its_checkpoint_with_the_same_numbers(
     quick_sweep: dict[str, Any], store: dict[str, Any]
 ) -> None:
-    argv = ["resnet18", "--quick", *TINY, "--set", "search.ratio=0.5", "--set", "seed=1", "--set", "method=worm"]
+    argv = ["resnet18", "--quick", *SWEEP_TINY, "--set", "search.ratio=0.5", "--set", "seed=1", "--set", "method=worm"]
     argv += ["--set", "crash_at_epoch=2", "--max-failures", "1", "--no-analysis"]
     assert sweep.main([*argv, "--name", "crash", *store["args"]]) == 0
     assert not (store["reports"] / "crash").exists()
@@ -251,7 +252,7 @@ def test_a_crashed_trial_retries_from_its_checkpoint_with_the_same_numbers(
 
 
 def test_a_trial_that_keeps_crashing_is_recorded_as_an_error(local_ray: Any, store: dict[str, Any]) -> None:
-    argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "method=worm", "--set", "search.ratio=0.3"]
+    argv = ["resnet18", "--quick", *SWEEP_TINY, "--set", "seed=0", "--set", "method=worm", "--set", "search.ratio=0.3"]
     # crash_at_epoch=1 fires before the first checkpoint; with no retries the trial fails for good.
     code = sweep.main([*argv, "--set", "crash_at_epoch=1", "--max-failures", "0", "--name", "broken", *store["args"]])
     assert code == 1
@@ -262,7 +263,17 @@ def test_a_trial_that_keeps_crashing_is_recorded_as_an_error(local_ray: Any, sto
 
 
 def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(local_ray: Any, store: dict[str, Any]) -> None:
-    argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "search.ratio=0.5", "--set", "optim.lr=1e12"]
+    argv = [
+        "resnet18",
+        "--quick",
+        *SWEEP_TINY,
+        "--set",
+        "seed=0",
+        "--set",
+        "search.ratio=0.5",
+        "--set",
+        "optim.lr=1e12",
+    ]
     assert sweep.main([*argv, "--name", "diverge", *store["args"]]) == 0
     parent, children = runs_of(store["uri"], "diverge")
     assert len(children) == 2 and parent.info.status == "FINISHED"
@@ -278,7 +289,16 @@ def test_eight_concurrent_trials_share_one_sqlite_store(local_ray: Any, store: d
         'methods = ["worm"]\n[base]\n"data.dataset" = "digits"\n"model.pretrained" = false\n'
         "[axes]\nseed = [0, 1, 2, 3, 4, 5, 6, 7]\n"
     )
-    argv = [str(space), *TINY, "--set", "search.max_epochs=2", "--cpus-per-trial", "0.25", "--max-concurrent", "8"]
+    argv = [
+        str(space),
+        *SWEEP_TINY,
+        "--set",
+        "search.max_epochs=2",
+        "--cpus-per-trial",
+        "0.25",
+        "--max-concurrent",
+        "8",
+    ]
     assert sweep.main([*argv, "--name", "eight", *store["args"]]) == 0
     _, children = runs_of(store["uri"], "eight")
     assert len(children) == 8
@@ -297,7 +317,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
     argv = [
         "resnet18",
         "--quick",
-        *TINY,
+        *SWEEP_TINY,
         "--set",
         "seed=0",
         "--max-concurrent",
@@ -401,7 +421,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
 
 
 def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: dict[str, Any]) -> None:
-    argv = ["resnet18", "--quick", *TINY, "--search", "optuna", "--num-samples", "3", "--sampler-seed", "7"]
+    argv = ["resnet18", "--quick", *SWEEP_TINY, "--search", "optuna", "--num-samples", "3", "--sampler-seed", "7"]
     assert sweep.main([*argv, "--name", "tpe", *store["args"]]) == 0
     study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{store['root'] / 'ray' / 'tpe' / 'optuna.db'}")
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
@@ -425,7 +445,7 @@ def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: d
 def test_asha_stops_trials_and_they_have_no_convergence_epoch(
     local_ray: Any, store: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["resnet18", "--quick", *TINY, "--set", "method=earlybird", "--set", "search.ratio=0.5"]
+    argv = ["resnet18", "--quick", *SWEEP_TINY, "--set", "method=earlybird", "--set", "search.ratio=0.5"]
     argv += ["--scheduler", "asha", "--max-concurrent", "1", "--name", "asha", *store["args"]]
     assert sweep.main(argv) == 0
     _, children = runs_of(store["uri"], "asha")
@@ -442,7 +462,7 @@ def test_asha_stops_trials_and_they_have_no_convergence_epoch(
 def test_gpus_beyond_the_cluster_are_refused_before_any_trial(
     local_ray: Any, store: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["resnet18", "--quick", *TINY, "--gpus-per-trial", "0.5", "--name", "gpu", *store["args"]]
+    argv = ["resnet18", "--quick", *SWEEP_TINY, "--gpus-per-trial", "0.5", "--name", "gpu", *store["args"]]
     assert sweep.main(argv) == 2
     err = capsys.readouterr().err
     assert "--gpus-per-trial 0.5 is more than the cluster has (0 GPU)" in err and err.count("\n") == 1
@@ -492,7 +512,17 @@ def test_an_mlflow_server_given_by_environment_variable(
         while not _healthy(uri) and time.monotonic() < deadline:
             time.sleep(1)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        argv = ["resnet18", "--quick", *TINY, "--set", "seed=0", "--set", "search.ratio=0.5", "--set", "method=worm"]
+        argv = [
+            "resnet18",
+            "--quick",
+            *SWEEP_TINY,
+            "--set",
+            "seed=0",
+            "--set",
+            "search.ratio=0.5",
+            "--set",
+            "method=worm",
+        ]
         assert (
             sweep.main([*argv, "--name", "served", "--storage", store["args"][1], "--reports", str(store["reports"])])
             == 0
@@ -529,7 +559,7 @@ def _healthy(uri: str) -> bool:
 def test_a_quick_vit_sweep_runs_through_ray_mlflow_and_the_report(local_ray: Any, store: dict[str, Any]) -> None:
     """Transformers need nothing new from the sweep, MLflow or the analysis: the ViT quick profile
     (one seed, both mask kinds) runs as is, and the report compares EB and WORM per kind."""
-    argv = ["vit", "--quick", *TINY, "--set", "seed=0", "--set", "search.threshold=1e-6", "--name", "vit"]
+    argv = ["vit", "--quick", *SWEEP_TINY, "--set", "seed=0", "--set", "search.threshold=1e-6", "--name", "vit"]
     assert sweep.main([*argv, *store["args"]]) == 0
     parent, children = runs_of(store["uri"], "vit")
     assert parent.info.status == "FINISHED" and len(children) == 4

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from worm_tune import final, sweep
-
-TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
+from tests.helpers import SWEEP_TINY
+from worm_tune.cli import final, sweep
 
 
 def run_main(module, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -117,7 +116,7 @@ def test_unusable_store_or_missing_dataset_fails_before_any_trial(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, extra: list[str], message: str
 ) -> None:
     extra = [e.replace("MISSING", str(tmp_path / "no-data")) for e in extra]
-    argv = ["resnet18", "--quick", *TINY, "--storage", str(tmp_path / "ray"), "--name", "bad"]
+    argv = ["resnet18", "--quick", *SWEEP_TINY, "--storage", str(tmp_path / "ray"), "--name", "bad"]
     if "--tracking-uri" not in extra:
         argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     code, _, err = run_main(sweep, [*argv, *extra], capsys)

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from worm_tune.config import DataConfig
 from worm_tune.data import DataBundle, DataError
+from worm_tune.data.text import CLS, MAX_LENGTH, PAD, SEP, UNK, load_text
 from worm_tune.models import ModelError
-from worm_tune.text import CLS, MAX_LENGTH, PAD, SEP, UNK, BertClassifier, build_bert, load_text
+from worm_tune.models.bert import BertClassifier, build_bert
 
 POSITIVE = ["good", "great", "fine", "happy", "excellent", "superb", "lovely", "bright"]
 NEGATIVE = ["bad", "awful", "poor", "sad", "terrible", "dreadful", "dull", "grim"]

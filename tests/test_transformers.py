@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-from worm_tune.attention import attention_layers, count_heads, heads_per_layer
+from worm_tune.cli.run import main
 from worm_tune.config import ConfigError, TrialConfig
 from worm_tune.engine import TrialEngine, load_model
-from worm_tune.run import main
+from worm_tune.ticket.attention import attention_layers, count_heads, heads_per_layer
 
 VIT = {
     "model.arch": "vit",
@@ -84,6 +84,7 @@ def test_a_vit_trial_searches_truncates_prunes_and_reloads(kind: str, tmp_path: 
     assert count_heads(reloaded) == count_heads(engine.model)
 
 
+@pytest.mark.slow
 def test_earlybird_and_worm_on_a_vit_share_their_start_and_differ_once_truncating() -> None:
     eb, worm = trial(vit(method="earlybird")), trial(vit(method="worm"))
     assert eb.summary()["init_weights"] == worm.summary()["init_weights"]

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from worm_tune.config import SearchConfig, TrialConfig, WormConfig
-from worm_tune.detector import Observation
-from worm_tune.sites import ChannelSites
-from worm_tune.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
+from worm_tune.ticket.detector import Observation
+from worm_tune.ticket.sites import ChannelSites
+from worm_tune.ticket.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
 
 
 def cfg(method: str, threshold: float = 0.1, delta: float = 0.05, factor: float = 0.003) -> TrialConfig:

@@ -2,6 +2,6 @@
 
 import sys
 
-from worm_tune.run import main
+from worm_tune.cli.run import main
 
 sys.exit(main())

@@ -26,25 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worm_tune.attention import heads_per_layer, keep_one_head_per_layer
 from worm_tune.config import TRANSFORMERS, ConfigError, TrialConfig
 from worm_tune.data import DataBundle, load_data, make_loaders, split_tensors
-from worm_tune.detector import EarlyBirdDetector
-from worm_tune.fastpath import DeviceLoader, resolve_speed
-from worm_tune.masks import global_mask
+from worm_tune.data.device import DeviceLoader
 from worm_tune.models import bn_layers, build_model
-from worm_tune.pruning import (
-    SparsityEnforcer,
-    count_params,
-    effective_flops_per_image,
-    flops_per_image,
-    nonzero_params,
-    remove_structure,
-    sparsity,
-    unstructured_masks,
-)
-from worm_tune.sites import representative_sites
-from worm_tune.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
+from worm_tune.speed import resolve_speed
+from worm_tune.ticket.accounting import count_params, effective_flops_per_image, flops_per_image, nonzero_params
+from worm_tune.ticket.attention import heads_per_layer, keep_one_head_per_layer
+from worm_tune.ticket.detector import EarlyBirdDetector
+from worm_tune.ticket.masks import global_mask
+from worm_tune.ticket.pruning import SparsityEnforcer, remove_structure, sparsity, unstructured_masks
+from worm_tune.ticket.sites import representative_sites
+from worm_tune.ticket.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
 
 STATE_VERSION = 1
 

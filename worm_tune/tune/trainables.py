@@ -21,9 +21,11 @@ import ray
 from ray import tune
 
 from worm_tune.checkpoints import CheckpointError, load_state, save_state
-from worm_tune.config import TrialConfig, field_types
+from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import maybe_crash
+from worm_tune.ticket.methods import methods_of
+from worm_tune.tune.plan import config_overrides
 
 CHECKPOINT_FILE = "engine.pt"
 
@@ -137,31 +139,18 @@ class TicketTrainable(tune.Trainable):
 class EarlyBirdTrainable(TicketTrainable):
     """EarlyBird ticket search (r = 1), and the dense baseline without a search."""
 
-    METHODS = ("earlybird", "dense")
+    METHODS = methods_of("earlybird")
 
 
 class WormTrainable(TicketTrainable):
     """WORM and its ablations: also reports the truncation factor and how many channels it hit."""
 
-    METHODS = ("worm", "gradclip", "greedy")
+    METHODS = methods_of("worm")
     EPOCH_METRICS = (*TicketTrainable.EPOCH_METRICS, "r", "truncated_channels")
 
 
-FAMILIES: dict[str, type[TicketTrainable]] = {"earlybird": EarlyBirdTrainable, "worm": WormTrainable}
-
-
-def config_overrides(config: dict[str, Any]) -> dict[str, Any]:
-    """The config fields in a trial's Ray config (None marks a field that does not apply)."""
-    keys = field_types()
-    return {k: v for k, v in config.items() if k in keys and v is not None}
-
-
-def family_of(method: str) -> str:
-    """The trainable family (and Ray experiment) that runs ``method``."""
-    for name, cls in FAMILIES.items():
-        if method in cls.METHODS:
-            return name
-    raise ValueError(f"no trainable runs method {method!r}")
+#: The Trainable class of each family (see :data:`worm_tune.ticket.methods.FAMILIES`).
+TRAINABLES: dict[str, type[TicketTrainable]] = {"earlybird": EarlyBirdTrainable, "worm": WormTrainable}
 
 
 def _number(value: Any) -> float:

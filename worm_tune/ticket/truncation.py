@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from worm_tune.config import TrialConfig
-from worm_tune.detector import Observation
-from worm_tune.sites import MaskSites
+from worm_tune.ticket.detector import Observation
+from worm_tune.ticket.sites import MaskSites
 
 
 class TruncationSchedule:

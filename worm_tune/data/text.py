@@ -1,11 +1,10 @@
-"""Text classification for the trial engine: GLUE tasks or a local TSV folder, and a BERT classifier.
+"""Text classification data: GLUE tasks or a local TSV folder, tokenised.
 
 The engine feeds one input tensor per example, so a text example is a [2, L] long tensor:
 row 0 the token ids, row 1 the token types, padded with id 0 (which the model masks out).
-Nothing in the data depends on the trial seed; the caller seeds the global RNG before
-:func:`build_bert`, and the same seed gives the same weights.
+Nothing in the data depends on the trial seed.
 
-``transformers`` and ``datasets`` are imported inside the functions that need them: importing
+``datasets`` and ``transformers`` are imported inside the functions that need them: importing
 ``transformers`` takes seconds, and image-only trials never need it.
 """
 
@@ -14,18 +13,16 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from worm_tune.config import TEXT_DATASETS, DataConfig
-from worm_tune.data import DataBundle, DataError, TensorImageDataset
-from worm_tune.models import ModelError
+from worm_tune.data.bundle import DataBundle, DataError, TensorImageDataset
+from worm_tune.hub import from_hub, hub_offline
+from worm_tune.usage import one_line
 
 #: The text columns of each GLUE task; ``text`` takes its columns from its files' header (``_TSV_HEADERS``).
 GLUE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -33,25 +30,26 @@ GLUE_COLUMNS: dict[str, tuple[str, ...]] = {
     "mrpc": ("sentence1", "sentence2"),
     "rte": ("sentence1", "sentence2"),
 }
+
+
 #: The sequence length GLUE fine-tuning uses; longer examples are truncated.
 MAX_LENGTH = 128
-#: A BERT small enough to train on a CPU in a test (BERT-base: 768 hidden, 12 layers, 12 heads, 3072).
-TINY_BERT: dict[str, int] = {
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 128,
-}
+
 
 #: The word vocabulary's special ids; BertClassifier treats id 0 as padding.
 PAD, UNK, CLS, SEP = 0, 1, 2, 3
-_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
 
 _TSV_HEADERS = (("sentence", "label"), ("sentence1", "sentence2", "label"))
+
+
 _TSV_FORMAT = (
     "expected a tab-separated file with the header 'sentence<TAB>label' or "
     "'sentence1<TAB>sentence2<TAB>label' and integer labels 0..K-1"
 )
+
+
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits: everything else separates words
 
 
@@ -84,72 +82,6 @@ def load_text(cfg: DataConfig, checkpoint: str) -> DataBundle:
     )
 
 
-class BertClassifier(nn.Module):
-    """A Hugging Face BERT classifier taking the engine's single input tensor and returning bare logits."""
-
-    def __init__(self, bert: nn.Module) -> None:
-        super().__init__()
-        self.bert = bert  # this name is how other code finds the BERT self-attention modules
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` [N, 2, L] long (token ids, token types) -> logits [N, classes]; id 0 is padding."""
-        ids = x[:, 0]
-        return self.bert(input_ids=ids, token_type_ids=x[:, 1], attention_mask=(ids != PAD).long()).logits
-
-
-def build_bert(checkpoint: str, pretrained: bool, num_classes: int, vocab_size: int, max_length: int) -> BertClassifier:
-    """A BERT sequence classifier: ``checkpoint``'s weights (``pretrained``), its architecture with random
-    weights, or with no checkpoint :data:`TINY_BERT` sized to the word vocabulary.
-
-    A checkpoint is a folder or a Hub name, read from the Hugging Face cache when it is there and only
-    otherwise downloaded (``HF_HUB_OFFLINE=1`` forbids that). Eager attention: the plain matmul-softmax
-    path, visible to module hooks and deterministic on GPUs too, where SDPA's fused backward kernels may
-    not be. Float32 explicitly, since transformers 5 otherwise loads a checkpoint in its saved dtype.
-    """
-    from transformers import BertConfig, BertForSequenceClassification
-
-    if pretrained and not checkpoint:
-        raise ModelError("a pretrained BERT needs a checkpoint (a Hugging Face model name or folder); none was given")
-    if not checkpoint:
-        if vocab_size < len(_SPECIAL):
-            raise ModelError(f"vocab_size={vocab_size} cannot hold the {len(_SPECIAL)} special tokens")
-        config = BertConfig(
-            vocab_size=vocab_size,
-            max_position_embeddings=max(max_length, 32),
-            num_labels=num_classes,
-            attn_implementation="eager",
-            **TINY_BERT,
-        )
-        return BertClassifier(BertForSequenceClassification(config))
-    config = _from_hub(BertConfig, checkpoint, True, ModelError, num_labels=num_classes, attn_implementation="eager")
-    if config.vocab_size != vocab_size:
-        raise ModelError(
-            f"BERT checkpoint {checkpoint!r} has {config.vocab_size} token embeddings but the data was tokenized "
-            f"with {vocab_size} token ids; tokenize with the same checkpoint (data and model must share it)"
-        )
-    if config.max_position_embeddings < max_length:
-        raise ModelError(
-            f"BERT checkpoint {checkpoint!r} holds {config.max_position_embeddings} positions, "
-            f"fewer than the data's length {max_length}"
-        )
-    if not pretrained:
-        return BertClassifier(BertForSequenceClassification(config))
-    # A checkpoint with its own classifier head of another size gets a fresh head instead of an error.
-    bert = _from_hub(
-        BertForSequenceClassification,
-        checkpoint,
-        True,
-        ModelError,
-        config=config,
-        dtype=torch.float32,
-        ignore_mismatched_sizes=True,
-    )
-    return BertClassifier(bert)
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-
 def _load_glue(cfg: DataConfig) -> tuple[_Split, _Split, int]:
     """A GLUE task from the Hub through ``datasets``, cached in ``data.data_dir``; its validation split is
     the held-out test split, since GLUE's test labels are hidden."""
@@ -158,16 +90,16 @@ def _load_glue(cfg: DataConfig) -> tuple[_Split, _Split, int]:
 
     task, root = cfg.dataset, Path(cfg.data_dir).expanduser().resolve()
     try:
-        with _hub_offline(not cfg.download, datasets.config):
+        with hub_offline(not cfg.download, datasets.config):
             glue = datasets.load_dataset("glue", task, cache_dir=str(root))
     except (OSError, ValueError, RuntimeError, DatasetsError) as exc:  # ConnectionError is an OSError
         if cfg.download:
             raise DataError(
-                f"could not download GLUE {task} into {root} ({_one_line(exc)}); "
+                f"could not download GLUE {task} into {root} ({one_line(exc)}); "
                 "check the network, or point data.data_dir at a datasets cache that holds it"
             ) from exc
         raise DataError(
-            f"GLUE {task} is not in the datasets cache at {root} ({_one_line(exc)}); "
+            f"GLUE {task} is not in the datasets cache at {root} ({one_line(exc)}); "
             "set data.download=true on a machine with internet to cache it there, "
             "or point data.data_dir at a datasets cache that holds it"
         ) from exc
@@ -209,7 +141,7 @@ def _read_tsv(path: Path) -> tuple[_Split, tuple[str, ...]]:
         with path.open(newline="", encoding="utf-8") as file:
             rows = list(csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE))
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} cannot be read as UTF-8 text ({_one_line(exc)}); {_TSV_FORMAT}") from exc
+        raise DataError(f"{path} cannot be read as UTF-8 text ({one_line(exc)}); {_TSV_FORMAT}") from exc
     header = tuple(rows[0]) if rows else ()
     if header not in _TSV_HEADERS:
         raise DataError(f"{path} has the header {'<TAB>'.join(header)!r}; {_TSV_FORMAT}")
@@ -234,9 +166,6 @@ def _read_tsv(path: Path) -> tuple[_Split, tuple[str, ...]]:
     return _Split(segments, labels), header
 
 
-# -- tokenization ---------------------------------------------------------------------------------
-
-
 def _tokenize_words(train: _Split, test: _Split) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
     """Both splits as [N, 2, L] by a word vocabulary of the training split only (test-only words are [UNK]).
 
@@ -246,7 +175,7 @@ def _tokenize_words(train: _Split, test: _Split) -> tuple[tuple[torch.Tensor, to
     """
     counts = Counter(word for texts in train.segments for text in texts for word in _words(text))
     words = sorted(counts, key=lambda word: (-counts[word], word))
-    vocab = {word: i for i, word in enumerate(words, start=len(_SPECIAL))}
+    vocab = {word: i for i, word in enumerate(words, start=len(SPECIAL_TOKENS))}
     examples = [
         [
             [[vocab.get(word, UNK) for word in _words(text)] for text in example]
@@ -259,7 +188,7 @@ def _tokenize_words(train: _Split, test: _Split) -> tuple[tuple[torch.Tensor, to
     train_x, test_x = (
         torch.stack([_encode(_truncate(example, length), length) for example in split]) for split in examples
     )
-    return (train_x, test_x), len(_SPECIAL) + len(words)
+    return (train_x, test_x), len(SPECIAL_TOKENS) + len(words)
 
 
 def _truncate(segments: list[list[int]], length: int) -> list[list[int]]:
@@ -293,7 +222,7 @@ def _tokenize_pretrained(
     """Every split as [N, 2, MAX_LENGTH] by ``checkpoint``'s tokenizer."""
     from transformers import AutoTokenizer
 
-    tokenizer = _from_hub(AutoTokenizer, checkpoint, download, DataError)
+    tokenizer = from_hub(AutoTokenizer, checkpoint, download, DataError)
     if tokenizer.pad_token_id != PAD:
         raise DataError(
             f"the tokenizer of {checkpoint!r} pads with id {tokenizer.pad_token_id}, but BertClassifier treats "
@@ -311,66 +240,3 @@ def _tokenize_pretrained(
         )
         tensors.append(torch.stack([encoded["input_ids"], encoded["token_type_ids"]], dim=1).long())
     return tuple(tensors), len(tokenizer)
-
-
-def _from_hub(cls: Any, checkpoint: str, online: bool, error: type[RuntimeError], **kwargs: Any) -> Any:
-    """``cls.from_pretrained(checkpoint)`` from a folder, else from the Hugging Face cache without touching the
-    network, else (``online``) from the Hub. A failure becomes a one-line ``error`` saying where the files go."""
-    from huggingface_hub import constants
-
-    folder = Path(checkpoint).is_dir()
-    try:
-        try:
-            with _hub_offline(True):
-                return cls.from_pretrained(checkpoint, local_files_only=True, **kwargs)
-        except (OSError, ValueError, RuntimeError):
-            if folder or not online:
-                raise
-        return cls.from_pretrained(checkpoint, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:  # not-found and connection errors are OSErrors
-        reason = _one_line(exc)[:200]
-        if folder:
-            raise error(
-                f"{checkpoint!r} cannot be loaded ({reason}); the folder needs what save_pretrained writes"
-            ) from exc
-        where = (
-            "pass a folder holding its files as the checkpoint, "
-            f"or put them in the Hugging Face cache {constants.HF_HUB_CACHE}"
-        )
-        if online:
-            raise error(
-                f"could not fetch {checkpoint!r} from the Hugging Face Hub ({reason}); "
-                f"downloading needs internet; without it, {where}"
-            ) from exc
-        raise error(
-            f"{checkpoint!r} is not in the Hugging Face cache ({reason}); "
-            f"set data.download=true on a machine with internet, or {where}"
-        ) from exc
-
-
-@contextmanager
-def _hub_offline(offline: bool, *modules: ModuleType) -> Iterator[None]:
-    """Refuse every Hugging Face Hub request while active, so a file missing from the cache fails at once
-    instead of after network timeouts.
-
-    huggingface_hub (and ``datasets.config``, passed in ``modules``) read ``HF_HUB_OFFLINE`` from the
-    environment once, at import, so setting the variable here would come too late: the flags are set instead.
-    """
-    if not offline:
-        yield
-        return
-    from huggingface_hub import constants
-
-    flagged = (constants, *modules)
-    saved = [module.HF_HUB_OFFLINE for module in flagged]
-    for module in flagged:
-        module.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        for module, value in zip(flagged, saved, strict=True):
-            module.HF_HUB_OFFLINE = value
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

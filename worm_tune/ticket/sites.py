@@ -16,6 +16,7 @@ from torch import nn
 
 from worm_tune.config import TRANSFORMERS, TrialConfig
 from worm_tune.models import bn_layers, producing_convs
+from worm_tune.ticket.attention import ElementSites, HeadSites, attention_layers
 
 
 class MaskSites(Protocol):
@@ -78,8 +79,6 @@ def representative_sites(model: nn.Module, cfg: TrialConfig) -> MaskSites:
     """The units a trial's mask is drawn over: BN channels for a CNN; for a transformer the
     attention query/key weights (unstructured pruning, the paper) or its heads (structured)."""
     if cfg.model.arch in TRANSFORMERS:
-        from worm_tune.attention import ElementSites, HeadSites, attention_layers
-
         layers = attention_layers(model)
         return HeadSites(layers) if cfg.prune.kind == "structured" else ElementSites(layers)
     named = bn_layers(model)

@@ -1,4 +1,4 @@
-"""The fast path: the dataset held on the training device, bf16 autocast, channels-last, compile.
+"""The dataset held on the training device, with on-device augmentation.
 
 A ResNet-18 step on CIFAR-sized images takes well under a millisecond of GPU time at batch 32,
 so a CPU DataLoader (decode, crop, flip, collate, copy, per image) is what a GPU trial waits for.
@@ -15,15 +15,11 @@ the plain path's numbers: the fast path is statistically, not bitwise, the same 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
-from worm_tune.config import SpeedConfig
 
 
 @dataclass(frozen=True)
@@ -33,41 +29,6 @@ class Augment:
     padding: int  # random crop of the original size out of the image padded by this much
     flip: bool  # random horizontal flip, p = 0.5
     fill: tuple[float, ...]  # per-channel value of the padding (normalised black)
-
-
-@dataclass(frozen=True)
-class Speed:
-    """:class:`SpeedConfig` resolved for one device."""
-
-    device_loader: bool
-    autocast: torch.dtype | None
-    channels_last: bool
-    compile: str  # a torch.compile mode, or "off"
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-    def autocast_context(self, device: torch.device) -> contextlib.AbstractContextManager[None]:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.autocast)
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Lay out ``model`` for this speed; return what to call (the model, or its compiled form)."""
-        model.to(memory_format=self.memory_format)
-        if self.compile == "off":
-            return model
-        return torch.compile(model, mode=None if self.compile == "default" else self.compile)
-
-
-def resolve_speed(cfg: SpeedConfig, device: torch.device, images: bool = True) -> Speed:
-    """``auto`` means on with CUDA, off on the CPU; channels-last is for image batches only."""
-    cuda = device.type == "cuda"
-    loader = cuda if cfg.loader == "auto" else cfg.loader == "device"
-    precision = ("bf16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
-    channels_last = images and (cuda if cfg.channels_last == "auto" else cfg.channels_last == "on")
-    return Speed(loader, torch.bfloat16 if precision == "bf16" else None, channels_last, cfg.compile)
 
 
 class DeviceLoader:

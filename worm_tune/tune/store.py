@@ -1,13 +1,9 @@
-"""MLflow logging for sweeps: one experiment per search space, one parent run per sweep, one
-child run per trial.
+"""The MLflow store, without Ray: the URI, the experiment, parent and trial runs, their states.
 
-Every write goes through the Ray driver (:class:`MlflowCallback` is a Tune callback), never
-through the trials: one writer means no SQLite locking however many trials run at once, and
-trials on other nodes need no access to the tracking store.
-
-The default store is ``mlflow.db`` in the working directory, as an absolute ``sqlite:///``
-URI, with artifacts beside it in ``mlartifacts/``: ``mlflow ui`` started in the same folder
-with no flags shows the sweep.
+One experiment per search space, one parent run per sweep, one child run per trial. The default
+store is ``mlflow.db`` in the working directory, as an absolute ``sqlite:///`` URI, with artifacts
+beside it in ``mlartifacts/``: ``mlflow ui`` started in the same folder with no flags shows the
+sweep. The writes during a sweep are made by :class:`~worm_tune.tune.callback.MlflowCallback`.
 """
 
 from __future__ import annotations
@@ -20,16 +16,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
 from worm_tune import locks
 
 DEFAULT_DB = "mlflow.db"
+
+
 ARTIFACTS_DIR = "mlartifacts"
+
 
 #: Tags on every run this package writes; the analysis and ``final`` find runs by them.
 TAG_KIND, TAG_SWEEP, TAG_TRIAL = "worm_tune.kind", "worm_tune.sweep", "worm_tune.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+
 
 #: Per-epoch result keys and the metric names they are logged as (step = the trial's epoch).
 #: ``mask_converged`` (per search epoch) is not the run's summary ``converged``.
@@ -45,6 +43,7 @@ EPOCH_METRICS = {
     "converged": "mask_converged",
     "post_prune_acc_now": "post_prune_acc",
 }
+
 
 #: Summary keys logged as metrics once a trial ends (booleans as 0/1).
 SUMMARY_METRICS = (
@@ -245,149 +244,6 @@ def end_run(uri: str, run_id: str, status: str) -> None:
     client(uri).set_terminated(run_id, status)
 
 
-class MlflowCallback(tune.Callback):
-    """Logs each trial to a child run of the sweep's parent run, from the driver only.
-
-    Picklable (it is saved with the Tuner and restored on ``--resume``): it holds URIs and ids,
-    and looks child runs up by tag, so a resumed sweep continues the same runs without logging
-    an epoch twice.
-    """
-
-    def __init__(
-        self,
-        uri: str,
-        exp_id: str,
-        parent_run_id: str,
-        sweep: str,
-        base: Mapping[str, Any],
-        extra_tags: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> None:
-        self.uri, self.exp_id, self.parent_run_id, self.sweep = uri, exp_id, parent_run_id, sweep
-        self.base = dict(base)
-        #: Tags for the runs of particular config groups (``final`` links reruns to their sources).
-        self.extra_tags = {k: dict(v) for k, v in (extra_tags or {}).items()}
-        self._runs: dict[str, str] = {}
-        self._last_epoch: dict[str, int] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_runs"], state["_last_epoch"] = {}, {}
-        return state
-
-    # -- Tune hooks ----------------------------------------------------------------------------
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run_id(trial)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        run_id = self._run_id(trial)
-        epoch = int(result["training_iteration"])
-        if result.get("notice"):  # e.g. a damaged checkpoint: the trial restarted from scratch
-            client(self.uri).set_tag(run_id, "notice", str(result["notice"]))
-        if epoch <= self._last_epoch.get(trial.trial_id, 0):
-            return  # already logged before a restart
-        self._last_epoch[trial.trial_id] = epoch
-        stamp = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric("epoch", epoch, stamp, epoch)]
-        for key, name in EPOCH_METRICS.items():
-            value = _as_metric(result.get(key))
-            if value is not None:
-                metrics.append(Metric(name, value, stamp, epoch))
-        tags = [RunTag("phase", str(result.get("phase")))]
-        if epoch == 1:
-            tags += [
-                RunTag("node_id", str(result.get("node_id"))),
-                RunTag("init_weights", result["summary"]["init_weights"]),
-                RunTag("threads", str(result["summary"].get("threads"))),
-            ]
-        client(self.uri).log_batch(run_id, metrics=metrics, tags=tags)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, error=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, error=True)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        client(self.uri).set_tag(self._run_id(trial), "failures", str(trial.num_failures))
-
-    # -- runs ----------------------------------------------------------------------------------
-
-    def _run_id(self, trial: Any) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        mlflow_client = client(self.uri)
-        found = mlflow_client.search_runs(
-            [self.exp_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{trial.trial_id}'",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            self._last_epoch[trial.trial_id] = int(found[0].data.metrics.get("epoch", 0))
-            if found[0].info.status != "RUNNING":
-                mlflow_client.update_run(run_id, status="RUNNING")
-        else:
-            run_id = self._create(trial)
-        self._runs[trial.trial_id] = run_id
-        return run_id
-
-    def _create(self, trial: Any) -> str:
-        from worm_tune.config import TrialConfig
-        from worm_tune.trainables import config_overrides
-
-        cfg = TrialConfig.from_dict(self.base).replace(config_overrides(trial.config))
-        group = cfg.replace({"seed": 0}).hash()
-        tags = {
-            PARENT_TAG: self.parent_run_id,
-            TAG_KIND: "trial",
-            TAG_SWEEP: self.sweep,
-            TAG_TRIAL: trial.trial_id,
-            "method": cfg.method,
-            "seed": str(cfg.seed),
-            "config_hash": cfg.hash(),
-            "group_hash": group,
-            "trial_name": str(trial),
-            **self.extra_tags.get(group, {}),
-        }
-        run = client(self.uri).create_run(self.exp_id, run_name=f"{cfg.method}-s{cfg.seed}-{cfg.hash()}", tags=tags)
-        log_params(self.uri, run.info.run_id, cfg.to_flat())
-        return run.info.run_id
-
-    def _finish(self, trial: Any, error: bool) -> None:
-        from mlflow.entities import Metric
-
-        run_id = self._run_id(trial)
-        mlflow_client = client(self.uri)
-        last = trial.last_result or {}
-        summary = last.get("summary") or {}
-        epoch = int(last.get("training_iteration", 0))
-        metrics = []
-        for key in SUMMARY_METRICS:
-            value = _as_metric(summary.get(key))
-            if value is not None:
-                metrics.append(Metric(key, value, 0, epoch))
-        mlflow_client.log_batch(run_id, metrics=metrics)
-        status = trial_status(summary, error)
-        mlflow_client.set_tag(run_id, "status", status)
-        if summary:
-            mlflow_client.log_dict(run_id, summary, "summary.json")
-            mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")
-        mlflow_client.set_terminated(run_id, "FAILED" if error else "FINISHED")
-
-    def _trajectory(self, run_id: str) -> str:
-        """The mask-distance trajectory (one row per search epoch) from the logged metrics."""
-        mlflow_client = client(self.uri)
-        columns = ("mask_dist_max", "mask_dist_avg", "r", "truncated_channels", "mask_converged", "test_acc")
-        history = {key: {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)} for key in columns}
-        lines = ["epoch," + ",".join(columns)]
-        for epoch in sorted(history["mask_converged"]):  # logged for search epochs only
-            lines.append(",".join([str(epoch), *(_csv(history[key].get(epoch)) for key in columns)]))
-        return "\n".join(lines) + "\n"
-
-
 def trial_status(summary: Mapping[str, Any], error: bool) -> str:
     """One word for how a trial ended: converged, not_converged, diverged, stopped_early or error."""
     if error:
@@ -406,7 +262,3 @@ def _as_metric(value: Any) -> float | None:
         return None
     value = float(value)
     return None if value != value else value  # NaN means "not known yet": not logged
-
-
-def _csv(value: float | None) -> str:
-    return "" if value is None else repr(value)

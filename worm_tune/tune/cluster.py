@@ -8,9 +8,8 @@ authentication token is one line within seconds instead of minutes of Ray's retr
 
 Ray 2.59+ turns token authentication on for ``ray start`` clusters once a token exists (it keeps
 one in ``~/.ray/auth_token``), but only auto-detected clusters pick the token up by themselves.
-When ``RAY_AUTH_MODE`` is unset and Ray can find a token (``RAY_AUTH_TOKEN``,
-``RAY_AUTH_TOKEN_PATH`` or that file), the driver uses it; a cluster without authentication
-accepts a token too.
+When ``RAY_AUTH_MODE`` is unset and the probe is refused for want of a token, the driver uses the
+one Ray can find (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or that file) and probes again.
 """
 
 from __future__ import annotations
@@ -21,6 +20,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+
+import ray
+from ray._private.services import canonicalize_bootstrap_address
+from ray._raylet import AuthenticationTokenLoader, Config
 
 PROBE_TIMEOUT_S = 10.0
 
@@ -50,17 +53,29 @@ def check(address: str | None) -> str | None:
     if address is None:
         return None
     target = _resolve(address)
-    if not target.startswith("ray://"):
-        _check_listening(address, target)
-        _use_token_if_available()
-        _probe(address, target)
+    if target.startswith("ray://"):
+        return target
+    _check_listening(address, target)
+    if _probe(address, target) == "auth" and "RAY_AUTH_MODE" not in os.environ:
+        # The cluster wants a token: use the one Ray keeps here, if any. (Only then: a driver in
+        # token mode cannot start actors on a cluster without authentication.)
+        if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+            raise ClusterError(
+                f"the Ray cluster at {address!r} requires token authentication and no token was found here; set "
+                "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (`ray get-auth-token` on its head node)"
+            )
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray caches its config: make this process see the new mode
+        if _probe(address, target) == "auth":
+            raise ClusterError(
+                f"the Ray cluster at {address!r} refused this machine's authentication token; set RAY_AUTH_TOKEN "
+                "to the cluster's token (`ray get-auth-token` on its head node)"
+            )
     return target
 
 
 def connect(address: str | None, target: str | None) -> None:
     """Start a private local Ray instance (``target`` None) or join ``target`` (from :func:`check`)."""
-    import ray
-
     if ray.is_initialized():
         return
     # Ray logs that it turned token authentication on for a new instance: not the user's business.
@@ -75,8 +90,6 @@ def _resolve(address: str) -> str:
     """``host:port`` (or a ``ray://`` client address) from ``--address`` (``auto`` reads Ray's address file)."""
     if address.startswith("ray://"):
         return address
-    from ray._private.services import canonicalize_bootstrap_address
-
     try:
         target = canonicalize_bootstrap_address(address)
     except (ConnectionError, ValueError) as exc:
@@ -100,17 +113,9 @@ def _check_listening(address: str, target: str) -> None:
         ) from None
 
 
-def _use_token_if_available() -> None:
-    if "RAY_AUTH_MODE" in os.environ:
-        return  # the user's choice
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
-        os.environ["RAY_AUTH_MODE"] = "token"
-        Config.initialize("")  # Ray caches its config: make this process see the new mode
-
-
-def _probe(address: str, target: str) -> None:
+def _probe(address: str, target: str) -> str:
+    """Connect to the GCS from a child process killed after a few seconds: "ok", or "auth" when
+    the cluster refused this process's credentials; anything else is a :class:`ClusterError`."""
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _PROBE, target],
@@ -126,19 +131,9 @@ def _probe(address: str, target: str) -> None:
         ) from None
     lines = proc.stdout.strip().splitlines()
     verdict = lines[-1] if lines else f"error the probe failed: {_tail(proc.stderr)}"
-    if verdict == "ok":
-        return
     kind, _, reason = verdict.partition(" ")
-    if kind == "auth":
-        if os.environ.get("RAY_AUTH_MODE") == "token":
-            raise ClusterError(
-                f"the Ray cluster at {address!r} refused this machine's authentication token; set RAY_AUTH_TOKEN "
-                "to the cluster's token (`ray get-auth-token` on its head node)"
-            )
-        raise ClusterError(
-            f"the Ray cluster at {address!r} requires token authentication and no token was found here; set "
-            "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (`ray get-auth-token` on its head node)"
-        )
+    if kind in ("ok", "auth"):
+        return kind
     raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {reason}")
 
 

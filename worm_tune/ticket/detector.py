@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from worm_tune.masks import hamming
+from worm_tune.ticket.masks import hamming
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from typing import Any
 from worm_tune.config import METHODS, ConfigError, TrialConfig, field_types
 
 #: Where the project's search spaces live (a repository checkout or an editable install).
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 #: Summary metrics an objective may name, with the direction that is better.
 OBJECTIVES: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""The command lines: ``python -m worm_tune.run``, ``.sweep`` and ``.final``."""

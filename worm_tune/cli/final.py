@@ -1,0 +1,216 @@
+"""``python -m worm_tune.final <sweep>``: rerun a finished sweep's best configurations for real.
+
+Trials of a sweep are grouped by configuration (every field but the seed); groups are ranked
+by the mean of a summary metric over their seeds, so one lucky seed does not pick a config.
+The top ``k`` are rerun with several seeds and a full retraining budget, as a new Ray
+experiment under a new MLflow parent run in the same experiment. Each rerun's run carries the
+ids of the sweep runs it came from (tags and a note with links), and the parent names the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name
+from worm_tune.cli.sweep import analyse
+from worm_tune.config import TrialConfig, parse_assignments
+from worm_tune.tune import store
+from worm_tune.tune.plan import CHOSEN_FILE, SETTINGS_FILE, Plan, SweepSettings, grid_plan, trial_table
+from worm_tune.tune.runner import run_sweep
+from worm_tune.tune.spaces import OBJECTIVES, Objective
+from worm_tune.usage import Parser, UsageError, check_range
+
+PROG = "python -m worm_tune.final"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration of the sweep: its runs, and its mean score over seeds."""
+
+    group: str
+    config: TrialConfig
+    run_ids: tuple[str, ...]
+    score: float
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=PROG, description="Rerun the best configurations of a finished sweep with several seeds.")
+    parser.add_argument("sweep", help="the sweep's name (as given to or printed by worm_tune.sweep)")
+    parser.add_argument("--metric", default=None, help=f"rank by this summary metric: {', '.join(OBJECTIVES)}")
+    parser.add_argument(
+        "--mode", choices=("min", "max"), default=None, help="better is min or max (default: the metric's)"
+    )
+    parser.add_argument("--top-k", type=int, default=None, help="how many configurations to rerun (default 3)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds for each rerun (default 0,1,2)")
+    parser.add_argument(
+        "--retrain-epochs", type=int, default=None, help="retraining budget of the reruns (default 160)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=None, metavar="KEY=VALUE", help="override a field of every rerun"
+    )
+    add_run_flags(parser)
+    parser.add_argument("--name", default=None, help="name of the rerun (default <sweep>-final-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted rerun (needs --name)")
+    parser.add_argument("--dry-run", action="store_true", help="print the ranking and the reruns, then exit")
+    return parser
+
+
+def rank(runs: Sequence[Any], objective: Objective) -> list[Candidate]:
+    """Group finished trial runs by config (all but the seed) and rank them by their mean score."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for run in runs:
+        value = run.data.metrics.get(objective.metric)
+        if run.info.status == "FINISHED" and value is not None and math.isfinite(value):
+            groups[run.data.tags["group_hash"]].append(run)
+    candidates = []
+    for group, members in groups.items():
+        cfg = TrialConfig.from_dict(members[0].data.params)
+        score = sum(r.data.metrics[objective.metric] for r in members) / len(members)
+        candidates.append(Candidate(group, cfg, tuple(r.info.run_id for r in members), score))
+    return sorted(candidates, key=lambda c: c.score, reverse=objective.mode == "max")
+
+
+def plan_reruns(
+    chosen: Sequence[Candidate], seeds: Sequence[int], retrain_epochs: int, sets: dict[str, str]
+) -> tuple[Plan, list[TrialConfig]]:
+    configs = [
+        # A rerun never inherits the sweep's fault injection (``--set crash_at_epoch=K`` still works).
+        c.config.replace({"seed": seed, "retrain.max_epochs": retrain_epochs, "crash_at_epoch": 0, **sets}).validate()
+        for c in chosen
+        for seed in seeds
+    ]
+    return grid_plan(configs, configs[0]), configs
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds {text!r} is invalid: expected comma-separated non-negative integers, e.g. 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        storage = (args.storage or Path("ray_results")).resolve()
+        if args.resume:
+            if not args.name or not (storage / args.name / CHOSEN_FILE).exists():
+                raise UsageError(f"--resume needs --name of a rerun in {storage}")
+            settings = SweepSettings.load(storage / args.name)
+            saved = json.loads((settings.folder / CHOSEN_FILE).read_text())
+            configs = [TrialConfig.from_dict(c) for c in saved["configs"]]
+            plan = grid_plan(configs, configs[0])
+            extra_tags, params, tags = saved["extra_tags"], saved["params"], saved["tags"]
+            files = None
+        else:
+            settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
+            if args.dry_run:
+                print(trial_table(plan))
+                return 0
+            chosen = {"configs": [c.to_flat() for c in plan.configs()], "extra_tags": extra_tags}
+            files = {CHOSEN_FILE: json.dumps({**chosen, "params": params, "tags": tags}, indent=2)}
+        reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
+        return run_sweep(
+            settings,
+            plan,
+            args.resume,
+            args.address,
+            tags["experiment"],
+            params,
+            prog=PROG,
+            tags=tags,
+            extra_tags=extra_tags,
+            reports=reports,
+            analyse=analyse,
+            extra_files=files,
+        )
+    except (UsageError, *USAGE_ERRORS) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # outside Ray Tune's own Ctrl-C handling (ranking, preflight)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:
+    objective = Objective.parse(f"{args.metric or 'final_acc'}{':' + args.mode if args.mode else ''}")
+    top_k = args.top_k if args.top_k is not None else 3
+    check_range("--top-k", top_k, 1, integer=True)
+    retrain_epochs = args.retrain_epochs if args.retrain_epochs is not None else 160
+    check_range("--retrain-epochs", retrain_epochs, 1, integer=True)
+    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
+    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
+    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
+    check_range("--max-failures", args.max_failures, 0, integer=True)
+    seeds = _seeds(args.seeds if args.seeds is not None else "0,1,2")
+    sets = parse_assignments(args.set or [])
+    name = args.name or f"{args.sweep}-final-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_name(name)
+    if (storage / name / SETTINGS_FILE).exists():
+        raise UsageError(f"{name!r} already exists in {storage}; pass --resume to continue it or another --name")
+
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    store.check_tracking(uri)
+    parent = store.find_parent_run(uri, args.sweep)
+    if parent is None:
+        raise UsageError(f"no sweep named {args.sweep!r} in {uri}")
+    if parent.info.status == "RUNNING":
+        raise UsageError(f"sweep {args.sweep} {store.driver_state(parent)}")
+    candidates = rank(store.child_runs(uri, parent), objective)
+    if not candidates:
+        raise UsageError(f"sweep {args.sweep!r} has no finished trial with a {objective.metric} to rank by")
+    chosen = candidates[:top_k]
+    for i, c in enumerate(candidates, 1):
+        mark = "*" if i <= top_k else " "
+        seeds_seen = f"over {len(c.run_ids)} seed(s)"
+        print(f"{mark} {i:3d}. {objective.metric} {c.score:.4g} {seeds_seen}  {c.config.method}  {c.group}")
+    plan, configs = plan_reruns(chosen, seeds, retrain_epochs, sets)
+
+    experiment = store.client(uri).get_experiment(parent.info.experiment_id).name
+    extra_tags = {}
+    for i, (candidate, cfg) in enumerate(zip(chosen, configs[:: len(seeds)], strict=True), 1):
+        links = "\n".join(f"- [{r}](#/experiments/{parent.info.experiment_id}/runs/{r})" for r in candidate.run_ids)
+        extra_tags[cfg.replace({"seed": 0}).hash()] = {
+            "source_sweep": args.sweep,
+            "source_parent_run": parent.info.run_id,
+            "source_runs": ",".join(candidate.run_ids),
+            "source_group": candidate.group,
+            "source_score": f"{objective.metric}={candidate.score:.6g}",
+            "final_rank": str(i),
+            "mlflow.note.content": f"Rerun of sweep {args.sweep}, rank {i} by {objective}. Source runs:\n{links}",
+        }
+    settings = SweepSettings(
+        space=args.sweep,
+        name=name,
+        storage=str(storage),
+        tracking_uri=uri,
+        kind="final",
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else 1.0,
+        gpus_per_trial=args.gpus_per_trial or 0.0,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures if args.max_failures is not None else 2,
+    )
+    params = {
+        "name": name,
+        "storage": str(storage),
+        "source_sweep": args.sweep,
+        "objective": str(objective),
+        "top_k": top_k,
+        "seeds": ",".join(map(str, seeds)),
+        "retrain_epochs": retrain_epochs,
+        **{f"set.{k}": v for k, v in sets.items()},
+    }
+    tags = {"experiment": experiment, "source_sweep": args.sweep, "source_parent_run": parent.info.run_id}
+    return settings, plan, extra_tags, params, tags

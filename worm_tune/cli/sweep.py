@@ -1,0 +1,185 @@
+"""``python -m worm_tune.sweep <space>``: a search space as Ray Tune trials, logged to MLflow.
+
+The flow: read the space and the flags, check everything a trial needs (configs, datasets,
+weights, the tracking store, the cluster's resources) before any trial starts, then run one
+Ray experiment per trainable family (EarlyBird, then WORM and its variants) under one MLflow
+parent run, and print a summary table. The sweep's settings are saved beside its Ray
+experiments (``<storage>/<name>/sweep.json``) so ``--resume`` continues it exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.cli import run
+from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name
+from worm_tune.config import parse_assignments
+from worm_tune.tune.plan import SETTINGS_FILE, SweepSettings, make_plan, trial_table
+from worm_tune.tune.runner import run_sweep
+from worm_tune.tune.spaces import Objective, available_spaces
+from worm_tune.tune.store import resolve_tracking_uri
+from worm_tune.usage import Parser, UsageError, check_range
+
+PROG = "python -m worm_tune.sweep"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    spaces = ", ".join(available_spaces()) or "none found"
+    parser = Parser(
+        prog=PROG,
+        description=f"Run a search space as Ray Tune trials logged to MLflow. Spaces: {spaces}.",
+    )
+    parser.add_argument("space", help="a search space name or a path to a .toml file")
+    parser.add_argument("--quick", action="store_true", help="the space's quick profile (digits, minutes on a CPU)")
+    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="pin any config field")
+    parser.add_argument("--search", choices=("grid", "optuna"), default=None, help="grid (default) or optuna (TPE)")
+    parser.add_argument("--num-samples", type=int, default=None, help="Optuna trials (default: the space's)")
+    parser.add_argument(
+        "--objective",
+        action="append",
+        default=None,
+        metavar="METRIC[:MODE]",
+        help="Optuna objective(s), e.g. final_acc:max; two give a multi-objective study (default: the space's)",
+    )
+    parser.add_argument("--sampler-seed", type=int, default=None, help="seed of Optuna's TPE sampler (default 0)")
+    parser.add_argument(
+        "--scheduler", choices=("fifo", "asha"), default=None, help="asha stops trials early on test_acc"
+    )
+    add_run_flags(parser)
+    parser.add_argument("--name", default=None, help="sweep name (default <space>[-quick]-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the latest, or --name)")
+    parser.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    return parser
+
+
+_RESUME_FIXED = (
+    "quick",
+    "set",
+    "search",
+    "num_samples",
+    "objective",
+    "sampler_seed",
+    "scheduler",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "max_concurrent",
+    "max_failures",
+    "tracking_uri",
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> SweepSettings:
+    """New settings from flags, or the saved ones for ``--resume``."""
+    storage = (args.storage or Path("ray_results")).resolve()
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _RESUME_FIXED if getattr(args, k) not in (None, False)]
+        if given:
+            raise UsageError(f"--resume continues a sweep with its saved settings; drop {', '.join(given)}")
+        folder = _find_sweep(storage, args.space, args.name)
+        return SweepSettings.load(folder)
+    name = args.name or f"{Path(args.space).stem}{'-quick' if args.quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_name(name)
+    if (storage / name / SETTINGS_FILE).exists():
+        raise UsageError(f"sweep {name!r} already exists in {storage}; pass --resume to continue it or another --name")
+    sets = parse_assignments(args.set or [])
+    search = args.search or "grid"
+    if search == "grid" and (args.num_samples is not None or args.objective or args.sampler_seed is not None):
+        raise UsageError("--num-samples, --objective and --sampler-seed apply to --search optuna only")
+    check_range("--num-samples", args.num_samples, 1, integer=True)
+    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
+    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
+    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
+    check_range("--max-failures", args.max_failures, 0, integer=True)
+    for text in args.objective or []:
+        Objective.parse(text)
+    return SweepSettings(
+        space=str(Path(args.space).resolve()) if args.space.endswith(".toml") else args.space,
+        name=name,
+        storage=str(storage),
+        tracking_uri=resolve_tracking_uri(args.tracking_uri),
+        profile="quick" if args.quick else "default",
+        sets=sets,
+        search=search,
+        num_samples=args.num_samples,
+        objectives=list(args.objective or []),
+        sampler_seed=args.sampler_seed or 0,
+        scheduler=args.scheduler or "fifo",
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else 1.0,
+        gpus_per_trial=args.gpus_per_trial or 0.0,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures if args.max_failures is not None else 2,
+    )
+
+
+def _find_sweep(storage: Path, space: str, name: str | None) -> Path:
+    if name is not None:
+        folder = storage / name
+        if not (folder / SETTINGS_FILE).exists():
+            raise UsageError(f"no sweep named {name!r} in {storage}; nothing to resume")
+        return folder
+    candidates = [p.parent for p in storage.glob(f"*/{SETTINGS_FILE}")]
+    mine = [
+        f for f in candidates if Path(json.loads((f / SETTINGS_FILE).read_text())["space"]).stem == Path(space).stem
+    ]
+    if not mine:
+        raise UsageError(f"no sweep of space {space!r} in {storage}; nothing to resume")
+    return max(mine, key=lambda f: (f / SETTINGS_FILE).stat().st_mtime)
+
+
+def analyse(settings: SweepSettings, reports: Path, prog: str) -> None:
+    """The sweep's report (``python -m analysis``). A sweep's results stand without it: a report
+    that fails is a warning with the command to retry, not a failed sweep."""
+
+    try:
+        written = run(settings.name, settings.tracking_uri, Path(settings.storage), reports)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"{prog}: warning: the report failed ({type(exc).__name__}: {reason}); "
+            f"retry with: python -m analysis {settings.name} --tracking-uri {settings.tracking_uri}",
+            file=sys.stderr,
+        )
+        return
+    print(f"report: {written.path}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        settings = settings_from_args(args)
+        plan = make_plan(settings)
+        if args.dry_run:
+            count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
+            print(f"sweep {settings.name}: {count} trials ({settings.space}, {settings.profile} profile)")
+            print(trial_table(plan))
+            return 0
+        params = {
+            k: v for k, v in dataclasses.asdict(settings).items() if k not in ("sets", "experiment_id", "parent_run_id")
+        }
+        params.update({f"set.{k}": v for k, v in settings.sets.items()})
+        tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
+        reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
+        return run_sweep(
+            settings,
+            plan,
+            args.resume,
+            args.address,
+            Path(settings.space).stem,
+            params,
+            prog=PROG,
+            tags=tags,
+            reports=reports,
+            analyse=analyse,
+        )
+    except (UsageError, *USAGE_ERRORS) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # outside Ray Tune's own Ctrl-C handling (preflight, summary)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,174 @@
+"""What a sweep runs, without Ray: its saved settings, and its trials as configs.
+
+A sweep's folder (``<storage>/<name>/``) holds ``sweep.json`` (:class:`SweepSettings`, reloaded
+by ``--resume``) and, for a ``final`` rerun, ``final.json`` (the chosen configs). A :class:`Plan`
+expands a search space into trial configs grouped by the trainable family that runs them. A
+trial's Ray config is flat and holds only what it sets on top of the sweep's base config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worm_tune.config import TrialConfig, field_types
+from worm_tune.ticket.methods import applies, family_of
+from worm_tune.tune.spaces import Objective, OptunaSpec, SearchSpace, load_space
+from worm_tune.usage import UsageError, format_table
+
+SETTINGS_FILE = "sweep.json"
+
+
+CHOSEN_FILE = "final.json"
+#: In each family's folder once its Ray experiment ends: every trial's final Ray state, by trial id.
+TRIAL_STATES_FILE = "trial_states.json"
+
+
+@dataclass
+class SweepSettings:
+    """Everything that defines a sweep; saved as ``sweep.json`` and reloaded by ``--resume``."""
+
+    space: str
+    name: str
+    storage: str
+    tracking_uri: str
+    profile: str = "default"
+    sets: dict[str, str] = field(default_factory=dict)
+    search: str = "grid"
+    num_samples: int | None = None
+    objectives: list[str] = field(default_factory=list)
+    sampler_seed: int = 0
+    scheduler: str = "fifo"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    kind: str = "sweep"
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.storage) / self.name
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> SweepSettings:
+        return cls(**json.loads((folder / SETTINGS_FILE).read_text()))
+
+
+@dataclass
+class Plan:
+    """What a sweep runs: per trainable family, either explicit trials or an Optuna search."""
+
+    base: TrialConfig
+    grid: dict[str, list[TrialConfig]] = field(default_factory=dict)
+    optuna: OptunaSpec | None = None
+    objectives: tuple[Objective, ...] = ()
+
+    @property
+    def families(self) -> list[str]:
+
+        if self.optuna is not None:
+            return [family_of(self.optuna.method)]
+        return list(self.grid)
+
+    def configs(self) -> list[TrialConfig]:
+        """Every config a trial may run (for Optuna: the base with the tuned method)."""
+        if self.optuna is not None:
+            return [self.base.replace({"method": self.optuna.method})]
+        return [cfg for configs in self.grid.values() for cfg in configs]
+
+
+def make_plan(settings: SweepSettings) -> Plan:
+    """Read the space, apply ``--set``, and expand it into trials; every config is validated."""
+
+    space: SearchSpace = load_space(settings.space, settings.profile).pin(settings.sets)
+    # Trials run in their own folders: make the data folder absolute (it is not part of the hash).
+    base = space.base.replace({"data.data_dir": str(Path(space.base.data.data_dir).resolve())})
+    space = dataclasses.replace(space, base=base)
+    if settings.search == "optuna":
+        if space.optuna is None:
+            raise UsageError(f"search space {space.name!r} has no [optuna] table; use --search grid")
+        optuna = space.optuna
+        if settings.num_samples is not None:
+            optuna = dataclasses.replace(optuna, num_samples=settings.num_samples)
+        objectives = tuple(Objective.parse(o) for o in settings.objectives) or optuna.objectives
+        base.replace({"method": optuna.method}).validate()
+        return Plan(base=base, optuna=optuna, objectives=objectives)
+    return grid_plan(space.grid(), base)
+
+
+def grid_plan(configs: Sequence[TrialConfig], base: TrialConfig) -> Plan:
+    """Explicit trials, grouped by the trainable family that runs them."""
+
+    grid: dict[str, list[TrialConfig]] = defaultdict(list)
+    for cfg in configs:
+        grid[family_of(cfg.method)].append(cfg)
+    return Plan(base=base, grid=dict(grid))
+
+
+def sweep_columns(configs: Sequence[TrialConfig]) -> list[str]:
+    """Method, seed and every field that takes more than one value across the sweep."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for cfg in configs:
+        for key, value in cfg.to_flat().items():
+            values[key].add(repr(value))
+    return ["method", "seed", *(k for k, v in values.items() if len(v) > 1 and k not in ("method", "seed"))]
+
+
+def overrides(cfg: TrialConfig, base: TrialConfig, columns: Sequence[str] = ()) -> dict[str, Any]:
+    """What a trial sets on top of the base: the sweep's columns that apply to its method, and any
+    other field that differs. These are the trial's config in Ray (and the columns of its table)."""
+    flat, base_flat = cfg.to_flat(), base.to_flat()
+    shown = {k: flat[k] for k in columns if applies(k, cfg.method)}
+    return shown | {k: v for k, v in flat.items() if v != base_flat[k]}
+
+
+def trial_table(plan: Plan) -> str:
+    """The dry-run listing: one row per trial, the varying fields as columns."""
+    if plan.optuna is not None:
+        o = plan.optuna
+        ranges = ", ".join(f"{p.key} in [{p.low:g}, {p.high:g}]{' (log)' if p.log else ''}" for p in o.params)
+        objectives = ", ".join(map(str, plan.objectives))
+        what = f"{o.num_samples} Optuna (TPE) trials of {o.method}, seed {plan.base.seed}"
+        return f"{what}: {ranges}; objective {objectives}"
+    configs = plan.configs()
+    columns = sweep_columns(configs)
+    rows = [
+        [str(i), *(_cell(overrides(cfg, plan.base, columns).get(c)) for c in columns), cfg.hash()]
+        for i, cfg in enumerate(configs, 1)
+    ]
+    return format_table(["#", *columns, "hash"], rows)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def config_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The config fields in a trial's Ray config (None marks a field that does not apply)."""
+    keys = field_types()
+    return {k: v for k, v in config.items() if k in keys and v is not None}
+
+
+def _points(plan: Plan, family: str) -> list[dict[str, Any]]:
+    """The family's grid trials as flat Ray configs: ``trial`` (its ``--dry-run`` number), then
+    the sweep's columns (None where a field does not apply to the method) and other set fields."""
+    configs = plan.configs()
+    columns = sweep_columns(configs)
+    rows = [{"trial": i, **overrides(cfg, plan.base, columns)} for i, cfg in enumerate(configs, 1)]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return [{k: row.get(k) for k in keys} for row, cfg in zip(rows, configs, strict=True) if cfg in plan.grid[family]]

@@ -1,0 +1,378 @@
+"""A sweep through Ray Tune: checks, the driver lock, one Tuner per trainable family, the summary.
+
+The flow: check every folder the sweep writes and the cluster, take the sweep's driver lock,
+check everything a trial needs (configs, datasets, weights, the tracking store, the cluster's
+resources) before any trial starts, then run one Ray experiment per trainable family under one
+MLflow parent run, and print a summary table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune import ExperimentAnalysis
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from worm_tune.checkpoints import write_atomic
+from worm_tune.config import TrialConfig
+from worm_tune.data import DataBundle, load_data
+from worm_tune.locks import DriverLock, LockHeld
+from worm_tune.models import build_model
+from worm_tune.paths import check_writable
+from worm_tune.tune import cluster, store
+from worm_tune.tune.callback import MlflowCallback
+from worm_tune.tune.plan import SETTINGS_FILE, TRIAL_STATES_FILE, Plan, SweepSettings, _cell, _points, config_overrides
+from worm_tune.tune.store import check_tracking, mark_interrupted, trial_status
+from worm_tune.tune.trainables import TRAINABLES
+from worm_tune.usage import UsageError, format_table
+
+
+def preflight(plan: Plan) -> None:
+    """Load each dataset and build each model once, so a missing one fails before any trial."""
+    bundles: dict[Any, DataBundle] = {}
+    models = set()
+    for cfg in plan.configs():
+        data_key = (cfg.data, cfg.model.checkpoint)  # text is tokenised by the checkpoint's tokenizer
+        if data_key not in bundles:
+            bundles[data_key] = load_data(cfg.data, cfg.model.checkpoint)
+        bundle = bundles[data_key]
+        if (cfg.model, data_key) not in models:
+            models.add((cfg.model, data_key))
+            build_model(cfg.model, bundle.num_classes, bundle.input_shape, bundle.vocab_size)
+
+
+def connect_ray(address: str | None, target: str | None) -> None:
+
+    # One checkpoint kept per trial forces an experiment snapshot per checkpoint: wanted, not a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    cluster.connect(address, target)
+
+
+def check_resources(settings: SweepSettings) -> None:
+
+    have = ray.cluster_resources()
+    for key, per_trial, flag in (
+        ("CPU", settings.cpus_per_trial, "--cpus-per-trial"),
+        ("GPU", settings.gpus_per_trial, "--gpus-per-trial"),
+    ):
+        if per_trial > 0 and have.get(key, 0) < per_trial:
+            raise UsageError(f"{flag} {per_trial:g} is more than the cluster has ({have.get(key, 0):g} {key})")
+
+
+def execute(
+    settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[str, dict[str, str]] | None = None
+) -> list[Any]:
+    """Run (or resume) every family's Ray experiment; return the ``ray.tune.Result`` of each trial.
+
+    Stops after a family that was interrupted, so ``--resume`` picks up from there.
+    """
+
+    assert settings.experiment_id is not None and settings.parent_run_id is not None
+    base_flat = plan.base.to_flat()
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    results: list[Any] = []
+    for family in plan.families:
+        trainable = tune.with_resources(tune.with_parameters(TRAINABLES[family], base=base_flat), resources)
+        path = settings.folder / family
+        if resume and tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            callback = MlflowCallback(
+                settings.tracking_uri,
+                settings.experiment_id,
+                settings.parent_run_id,
+                settings.name,
+                base_flat,
+                extra_tags,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(plan, family),
+                tune_config=_tune_config(settings, plan, family),
+                run_config=tune.RunConfig(
+                    name=family,
+                    storage_path=str(settings.folder),
+                    callbacks=[callback],
+                    failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+                    verbose=1,
+                ),
+            )
+        grid = tuner.fit()
+        results.extend(grid)
+        cut_short = _cut_short(path, _num_samples(plan, family))
+        if cut_short is not None:
+            mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
+            raise KeyboardInterrupt
+    return results
+
+
+def _num_samples(plan: Plan, family: str) -> int:
+    return plan.optuna.num_samples if plan.optuna is not None else len(_points(plan, family))
+
+
+def _cut_short(path: Path, num_samples: int) -> set[str] | None:
+    """The ids of the trials an interrupt cut short, or None if the family ran to its end.
+
+    Ray Tune catches Ctrl-C, saves the experiment state, then stops every trial (calling
+    ``on_trial_complete``, as for a trial the scheduler stopped) and returns normally. Only the
+    saved state tells the two apart: there, cut-short trials are still running or pending, and a
+    searcher that was stopped early has made fewer trials than asked for. The states are also
+    written to ``TRIAL_STATES_FILE`` in the family's folder, for readers without Ray.
+    """
+    trials = ExperimentAnalysis(str(path)).trials
+    states = {t.trial_id: t.status for t in trials}
+    write_atomic(path / TRIAL_STATES_FILE, lambda tmp: tmp.write_text(json.dumps(states, indent=2)))
+    cut = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
+    return cut if cut or len(trials) < num_samples else None
+
+
+def _param_space(plan: Plan, family: str) -> dict[str, Any]:
+    """A flat Ray config. Grid: one domain per column of the trials' points (see :func:`_points`).
+    Optuna: the method, the seed and the ranges to tune."""
+
+    if plan.optuna is not None:
+        space: dict[str, Any] = {"method": plan.optuna.method, "seed": plan.base.seed}
+        for p in plan.optuna.params:
+            if p.integer:
+                low, high = int(p.low), int(p.high) + 1
+                space[p.key] = tune.lograndint(low, high) if p.log else tune.randint(low, high)
+            else:
+                space[p.key] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
+        return space
+    points = _points(plan, family)
+    keys = list(dict.fromkeys(k for point in points for k in point))
+    # The domains only name Ray's table columns: every trial's values come from its point.
+    return {k: tune.choice(sorted({p[k] for p in points if p[k] is not None}, key=str) or [None]) for k in keys}
+
+
+def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
+
+    search_alg: Any = None
+    scheduler: Any = None
+    if plan.optuna is None:
+        search_alg = BasicVariantGenerator(
+            points_to_evaluate=_points(plan, family), max_concurrent=settings.max_concurrent or 0
+        )
+    else:
+        metrics = [o.metric for o in plan.objectives]
+        modes = [o.mode for o in plan.objectives]
+        search_alg = OptunaSearch(
+            metric=metrics if len(metrics) > 1 else metrics[0],
+            mode=modes if len(modes) > 1 else modes[0],
+            sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{settings.folder / 'optuna.db'}"),
+            study_name=settings.name,
+        )
+    if settings.scheduler == "asha":
+        cfg = plan.configs()[0]
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric="test_acc",
+            mode="max",
+            max_t=cfg.search.max_epochs + cfg.retrain.max_epochs,
+            grace_period=cfg.search.window,
+        )
+    return tune.TuneConfig(
+        num_samples=_num_samples(plan, family),
+        search_alg=search_alg,
+        scheduler=scheduler,
+        # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
+        max_concurrent_trials=settings.max_concurrent if plan.optuna is not None else None,
+        trial_dirname_creator=trial_dirname,
+        reuse_actors=True,
+    )
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"{trial.trainable_name.removesuffix('Trainable').lower()}-{trial.trial_id}"
+
+
+def summary_table(results: list[Any], base: TrialConfig) -> str:
+    """Per method and pruning ratio: how trials ended, mean search epochs, accuracies and time."""
+
+    groups: dict[tuple[str, float], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for result in results:
+        metrics = result.metrics or {}
+        summary = metrics.get("summary") or {}
+        ratio = base.replace(config_overrides(result.config or {})).search.ratio
+        status = trial_status(summary, result.error is not None)
+        groups[(summary.get("method") or metrics.get("method") or "?", ratio)].append((status, summary))
+    header = ["method", "ratio", "trials", "converged", "not conv.", "stopped", "diverged", "errors"]
+    header += ["search epochs", "acc pre-prune", "acc final", "time (s)"]
+    rows = []
+    for (method, ratio), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        count = defaultdict(int)
+        for status, _ in items:
+            count[status] += 1
+        converged = [s for status, s in items if status == "converged"]
+        rows.append(
+            [
+                method,
+                _cell(ratio),
+                str(len(items)),
+                str(count["converged"]),
+                str(count["not_converged"]),
+                str(count["stopped_early"]),
+                str(count["diverged"]),
+                str(count["error"]),
+                _mean([s["search_epochs"] for s in converged], ".2f"),
+                _mean([s.get("pre_prune_acc") for _, s in items], ".2%"),
+                _mean(
+                    [s.get("final_acc") for status, s in items if status in ("converged", "not_converged", "dense")],
+                    ".2%",
+                ),
+                _mean([s.get("total_time") for _, s in items], ".0f"),
+            ]
+        )
+    note = "search epochs: mean over converged trials; a stopped or diverged trial has no convergence epoch."
+    return format_table(header, rows) + "\n\n" + note
+
+
+def _mean(values: list[float | None], fmt: str) -> str:
+    known = [v for v in values if v is not None and v == v]
+    return "-" if not known else f"{format(sum(known) / len(known), fmt)} (n={len(known)})"
+
+
+def run_sweep(
+    settings: SweepSettings,
+    plan: Plan,
+    resume: bool,
+    address: str | None,
+    experiment: str,
+    params: dict[str, Any],
+    *,
+    prog: str,
+    tags: dict[str, str] | None = None,
+    extra_tags: dict[str, dict[str, str]] | None = None,
+    reports: Path | None = None,
+    analyse: Callable[[SweepSettings, Path, str], None] | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> int:
+    """Check, lock, connect, open (or reopen) the parent run, execute, summarise, and write the
+    report into ``reports`` (unless None); the exit code.
+
+    Everything that can fail on bad input fails before the parent run exists; anything that fails
+    after it leaves it FAILED (or KILLED on Ctrl-C), never RUNNING.
+    """
+
+    check_paths(settings, experiment, reports)
+    target = cluster.check(address)  # in seconds, before the slower checks
+    with driving(settings, resume, extra_files) as started:
+        preflight(plan)
+        check_tracking(settings.tracking_uri)
+        connect_ray(address, target)
+        check_resources(settings)
+        if settings.parent_run_id is None:
+            settings.experiment_id = store.experiment_id(settings.tracking_uri, experiment)
+            settings.parent_run_id = store.start_parent_run(
+                settings.tracking_uri, settings.experiment_id, settings.name, settings.kind, tags or {}, params
+            )
+        else:
+            store.client(settings.tracking_uri).update_run(settings.parent_run_id, status="RUNNING")
+        started()  # from here on the folder names a parent run: it stays, and the run ends FAILED on errors
+        try:
+            settings.save()
+            count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
+            print(
+                f"sweep {settings.name}: {count} trials, Ray storage {settings.folder}, "
+                f"MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
+                flush=True,
+            )
+            results = execute(settings, plan, resume, extra_tags)
+        except KeyboardInterrupt:
+            store.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
+            where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
+            print(
+                f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
+                file=sys.stderr,
+            )
+            return 130
+        except BaseException:
+            store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED")
+            raise
+        table = summary_table(results, plan.base)
+        print("\n" + table, flush=True)
+        mlflow_client = store.client(settings.tracking_uri)
+        mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
+        errors = sum(r.error is not None for r in results)
+        store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
+        if reports is not None and analyse is not None:
+            analyse(settings, reports, prog)
+    if errors:
+        print(
+            f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def check_paths(settings: SweepSettings, experiment: str, reports: Path | None) -> None:
+    """Every folder the sweep will write, checked before anything starts: one line naming the flag."""
+
+    check_writable(Path(settings.storage), "--storage")
+    if reports is not None:
+        check_writable(reports, "--reports")
+    db = store.sqlite_path(settings.tracking_uri)
+    if db is not None and db.parent.is_dir():
+        check_writable(db.parent, "--tracking-uri (the SQLite file's folder)")
+        root = store.artifact_root(settings.tracking_uri, experiment)
+        if root is not None:
+            check_writable(root, "--tracking-uri (its artifact folder)")
+
+
+@contextlib.contextmanager
+def driving(settings: SweepSettings, resume: bool, extra_files: dict[str, str] | None) -> Iterator[Callable[[], None]]:
+    """Hold the sweep's driver lock for the whole run; write ``sweep.json`` (and ``extra_files``).
+
+    A second driver of the same sweep is refused at once. A new sweep whose start fails before
+    its first trial (call the yielded function once trials begin) leaves no folder behind, so the
+    same command can simply be run again.
+    """
+    folder = settings.folder
+    created = [p for p in (folder.parent, folder) if not p.exists()]
+    lock = DriverLock(folder)
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        raise UsageError(
+            f"sweep {settings.name} is being run by {held.holder}; wait for it, or stop it first"
+        ) from None
+    began = False
+
+    def started() -> None:
+        nonlocal began
+        began = True
+
+    try:
+        if not resume and (folder / SETTINGS_FILE).exists():
+            raise UsageError(
+                f"sweep {settings.name!r} already exists in {settings.storage}; pass --resume or another --name"
+            )
+        settings.save()
+        for name, text in (extra_files or {}).items():
+            (folder / name).write_text(text)
+        yield started
+    except BaseException:
+        if folder in created and not began:  # remove what this start created: its folder, an empty storage
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.parent in created:
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()
+        raise
+    finally:
+        lock.release()
