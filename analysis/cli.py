@@ -18,12 +18,12 @@ from worm_tune.config import ConfigError
 from worm_tune.paths import PathError, check_writable
 from worm_tune.tune import store
 from worm_tune.tune.spaces import SpaceError
-from worm_tune.usage import Parser, UsageError, check_range
+from worm_tune.usage import Parser, UsageError, check_range, run_command
 
 PROG = "python -m analysis"
 DEFAULT_REPORTS = Path("reports")
 #: Bad input: one line, exit 2 (a sweep folder's saved space may no longer load, say).
-USAGE_ERRORS = (UsageError, ConfigError, PathError, SpaceError, store.TrackingError)
+USAGE_ERRORS = (ConfigError, PathError, SpaceError, store.TrackingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,11 +104,15 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, lambda: _main(argv), USAGE_ERRORS)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    check_range("--bootstrap", args.bootstrap, 100, integer=True)
+    check_range("--seed", args.seed, 0, integer=True)
+    check_writable(args.reports or DEFAULT_REPORTS, "--reports")
     try:
-        args = build_parser().parse_args(argv)
-        check_range("--bootstrap", args.bootstrap, 100, integer=True)
-        check_range("--seed", args.seed, 0, integer=True)
-        check_writable(args.reports or DEFAULT_REPORTS, "--reports")
         written = run(
             args.sweep,
             args.tracking_uri,
@@ -119,10 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=not args.no_log,
             command=shlex.join([*PROG.split(), *(argv if argv is not None else sys.argv[1:])]),
         )
-    except (UsageError, *USAGE_ERRORS) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except load.LoadError as exc:
+    except load.LoadError as exc:  # a sweep that exists but cannot be reported yet: not bad input
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     print(f"report: {written.path}" + "".join(f"; {n}" for n in written.notes))

@@ -19,14 +19,11 @@ import pandas as pd
 from analysis.load import FINISHED
 from analysis.stats import Estimate, bootstrap_mean, bootstrap_ratio, verdict, wilcoxon_p
 from worm_tune.config import RUNTIME_FIELDS, field_types
+from worm_tune.ticket.methods import BASELINE, METHODS
 
-EB = "EarlyBird"
-BASELINE = "earlybird"
-WORM_FAMILY = ("worm", "gradclip", "greedy")
-NAMES = {"earlybird": EB, "worm": "WORM", "gradclip": "gradclip", "greedy": "greedy", "dense": "dense"}
-
-#: The WORM knobs each method uses: gradclip truncates by r from the first step, greedy by d_avg.
-KNOBS = {"worm": ("worm.delta", "worm.factor"), "gradclip": ("worm.factor",), "greedy": ()}
+EB = METHODS[BASELINE].label
+#: The methods compared with their EarlyBird pair: those that truncate gradients.
+WORM_FAMILY = tuple(m.name for m in METHODS.values() if m.truncates)
 
 #: Config fields that do not define a setting: what differs within a pair, and where a trial ran.
 NOT_SETTING = frozenset({"method", "seed", "speed.loader", "speed.precision", "speed.channels_last", "speed.compile"})
@@ -89,10 +86,11 @@ def label(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _variant(row: pd.Series, worm_varying: Sequence[str]) -> str:
     method = row["method"]
-    name = NAMES.get(method, method)
-    if method not in WORM_FAMILY:
+    spec = METHODS.get(method)
+    name = spec.label if spec else method
+    if spec is None or not spec.truncates:
         return name
-    knobs = [*KNOBS[method], *(k for k in worm_varying if k not in ("worm.delta", "worm.factor"))]
+    knobs = [*spec.knobs, *(k for k in worm_varying if k not in ("worm.delta", "worm.factor"))]
     symbols = {"worm.delta": "δ", "worm.factor": "r"}
     return " ".join([name, *(f"{symbols.get(k, k)}={_fmt(row[k])}" for k in knobs)])
 

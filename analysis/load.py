@@ -4,28 +4,34 @@
 ``method``, ``seed``, ``status`` (converged, not_converged, diverged, stopped_early, error,
 dense, interrupted, running), ``config_hash``, every config field by its dotted name
 (``search.ratio``, ``worm.delta``, ... typed as in :class:`~worm_tune.config.TrialConfig`), and
-every summary metric of :data:`~worm_tune.store.SUMMARY_METRICS` (NaN where unknown).
+every summary metric of :data:`worm_tune.metrics.SUMMARY` (NaN where unknown).
 
 ``curves``: one row per trial and epoch. Columns: ``trial_id``, ``step`` (the trial's epoch,
 1-based, as logged), ``phase`` (search, retrain or train), ``phase_epoch`` (1-based within the
-phase), ``test_acc``, ``mask_dist_max``, ``mask_dist_avg`` (NaN until the window is full),
-``r`` and ``truncated_channels`` (WORM family only, else NaN).
+phase), and every curve of :data:`worm_tune.metrics.CURVES`: ``mask_dist_max`` and
+``mask_dist_avg`` are NaN until the window is full, ``r`` and ``truncated_units`` are the WORM
+family's only (NaN for the others), ``mask_converged`` is the search's only.
 
-Both sources give the same tables, so the analysis runs whether or not MLflow is reachable.
+Both sources give the same tables, so the analysis runs whether or not MLflow is reachable. Each
+reader only extracts its source's raw values; one row builder and one curve builder make the
+tables, and read runs logged before a rename under the metric's former name (``truncated_units``
+was ``truncated_channels``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from worm_tune import locks
+from worm_tune import locks, metrics
 from worm_tune.config import TrialConfig, field_types
+from worm_tune.ticket.methods import METHODS
 from worm_tune.tune import store
 from worm_tune.tune.plan import (
     CHOSEN_FILE,
@@ -38,7 +44,10 @@ from worm_tune.tune.plan import (
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
 FINISHED = ("converged", "not_converged")
-CURVE_KEYS = ("test_acc", "mask_dist_max", "mask_dist_avg", "r", "truncated_channels")
+#: The curves' metric columns (the schema's, kept under this name).
+CURVE_KEYS = metrics.CURVES
+#: What an MLflow reader fetches for the curves: a run logged before a rename holds a retired name instead.
+_LOGGED_CURVES = (*CURVE_KEYS, *sorted(metrics.RETIRED))
 
 
 class LoadError(ValueError):
@@ -113,37 +122,21 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
     client = store.client(uri)
     rows, curves = [], []
     for run in store.child_runs(uri, parent):
-        tags, metrics = run.data.tags, run.data.metrics
+        tags = run.data.tags
         status = tags.get("status") or {"RUNNING": "running", "KILLED": "interrupted"}.get(run.info.status, "error")
         trial_id = tags.get(store.TAG_TRIAL, run.info.run_id)
-        row = {
-            "trial_id": trial_id,
-            "run_id": run.info.run_id,
-            "status": status,
-            "config_hash": tags.get("config_hash", ""),
-            **_config(run.data.params),
-            **{k: metrics.get(k, math.nan) for k in store.SUMMARY_METRICS},
-        }
-        rows.append(row)
+        config = _config(run.data.params)
+        rows.append(_row(trial_id, run.info.run_id, status, tags.get("config_hash", ""), config, run.data.metrics))
         history = {
-            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-            for key in (*CURVE_KEYS, "mask_converged")
+            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in _LOGGED_CURVES
         }
         search_steps = set(history["mask_converged"])  # logged for search epochs only
-        steps = sorted(set().union(*history.values()))
-        after = "train" if row.get("method") == "dense" else "retrain"
-        for step in steps:
+        after = "retrain" if METHODS[config["method"]].searches else "train"
+        for step in sorted(set().union(*history.values())):
             phase = "search" if step in search_steps else after
             phase_epoch = step if phase == "search" else step - len(search_steps)
-            curves.append(
-                {
-                    "trial_id": trial_id,
-                    "step": step,
-                    "phase": phase,
-                    "phase_epoch": phase_epoch,
-                    **{k: history[k].get(step, math.nan) for k in CURVE_KEYS},
-                }
-            )
+            values = {key: steps[step] for key, steps in history.items() if step in steps}
+            curves.append(_curve(trial_id, step, phase, phase_epoch, values))
     sweep_name = parent.data.tags.get(store.TAG_SWEEP, parent.info.run_name)
     return Sweep(
         name=sweep_name,
@@ -192,26 +185,10 @@ def from_ray(folder: Path) -> Sweep:
             in_flight = driven and not summary.get("done") and not error  # its family has not ended yet
             if (state is not None and state not in ("TERMINATED", "ERROR")) or (state is None and in_flight):
                 status, running = "running", True
-            rows.append(
-                {
-                    "trial_id": trial_id,
-                    "run_id": "",
-                    "status": status,
-                    "config_hash": cfg.hash(),
-                    **cfg.to_flat(),
-                    **{k: _number(summary.get(k)) for k in store.SUMMARY_METRICS},
-                }
-            )
+            rows.append(_row(trial_id, "", status, cfg.hash(), cfg.to_flat(), summary))
             for result in results:
-                curves.append(
-                    {
-                        "trial_id": trial_id,
-                        "step": int(result["training_iteration"]),
-                        "phase": result.get("phase"),
-                        "phase_epoch": result.get("epoch"),
-                        **{k: _number(result.get(k)) for k in CURVE_KEYS},
-                    }
-                )
+                step = int(result["training_iteration"])
+                curves.append(_curve(trial_id, step, result.get("phase"), result.get("epoch"), result))
     return Sweep(
         name=settings.name,
         source=f"Ray folder {folder}",
@@ -256,6 +233,23 @@ def _results(path: Path) -> list[dict[str, Any]]:
 # -- tables ----------------------------------------------------------------------------------
 
 
+def _row(
+    trial_id: str, run_id: str, status: str, config_hash: str, config: dict[str, Any], summary: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A ``trials`` row from one trial's config and summary values, whichever source they were read from."""
+    ids = {"trial_id": trial_id, "run_id": run_id, "status": status, "config_hash": config_hash}
+    return ids | config | {name: _number(summary.get(name)) for name in metrics.SUMMARY}
+
+
+def _curve(
+    trial_id: str, step: int, phase: str | None, phase_epoch: int | None, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A ``curves`` row from one epoch's values, under today's names even where they were logged before a rename."""
+    values = metrics.current(values)
+    where = {"trial_id": trial_id, "step": step, "phase": phase, "phase_epoch": phase_epoch}
+    return where | {name: _number(values.get(name)) for name in CURVE_KEYS}
+
+
 def _config(params: dict[str, str]) -> dict[str, Any]:
     """A run's params as typed config values (unknown keys, e.g. from a newer version, are dropped)."""
     known = {k: v for k, v in params.items() if k in field_types()}
@@ -272,7 +266,7 @@ def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The ``trials`` table from one dict per trial (missing columns are NaN), in a stable order."""
     columns = ["trial_id", "run_id", "method", "seed", "status", "config_hash"]
     columns += [k for k in field_types() if k not in ("method", "seed")]
-    columns += list(store.SUMMARY_METRICS)
+    columns += list(metrics.SUMMARY)
     frame = pd.DataFrame(rows, columns=columns)
     frame["seed"] = frame["seed"].astype("int64")
     return frame.sort_values(["method", "config_hash", "seed"], kind="stable").reset_index(drop=True)

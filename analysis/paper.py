@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worm_tune.ticket.methods import METHODS
+
 SOURCE = "paper (Vasudev 2024, one H100, 3-7 seeds)"
 
 #: The fields a setting must match for the paper's row to apply (the protocol above).
@@ -58,5 +60,5 @@ def paper_row(config: Mapping[str, Any]) -> PaperRow | None:
     row = PAPER.get((config.get("model.arch"), method))  # type: ignore[arg-type]
     if row is None:
         return None
-    wanted = PROTOCOL | (WORM_PROTOCOL if method == "worm" else {})
+    wanted = PROTOCOL | (WORM_PROTOCOL if METHODS[method].truncates else {})
     return row if all(config.get(k) == v for k, v in wanted.items()) else None

@@ -19,11 +19,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from analysis.compare import EB, KNOBS
+from analysis.compare import EB
 from analysis.load import FINISHED
+from worm_tune.ticket.methods import METHODS
 
 #: Methods with a trigger at s + delta (gradclip truncates from the first step, greedy by d_avg).
-USES_DELTA = tuple(method for method, knobs in KNOBS.items() if "worm.delta" in knobs)
+USES_DELTA = tuple(m.name for m in METHODS.values() if "worm.delta" in m.knobs)
 MAX_SETTINGS = 8
 PANEL = (5.0, 3.5)
 DPI = 120

@@ -85,7 +85,7 @@ def main() -> None:
             if round_ > 0:
                 times[name].append(elapsed)
         print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items() if v), flush=True)
-    assert worm.history[-1]["truncated_channels"] > 0, "truncation must be active in the WORM runs"
+    assert worm.history[-1]["truncated_units"] > 0, "truncation must be active in the WORM runs"
 
     # Cost of the pieces, measured directly: truncation per step, mask + distance per epoch.
     n = 2000

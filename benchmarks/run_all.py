@@ -33,6 +33,7 @@ class Benchmark(NamedTuple):
 
 
 BENCHMARKS = (
+    Benchmark("import_time", ["--rounds", "7"], ["--rounds", "1"]),
     Benchmark("engine_overhead", [], ["--epochs", "1", "--train-subset", "64"]),
     Benchmark("ray_overhead", ["--repeats", "3"], ["--repeats", "1", "--train-subset", "64"]),
     Benchmark("sweep_throughput", ["--trials", "4"], ["--trials", "2", "--train-subset", "64"]),

@@ -4,6 +4,8 @@ compared and why, the report's files, and the command line on a hand-made MLflow
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,12 @@ def curves_of(trials: pd.DataFrame) -> pd.DataFrame:
             d = 0.5 / e if e >= t["search.window"] else math.nan
             rows.append({"trial_id": t["trial_id"], "step": e, "phase": "search", "phase_epoch": e,
                          "test_acc": 0.1 * e, "mask_dist_max": d, "mask_dist_avg": d and d / 2, "r": 1.0,
-                         "truncated_channels": 0.0})  # fmt: skip
+                         "truncated_units": 0.0})  # fmt: skip
         if t["status"] in load.FINISHED:
             for e in (1, 2):
                 rows.append({"trial_id": t["trial_id"], "step": search + e, "phase": "retrain", "phase_epoch": e,
                              "test_acc": 0.6 + 0.1 * e, "mask_dist_max": math.nan, "mask_dist_avg": math.nan,
-                             "r": 1.0, "truncated_channels": 0.0})  # fmt: skip
+                             "r": 1.0, "truncated_units": 0.0})  # fmt: skip
     return pd.DataFrame(rows, columns=["trial_id", "step", "phase", "phase_epoch", *load.CURVE_KEYS])
 
 
@@ -313,3 +315,19 @@ def test_a_sweep_without_trials_yet_is_a_message_not_a_report(
         == f"{cli.PROG}: sweep 'empty' has no trials yet (MLflow {store['uri']}); {state}; nothing to report"
     )
     assert not (store["root"] / "r" / "empty").exists()
+
+
+def test_importing_the_analysis_loads_no_ray_torch_or_cli() -> None:
+    """A report does not pay for the machinery that ran the sweep (the import-linter contract, checked
+    here on what a fresh interpreter really loads)."""
+    code = "import sys, analysis.load, analysis.report; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for heavy in ("'ray'", "'torch'", "'torchvision'", "'optuna'"):
+        assert heavy not in loaded
+    modules = subprocess.run(
+        [sys.executable, "-c", "import sys, analysis.cli; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "worm_tune.cli" not in modules and "worm_tune.tune.runner" not in modules

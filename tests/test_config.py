@@ -1,10 +1,13 @@
 """Config validation (one line naming field, value and what is allowed), overrides, hashing."""
 
+import dataclasses
 import json
+import math
+from typing import Any
 
 import pytest
 
-from worm_tune.config import ConfigError, TrialConfig
+from worm_tune.config import CHOICES, SPEC, ConfigError, Spec, TrialConfig, field_types
 
 
 def test_defaults_follow_the_paper_and_validate() -> None:
@@ -115,3 +118,108 @@ def test_bad_files(tmp_path) -> None:
     (tmp_path / "d.json").write_text('{"serach": {"ratio": 0.5}}')
     with pytest.raises(ConfigError, match="unknown config section 'serach'"):
         TrialConfig.from_file(tmp_path / "d.json")
+
+
+def _with(key: str, value: Any) -> TrialConfig:
+    """The default config with one raw value set, past the parsing of ``replace``: the validator alone sees it."""
+    section, _, name = key.rpartition(".")
+    cfg = TrialConfig()
+    if not section:
+        return dataclasses.replace(cfg, **{name: value})
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})})
+
+
+def test_every_field_declares_a_spec_with_a_one_line_help() -> None:
+    leaves = []
+    for f in dataclasses.fields(TrialConfig):
+        section = getattr(TrialConfig(), f.name)
+        if dataclasses.is_dataclass(section):
+            leaves += [(f"{f.name}.{sf.name}", sf) for sf in dataclasses.fields(section)]
+        else:
+            leaves.append((f.name, f))
+    assert [key for key, _ in leaves] == list(field_types())
+    for key, f in leaves:
+        spec = f.metadata.get(SPEC)
+        assert isinstance(spec, Spec), key
+        assert spec.help.strip() and "\n" not in spec.help, key
+
+
+def test_choices_lists_the_choice_fields_only() -> None:
+    assert CHOICES["worm.scope"] == ("bn", "channel") and CHOICES["method"][0] == "earlybird"
+    assert "seed" not in CHOICES and "data.data_dir" not in CHOICES
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("method", "lottery", "method='lottery' is invalid: must be one of earlybird, worm, gradclip, greedy, dense"),
+        ("search.ratio", 0.0, "search.ratio=0.0 is invalid: must be a number in (0, 1)"),  # open low end
+        ("search.ratio", 1.0, "search.ratio=1.0 is invalid: must be a number in (0, 1)"),  # open high end
+        ("worm.factor", -0.1, "worm.factor=-0.1 is invalid: must be a number in [0, 1]"),  # closed ends
+        ("worm.factor", 1.01, "worm.factor=1.01 is invalid: must be a number in [0, 1]"),
+        ("optim.momentum", 1.0, "optim.momentum=1.0 is invalid: must be a number in [0, 1)"),
+        ("retrain.target_acc", 0.0, "retrain.target_acc=0.0 is invalid: must be a fraction in (0, 1]"),
+        ("optim.lr", 0.0, "optim.lr=0.0 is invalid: must be a number > 0"),
+        ("optim.lr", math.inf, "optim.lr=inf is invalid: must be a number > 0"),
+        ("search.l1", -0.5, "search.l1=-0.5 is invalid: must be a number >= 0"),
+        ("worm.delta", "0.1", "worm.delta='0.1' is invalid: must be a number in (0, 1)"),  # a number, not text
+        ("search.window", 1, "search.window=1 is invalid: must be an integer >= 2"),
+        ("search.window", 3.0, "search.window=3.0 is invalid: must be an integer >= 2"),  # integer-ness
+        ("data.batch_size", True, "data.batch_size=True is invalid: must be an integer >= 1"),  # a bool is no count
+        ("threads", -1, "threads=-1 is invalid: must be an integer >= 0"),
+        (
+            "seed",
+            2**64,
+            "seed=18446744073709551616 is invalid: "
+            "must be an integer in [0, 18446744073709551615] (what torch accepts)",
+        ),
+    ],
+)
+def test_the_validator_rejects_each_kind_of_constraint_in_one_exact_line(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _with(key, value).validate()
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("worm.factor", 0.0),
+        ("worm.factor", 1.0),
+        ("optim.momentum", 0.0),
+        ("retrain.target_acc", 1.0),
+        ("search.l1", 0),
+        ("search.window", 2),
+        ("seed", 2**64 - 1),
+        ("speed.compile", "max-autotune"),
+        ("data.data_dir", "/anywhere"),
+    ],
+)
+def test_closed_ends_and_free_fields_are_accepted(key: str, value: Any) -> None:
+    assert _with(key, value).validate().get(key) == value
+
+
+#: ``TrialConfig.hash()`` of two configs, computed before the constraints moved into field metadata:
+#: a hash names run folders and MLflow runs, so a refactor of the config must leave it alone.
+PINNED_HASHES = [
+    ({}, "e44c9be61f54"),
+    (
+        {
+            "method": "worm",
+            "seed": "7",
+            "data.dataset": "digits",
+            "model.stem": "cifar",
+            "search.ratio": "0.3",
+            "worm.factor": "0.01",
+            "speed.precision": "fp32",
+            "optim.optimizer": "adamw",
+        },
+        "5efbddad87ed",
+    ),
+    ({"model.arch": "bert", "data.dataset": "sst2", "model.checkpoint": "bert-base-uncased"}, "1d64dc328e8b"),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", PINNED_HASHES)
+def test_hashes_are_pinned(overrides: dict[str, str], expected: str) -> None:
+    assert TrialConfig().replace(overrides).validate().hash() == expected

@@ -81,7 +81,7 @@ def test_truncation_changes_the_trajectory_once_triggered(digits: DataBundle) ->
     worm_hist, worm_sum = run(config(method="worm", worm__delta=0.95, worm__factor=0.0), digits)
     assert worm_sum["trigger_epoch"] == 3
     assert eb_hist[:3] == worm_hist[:3]  # identical until truncation starts
-    assert worm_hist[3]["r"] == 0.0 and worm_hist[3]["truncated_channels"] > 0
+    assert worm_hist[3]["r"] == 0.0 and worm_hist[3]["truncated_units"] > 0
     assert worm_hist[3]["train_loss"] != eb_hist[3]["train_loss"]
 
 
@@ -238,7 +238,7 @@ def test_other_methods_run(digits: DataBundle, method: str) -> None:
         return
     search = [m for m in history if m["phase"] == "search"]
     if method == "gradclip":
-        assert all(m["r"] == 0.5 and m["truncated_channels"] > 0 for m in search)
+        assert all(m["r"] == 0.5 and m["truncated_units"] > 0 for m in search)
     else:  # greedy: r of epoch e+1 is d_avg of epoch e
         for prev, cur in itertools.pairwise(search):
             assert cur["r"] == (1.0 if prev["mask_dist_avg"] is None else prev["mask_dist_avg"])

@@ -1,4 +1,4 @@
-"""Tests of worm_tune.pruning: masks, enforced sparsity, channel removal, FLOP and parameter counts."""
+"""Tests of worm_tune.ticket.pruning and .accounting: masks, enforced sparsity, channel removal, FLOPs, parameters."""
 
 from __future__ import annotations
 

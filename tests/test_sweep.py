@@ -116,7 +116,7 @@ def test_quick_sweep_logs_one_child_run_per_trial(quick_sweep: dict[str, Any]) -
         summary = json.loads(artifact(uri, run, "summary.json"))
         assert summary["config_hash"] == tags["config_hash"] and summary["final_acc"] == metrics["final_acc"]
         if tags["method"] == "worm":
-            assert "r" in metrics and "truncated_channels" in metrics
+            assert "r" in metrics and "truncated_units" in metrics
     assert "| earlybird | 0.5" in artifact(uri, parent, "summary.md")
 
 

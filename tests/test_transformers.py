@@ -67,7 +67,7 @@ def test_a_vit_trial_searches_truncates_prunes_and_reloads(kind: str, tmp_path: 
     # The mask is over query/key weights (element-wise) or heads; half of it was truncated.
     units = engine.sites.num_units
     assert units == (4 * 2 * 128 * 128 if kind == "unstructured" else 16)
-    assert [m["truncated_channels"] for m in search] == [units // 2] * len(search)
+    assert [m["truncated_units"] for m in search] == [units // 2] * len(search)
     assert summary["params_pruned"] < summary["params_dense"] and summary["flops_pruned"] < summary["flops_dense"]
     if kind == "unstructured":
         assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
@@ -150,7 +150,7 @@ def test_a_tiny_bert_runs_a_full_trial_offline(
     if method == "worm":
         assert summary["trigger_epoch"] == 2  # s + delta > 1: as soon as the window of 2 is full
     else:
-        assert epochs[0]["truncated_channels"] == 4  # half of 2 layers x 4 heads, from the first step
+        assert epochs[0]["truncated_units"] == 4  # half of 2 layers x 4 heads, from the first step
     model = load_model(out / "model.pt")
     if kind == "structured":
         keep = torch.load(out / "model.pt", weights_only=True)["prune_keep"]

@@ -17,9 +17,9 @@ import json
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 IMAGE_DATASETS = ("cifar10", "cifar100", "digits")
 #: GLUE tasks (Hugging Face ``datasets``) and ``text``: a local folder of train.tsv/test.tsv.
@@ -42,24 +42,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 SWITCHES = ("auto", "on", "off")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
-#: The allowed values of every choice field (what ``--help`` and the error messages list).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "method": METHODS,
-    "device": DEVICES,
-    "data.dataset": DATASETS,
-    "model.arch": ARCHS,
-    "model.stem": STEMS,
-    "optim.optimizer": OPTIMIZERS,
-    "optim.scheduler": SCHEDULERS,
-    "worm.scope": SCOPES,
-    "prune.kind": PRUNE_KINDS,
-    "retrain.init": RETRAIN_INITS,
-    "speed.loader": LOADERS,
-    "speed.precision": PRECISIONS,
-    "speed.channels_last": SWITCHES,
-    "speed.compile": COMPILE_MODES,
-}
-
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
 #: ``data.num_workers``: with augmentation on, worker processes draw the random crops.)
 RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "threads", "crash_at_epoch"})
@@ -67,6 +49,9 @@ RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "threads
 #: Fields added after the first release, with the value that means "not used": at that value
 #: they stay out of the hash, so every config written before they existed keeps its name.
 LATER_FIELDS: dict[str, Any] = {"model.checkpoint": ""}
+
+#: Fields only CNNs use: a transformer trial must leave them at their defaults.
+CNN_ONLY_FIELDS = ("model.stem", "worm.scope", "search.l1", "retrain.init")
 
 
 #: The largest seed ``torch.manual_seed`` accepts (an unsigned 64-bit integer).
@@ -77,25 +62,139 @@ class ConfigError(ValueError):
     """A bad configuration value; its message is one line naming field, value and what is allowed."""
 
 
+# -- what each field allows, declared once beside the field ---------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """A field's one-line help and the values it allows; the validator and ``--help`` both read it.
+
+    The base class allows any value of the field's type (paths, switches, checkpoint names)."""
+
+    help: str
+
+    @property
+    def allowed(self) -> str:
+        """What the error message and ``--help`` say is allowed; empty when anything goes."""
+        return ""
+
+    def allows(self, value: Any) -> bool:
+        return True
+
+    def check(self, key: str, value: Any) -> None:
+        if not self.allows(value):
+            raise ConfigError(f"{key}={value!r} is invalid: must be {self.allowed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice(Spec):
+    """One of a fixed tuple of names."""
+
+    options: tuple[str, ...]
+
+    @property
+    def allowed(self) -> str:
+        return f"one of {', '.join(self.options)}"
+
+    def allows(self, value: Any) -> bool:
+        return value in self.options
+
+
+@dataclass(frozen=True, kw_only=True)
+class Range(Spec):
+    """A number (or an integer) above ``low`` and, if given, below ``high``; each end open or closed.
+
+    ``noun`` and ``note`` only change the wording: "a fraction in (0, 1]", "... (what torch accepts)"."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    noun: str = ""
+    note: str = ""
+
+    @property
+    def allowed(self) -> str:
+        noun = self.noun or ("an integer" if self.integer else "a number")
+        if self.high is None:
+            text = f"{noun} {'>' if self.low_open else '>='} {_bound(self.low)}"
+        else:
+            text = f"{noun} in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+            text += ")" if self.high_open else "]"
+        return f"{text} ({self.note})" if self.note else text
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if not self.integer and not math.isfinite(value):
+            return False
+        if value <= self.low if self.low_open else value < self.low:
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+def _bound(value: float) -> str:
+    """``0``, not ``0.0``: bounds read as the user would write them."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+#: The ``dataclasses.field`` metadata key that holds a field's :class:`Spec`.
+SPEC = "spec"
+
+_T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
+
+
+def free(default: _T, help: str) -> _T:
+    """A free-form field: :func:`_coerce` gives it its type, and any value of that type will do."""
+    return field(default=default, metadata={SPEC: Spec(help=help)})
+
+
+def choice(default: str, options: tuple[str, ...], help: str) -> str:
+    """A field that must be one of ``options``."""
+    return field(default=default, metadata={SPEC: Choice(options=options, help=help)})
+
+
+def number(
+    default: _N,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    noun: str = "",
+    note: str = "",
+    help: str,
+) -> _N:
+    """A numeric field: at least ``low`` and, if ``high`` is given, at most ``high`` (``*_open``: strictly)."""
+    spec = Range(
+        low=low, high=high, low_open=low_open, high_open=high_open, integer=integer, noun=noun, note=note, help=help
+    )
+    return field(default=default, metadata={SPEC: spec})
+
+
+def count(default: int, low: int, help: str) -> int:
+    """An integer ``>= low`` (epochs, batch sizes, workers)."""
+    return number(default, low, integer=True, help=help)
+
+
+# -- the config tree --------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data and how it is fed. ``augment`` is off by default: the paper used none."""
 
-    dataset: str = "cifar10"
-    data_dir: str = "./data"
-    download: bool = False
-    augment: bool = False
-    batch_size: int = 32
-    test_batch_size: int = 256
-    num_workers: int = 0
-    train_subset: int = 0  # 0 = the whole training split; N = a fixed stratified subset, for fast tests
-
-    def validate(self) -> None:
-        _choice("data.dataset", self.dataset)
-        _positive_int("data.batch_size", self.batch_size)
-        _positive_int("data.test_batch_size", self.test_batch_size)
-        _non_negative_int("data.num_workers", self.num_workers)
-        _non_negative_int("data.train_subset", self.train_subset)
+    dataset: str = choice("cifar10", DATASETS, "the dataset (text ones need model.arch=bert)")
+    data_dir: str = free("./data", "where datasets are read from (and downloaded to)")
+    download: bool = free(False, "fetch a missing dataset instead of failing")
+    augment: bool = free(False, "random crops and flips (images only)")
+    batch_size: int = count(32, 1, "training batch size")
+    test_batch_size: int = count(256, 1, "evaluation batch size")
+    num_workers: int = count(0, 0, "DataLoader worker processes (0: load in the trial's process)")
+    train_subset: int = count(0, 0, "train on a stratified subset of N examples, for fast tests (0: the whole split)")
 
 
 @dataclass(frozen=True)
@@ -104,126 +203,86 @@ class ModelConfig:
     paper ran); ``checkpoint`` names a Hugging Face BERT (``bert-base-uncased``, the paper's), whose
     tokenizer the text data then uses; without one, ``bert`` is a tiny randomly initialised BERT."""
 
-    arch: str = "resnet18"
-    stem: str = "imagenet"
-    pretrained: bool = False
-    checkpoint: str = ""
-
-    def validate(self) -> None:
-        _choice("model.arch", self.arch)
-        _choice("model.stem", self.stem)
+    arch: str = choice("resnet18", ARCHS, "the network: a CNN or a transformer")
+    stem: str = choice("imagenet", STEMS, "CNN input layers: torchvision's (the paper's) or the 32x32 CIFAR one")
+    pretrained: bool = free(False, "start from pretrained weights (for bert: model.checkpoint's, not for vit)")
+    checkpoint: str = free("", "a Hugging Face BERT to load, e.g. bert-base-uncased (bert only)")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimizer for search and retraining (paper: SGD, lr 0.01, momentum 0.9)."""
 
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    scheduler: str = "constant"
-
-    def validate(self) -> None:
-        _choice("optim.optimizer", self.optimizer)
-        _open_positive("optim.lr", self.lr)
-        _in_range("optim.momentum", self.momentum, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
-        _non_negative("optim.weight_decay", self.weight_decay)
-        _choice("optim.scheduler", self.scheduler)
+    optimizer: str = choice("sgd", OPTIMIZERS, "optimizer for search and retraining")
+    lr: float = number(0.01, 0, low_open=True, help="learning rate")
+    momentum: float = number(0.9, 0, 1, high_open=True, help="SGD momentum")
+    weight_decay: float = number(0.0, 0, help="L2 weight decay")
+    scheduler: str = choice("constant", SCHEDULERS, "learning-rate schedule over each phase")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """Early-Bird search: ratio ``p``, window ``l``, stop threshold ``s`` and budget."""
 
-    ratio: float = 0.5
-    window: int = 5
-    threshold: float = 0.1
-    max_epochs: int = 30
-    l1: float = 0.0  # network-slimming L1 on BN gamma (EB code's --s); off in the WORM paper
-
-    def validate(self) -> None:
-        _in_range("search.ratio", self.ratio, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 2:
-            raise ConfigError(f"search.window={self.window!r} is invalid: must be an integer >= 2")
-        # Mask distances lie in [0, 1]: s >= 1 would call the first full window converged, whatever it holds.
-        _in_range("search.threshold", self.threshold, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
-        _positive_int("search.max_epochs", self.max_epochs)
-        _non_negative("search.l1", self.l1)
+    ratio: float = number(0.5, 0, 1, low_open=True, high_open=True, help="pruning ratio p: the fraction pruned")
+    window: int = count(5, 2, "window l: how many recent masks are compared")
+    # Mask distances lie in [0, 1]: s >= 1 would call the first full window converged, whatever it holds.
+    threshold: float = number(0.1, 0, 1, low_open=True, high_open=True, help="stop threshold s on the mask distance")
+    max_epochs: int = count(30, 1, "search budget in epochs")
+    l1: float = number(0.0, 0, help="network-slimming L1 on BN gamma (Early-Bird's --s, off in the WORM paper)")
 
 
 @dataclass(frozen=True)
 class WormConfig:
     """WORM truncation: window ``delta`` above ``s``, factor ``r`` (fraction of gradient kept)."""
 
-    delta: float = 0.05
-    factor: float = 0.003
-    scope: str = "bn"
-
-    def validate(self) -> None:
-        _in_range("worm.delta", self.delta, 0.0, 1.0, "a number in (0, 1)", lo_open=True, hi_open=True)
-        _in_range("worm.factor", self.factor, 0.0, 1.0, "a number in [0, 1]")
-        _choice("worm.scope", self.scope)
+    delta: float = number(0.05, 0, 1, low_open=True, high_open=True, help="truncation starts once d_avg < s + delta")
+    factor: float = number(0.003, 0, 1, help="factor r: the fraction of a masked gradient kept")
+    scope: str = choice("bn", SCOPES, "what is truncated: BN gammas only, or whole channels")
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     """After the search: ``unstructured`` (paper protocol) or ``structured`` channel removal."""
 
-    kind: str = "unstructured"
-
-    def validate(self) -> None:
-        _choice("prune.kind", self.kind)
+    kind: str = choice("unstructured", PRUNE_KINDS, "mask weights (the paper's protocol) or remove channels")
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
     """Retraining after pruning, towards a target test accuracy (paper: 90% on CIFAR-10)."""
 
-    max_epochs: int = 10
-    target_acc: float = 0.9
-    init: str = "searched"
-    stop_at_target: bool = False
-
-    def validate(self) -> None:
-        _positive_int("retrain.max_epochs", self.max_epochs)
-        _in_range("retrain.target_acc", self.target_acc, 0.0, 1.0, "a fraction in (0, 1]", lo_open=True)
-        _choice("retrain.init", self.init)
+    max_epochs: int = count(10, 1, "retraining budget in epochs")
+    target_acc: float = number(0.9, 0, 1, low_open=True, noun="a fraction", help="test accuracy to reach")
+    init: str = choice("searched", RETRAIN_INITS, "retrain from the searched weights or a fresh initialisation")
+    stop_at_target: bool = free(False, "end retraining once target_acc is reached")
 
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """How the arithmetic is fed and done (see :mod:`worm_tune.fastpath`). ``auto`` turns each
-    speed-up on with CUDA and off on the CPU, so CPU trials stay the paper's plain path, bit for
-    bit; set ``loader=plain, precision=fp32, channels_last=off`` to run that path on a GPU."""
+    """How the arithmetic is fed and done (see :mod:`worm_tune.speed`, :mod:`worm_tune.data.device`).
+    ``auto`` turns each speed-up on with CUDA and off on the CPU, so CPU trials stay the paper's
+    plain path, bit for bit; set ``loader=plain, precision=fp32, channels_last=off`` to run that path on a GPU."""
 
-    loader: str = "auto"  # plain: a torch DataLoader; device: the dataset held on the device
-    precision: str = "auto"  # fp32, or bf16 autocast for forward and loss
-    channels_last: str = "auto"
-    #: torch.compile's mode, or off. ``reduce-overhead`` (CUDA graphs) is for small batches, where
-    #: launching kernels, not running them, takes the time. Recompiled after structured pruning.
-    compile: str = "off"
-
-    def validate(self) -> None:
-        _choice("speed.loader", self.loader)
-        _choice("speed.precision", self.precision)
-        _choice("speed.channels_last", self.channels_last)
-        _choice("speed.compile", self.compile)
+    loader: str = choice("auto", LOADERS, "plain: a torch DataLoader, device: the dataset held on the device")
+    precision: str = choice("auto", PRECISIONS, "fp32, or bf16 autocast for forward and loss")
+    channels_last: str = choice("auto", SWITCHES, "channels-last memory layout for image batches")
+    #: ``reduce-overhead`` (CUDA graphs) is for small batches, where launching kernels, not
+    #: running them, takes the time. Recompiled after structured pruning.
+    compile: str = choice("off", COMPILE_MODES, "torch.compile's mode, or off")
 
 
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one search -> prune -> retrain trial needs."""
 
-    method: str = "earlybird"
-    seed: int = 0
-    device: str = "auto"
-    #: torch's CPU threads; 0 = the CPUs the trial was given (``--cpus-per-trial`` in a sweep, every
-    #: core for ``worm_tune.run``). CPU kernels sum in an order that depends on it, so bit-identical
-    #: CPU numbers need the same count: every trial records the count it ran with.
-    threads: int = 0
-    #: Fault injection for recovery tests: crash once, after training epoch k (0 = never).
-    crash_at_epoch: int = 0
+    method: str = choice("earlybird", METHODS, "how the ticket is found (dense: no search, no pruning)")
+    seed: int = number(0, 0, MAX_SEED, integer=True, note="what torch accepts", help="random seed")
+    device: str = choice("auto", DEVICES, "where the trial runs (auto: CUDA when there is one)")
+    #: CPU kernels sum in an order that depends on the thread count, so bit-identical CPU numbers
+    #: need the same count: every trial records the count it ran with.
+    threads: int = count(0, 0, "torch's CPU threads (0: the CPUs the trial was given, --cpus-per-trial or every core)")
+    crash_at_epoch: int = count(0, 0, "fault injection for recovery tests: crash once after epoch k (0: never)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -234,22 +293,20 @@ class TrialConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def validate(self) -> TrialConfig:
-        """Check every field; raise :class:`ConfigError` on the first bad one. Returns self."""
-        _choice("method", self.method)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(
-                f"seed={self.seed!r} is invalid: must be an integer in [0, {MAX_SEED}] (what torch accepts)"
-            )
-        _choice("device", self.device)
-        _non_negative_int("threads", self.threads)
-        _non_negative_int("crash_at_epoch", self.crash_at_epoch)
-        for section in _SECTIONS:
-            getattr(self, section).validate()
-        self._check_model_and_data()
+        """Check every field against its :class:`Spec`, then the combinations; raise
+        :class:`ConfigError` on the first bad one. Returns self."""
+        for key, spec in field_specs().items():
+            spec.check(key, self.get(key))
+        self._check_combinations()
         return self
 
-    def _check_model_and_data(self) -> None:
-        """Combinations that cannot run, refused before anything loads."""
+    def get(self, key: str) -> Any:
+        """The value of a dotted config key (``search.ratio``)."""
+        section, _, name = key.rpartition(".")
+        return getattr(getattr(self, section) if section else self, name)
+
+    def _check_combinations(self) -> None:
+        """Combinations that cannot run, refused before anything loads: the rules no single field states."""
         arch, dataset = self.model.arch, self.data.dataset
         text = dataset in TEXT_DATASETS
         if (arch == "bert") != text:
@@ -266,12 +323,8 @@ class TrialConfig:
         if text and self.speed.channels_last == "on":
             raise ConfigError(f"speed.channels_last='on' is invalid for {dataset!r}: it is for image batches")
         if arch in TRANSFORMERS:
-            for key, value, default in (
-                ("model.stem", self.model.stem, "imagenet"),
-                ("worm.scope", self.worm.scope, "bn"),
-                ("search.l1", self.search.l1, 0.0),
-                ("retrain.init", self.retrain.init, "searched"),
-            ):
+            for key in CNN_ONLY_FIELDS:
+                value, default = self.get(key), _leaf_fields()[key].default
                 if value != default:
                     raise ConfigError(f"{key}={value!r} is for CNNs, not model.arch={arch!r}; leave it at {default!r}")
 
@@ -355,7 +408,8 @@ class TrialConfig:
         return cls.from_dict(data)
 
 
-_SECTIONS = ("data", "model", "optim", "search", "worm", "prune", "retrain", "speed")
+#: The config sections: the fields of :class:`TrialConfig` that are dataclasses of their own.
+_SECTIONS = tuple(f.name for f in fields(TrialConfig) if is_dataclass(f.default_factory))
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
@@ -370,16 +424,32 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
 
 
 @functools.cache
-def field_types() -> dict[str, type]:
-    """Every config key (dotted for section fields) and its Python type."""
-    types: dict[str, type] = {}
-    for f in fields(TrialConfig):
+def _leaf_fields() -> dict[str, dataclasses.Field[Any]]:
+    """Every config key (dotted for section fields) and its dataclass field, in declaration order."""
+    default = TrialConfig()
+    leaves: dict[str, dataclasses.Field[Any]] = {}
+    for f in fields(default):
         if f.name in _SECTIONS:
-            section_cls = type(getattr(TrialConfig(), f.name))
-            types.update({f"{f.name}.{sf.name}": _resolve(sf.type) for sf in fields(section_cls)})
+            leaves.update({f"{f.name}.{sf.name}": sf for sf in fields(getattr(default, f.name))})
         else:
-            types[f.name] = _resolve(f.type)
-    return types
+            leaves[f.name] = f
+    return leaves
+
+
+@functools.cache
+def field_types() -> dict[str, type]:
+    """Every config key and its Python type."""
+    return {key: _resolve(f.type) for key, f in _leaf_fields().items()}
+
+
+@functools.cache
+def field_specs() -> dict[str, Spec]:
+    """Every config key and its :class:`Spec`, in the order :meth:`TrialConfig.validate` checks them."""
+    return {key: f.metadata[SPEC] for key, f in _leaf_fields().items()}
+
+
+#: The allowed values of every choice field, read off the specs.
+CHOICES: dict[str, tuple[str, ...]] = {k: s.options for k, s in field_specs().items() if isinstance(s, Choice)}
 
 
 def _resolve(annotation: Any) -> type:
@@ -418,43 +488,3 @@ def _coerce(key: str, raw: Any, ftype: type) -> Any:
     if not isinstance(raw, str):
         raise ConfigError(f"{key}={raw!r} is invalid: must be a string")
     return raw
-
-
-def _choice(name: str, value: Any) -> None:
-    allowed = CHOICES[name]
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is invalid: must be one of {', '.join(allowed)}")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value!r} is invalid: must be an integer >= 1")
-
-
-def _non_negative_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name}={value!r} is invalid: must be an integer >= 0")
-
-
-def _number(name: str, value: Any, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name}={value!r} is invalid: must be {allowed}")
-    return float(value)
-
-
-def _open_positive(name: str, value: Any) -> None:
-    if _number(name, value, "a number > 0") <= 0:
-        raise ConfigError(f"{name}={value!r} is invalid: must be a number > 0")
-
-
-def _non_negative(name: str, value: Any) -> None:
-    if _number(name, value, "a number >= 0") < 0:
-        raise ConfigError(f"{name}={value!r} is invalid: must be a number >= 0")
-
-
-def _in_range(
-    name: str, value: Any, lo: float, hi: float, allowed: str, *, lo_open: bool = False, hi_open: bool = False
-) -> None:
-    v = _number(name, value, allowed)
-    if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
-        raise ConfigError(f"{name}={value!r} is invalid: must be {allowed}")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worm_tune import metrics
 from worm_tune.config import TRANSFORMERS, ConfigError, TrialConfig
 from worm_tune.data import DataBundle, load_data, make_loaders, split_tensors
 from worm_tune.data.device import DeviceLoader
@@ -35,14 +36,15 @@ from worm_tune.ticket.accounting import count_params, effective_flops_per_image,
 from worm_tune.ticket.attention import heads_per_layer, keep_one_head_per_layer
 from worm_tune.ticket.detector import EarlyBirdDetector
 from worm_tune.ticket.masks import global_mask
+from worm_tune.ticket.methods import FROM_START, METHODS
 from worm_tune.ticket.pruning import SparsityEnforcer, remove_structure, sparsity, unstructured_masks
 from worm_tune.ticket.sites import representative_sites
 from worm_tune.ticket.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
 
 STATE_VERSION = 1
 
-#: Metrics that measure wall time; everything else is a deterministic function of config and seed.
-TIMING_KEYS = frozenset({"epoch_time", "search_time", "total_time"})
+#: Metrics that measure wall time (the schema's :data:`~worm_tune.metrics.TIMING`, under its older name).
+TIMING_KEYS = metrics.TIMING
 
 SEARCH, RETRAIN, TRAIN, DONE = "search", "retrain", "train", "done"
 
@@ -95,11 +97,12 @@ class TrialEngine:
         self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold)
         self.schedule = TruncationSchedule(cfg)
         self.truncator = GradientTruncator(self.sites)
-        if cfg.method == "gradclip":
+        self.method = METHODS[cfg.method]
+        if self.method.schedule == FROM_START:
             # Truncation "from the first epoch" needs a mask before any epoch: the initial weights' mask.
             self.truncator.set(self._current_mask(), self.schedule.factor)
 
-        self.phase = TRAIN if cfg.method == "dense" else SEARCH
+        self.phase = SEARCH if self.method.searches else TRAIN
         self.epoch = 0  # epochs completed in the current phase
         self.global_epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -137,23 +140,28 @@ class TrialEngine:
         return self.phase == DONE
 
     def step(self) -> dict[str, Any]:
-        """Run one epoch (a search epoch, or the prune event plus a retrain epoch); return its metrics."""
+        """Run one epoch (a search epoch, or the prune event plus a retrain epoch); return its record: where
+        the trial is, every per-epoch metric, the running totals and, once, the accuracy right after pruning."""
         if self.done:
             raise RuntimeError("the trial is done; no more steps")
         start = time.perf_counter()
+        pruning = self.pending_prune
         with self._own_rng():
             if self.phase == SEARCH:
-                metrics = self._search_epoch()
+                record = self._search_epoch()
             else:
-                if self.pending_prune:
+                if pruning:
                     self._prune()
-                metrics = self._retrain_epoch()
-        metrics["epoch_time"] = time.perf_counter() - start
-        self.results["total_time"] += metrics["epoch_time"]
-        if metrics["phase"] == SEARCH:
-            self.results["search_time"] += metrics["epoch_time"]
-        self.history.append(metrics)
-        return metrics
+                record = self._retrain_epoch()
+        record["epoch_time"] = time.perf_counter() - start
+        self.results["total_time"] += record["epoch_time"]
+        if record["phase"] == SEARCH:
+            self.results["search_time"] += record["epoch_time"]
+        record.update({name: self.results[name] for name in metrics.TOTALS})
+        if pruning:  # the summary's value, in the record of the epoch that measured it
+            record["post_prune_acc"] = self.results["post_prune_acc"]
+        self.history.append(record)
+        return record
 
     def run(self) -> dict[str, Any]:
         """Step to the end; return the summary."""
@@ -167,17 +175,8 @@ class TrialEngine:
         retrain = [m for m in self.history if m["phase"] in (RETRAIN, TRAIN)]
         accs = [m["test_acc"] for m in retrain]
         pruned = self.prune_masks is not None or self.prune_keep is not None
-        return {
-            "method": self.cfg.method,
-            "seed": self.cfg.seed,
-            "config_hash": self.cfg.hash(),
-            "search_epochs": r["search_epochs"],
-            "converged": r["converged"],
-            "trigger_epoch": r["trigger_epoch"],
-            "pre_prune_acc": r["pre_prune_acc"],
-            "post_prune_acc": r["post_prune_acc"],
-            "acc_after_1_retrain_epoch": r["acc_after_1_retrain_epoch"],
-            "epochs_to_target": r["epochs_to_target"],
+        values = {
+            **r,  # what the trial recorded as it ran; the rest is read off its state now
             "retrain_epochs": len(retrain),
             "final_acc": accs[-1] if accs else None,
             "best_acc": max(accs) if accs else None,
@@ -186,12 +185,14 @@ class TrialEngine:
             "params_pruned": r["params_pruned"] if pruned else None,
             "flops_dense": self.flops_dense,
             "flops_pruned": r["flops_pruned"] if pruned else None,
-            "search_time": r["search_time"],
-            "total_time": r["total_time"],
-            "search_flops": r["search_flops"],
-            "train_flops": r["train_flops"],
-            "diverged": r["diverged"],
             "epochs": self.global_epoch,
+        }
+        return {
+            "method": self.cfg.method,
+            "seed": self.cfg.seed,
+            "config_hash": self.cfg.hash(),
+            "unit": self.sites.unit,  # what truncated_units counts: channel, weight or head
+            **{name: values[name] for name in metrics.SUMMARY},
             "done": self.done,
             "init_weights": r["init_weights"],
             "threads": self.threads,
@@ -210,23 +211,25 @@ class TrialEngine:
         obs = self.detector.push(keep)
         factor = self.schedule.observe(self.epoch, obs)
         self.results["trigger_epoch"] = self.schedule.trigger_epoch
-        if cfg.method != "earlybird":
+        if self.method.truncates:
             self.truncator.set(keep, factor)  # the newest mask, refreshed every epoch
         test_acc = self._evaluate()
-        metrics = self._metrics(loss, acc, test_acc)
-        metrics.update(
+        record = self._record(
+            train_loss=loss,
+            train_acc=acc,
+            test_acc=test_acc,
             mask_dist_max=obs.d_max,
             mask_dist_avg=obs.d_avg,
             r=factor_used,
-            truncated_channels=truncated,
-            converged=obs.converged,
+            truncated_units=truncated,
+            mask_converged=obs.converged,
         )
         if self.results["diverged"]:
             self.phase = DONE
         elif obs.converged or self.epoch >= cfg.search.max_epochs:
             self.results.update(search_epochs=self.epoch, converged=obs.converged, pre_prune_acc=test_acc)
             self.phase, self.epoch, self.pending_prune = RETRAIN, 0, True
-        return metrics
+        return record
 
     def _prune(self) -> None:
         """The prune event: prune the searched network, measure it, reset the optimizer."""
@@ -265,17 +268,24 @@ class TrialEngine:
         self.global_epoch += 1
         loss, acc = self._train_epoch(search=False)
         test_acc = self._evaluate()
-        metrics = self._metrics(loss, acc, test_acc)
-        metrics.update(mask_dist_max=None, mask_dist_avg=None, r=1.0, truncated_channels=0, converged=None)
+        record = self._record(
+            train_loss=loss,
+            train_acc=acc,
+            test_acc=test_acc,
+            mask_dist_max=None,
+            mask_dist_avg=None,
+            r=1.0,
+            truncated_units=0,
+            mask_converged=None,
+        )
         if self.epoch == 1 and self.phase == RETRAIN:
             self.results["acc_after_1_retrain_epoch"] = test_acc
-            metrics["post_prune_acc"] = self.results["post_prune_acc"]
         reached = test_acc >= cfg.retrain.target_acc
         if reached and self.results["epochs_to_target"] is None:
             self.results["epochs_to_target"] = self.epoch
         if self.results["diverged"] or self.epoch >= cfg.retrain.max_epochs or (reached and cfg.retrain.stop_at_target):
             self.phase = DONE
-        return metrics
+        return record
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -326,17 +336,13 @@ class TrialEngine:
             total += y.numel()
         return correct.item() / total
 
-    def _metrics(self, loss: float, acc: float, test_acc: float) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "epoch": self.epoch,
-            "global_epoch": self.global_epoch,
-            "train_loss": loss if math.isfinite(loss) else None,
-            "train_acc": acc,
-            "test_acc": test_acc,
-            "train_flops": self.results["train_flops"],
-            "diverged": self.results["diverged"],
-        }
+    def _record(self, **values: Any) -> dict[str, Any]:
+        """The epoch's record so far: where the trial is, then its per-epoch metrics in the schema's order
+        (a metric the phase did not measure is a KeyError here; ``step()`` adds the timing and totals)."""
+        if not math.isfinite(values["train_loss"]):
+            values["train_loss"] = None
+        where = {"phase": self.phase, "epoch": self.epoch, "global_epoch": self.global_epoch}
+        return where | {name: values[name] for name in metrics.EPOCH if name not in metrics.TIMING}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -420,7 +426,7 @@ class TrialEngine:
         self.model.load_state_dict(state["model"])
         self.phase, self.epoch, self.global_epoch = state["phase"], state["epoch"], state["global_epoch"]
         self.pending_prune = state["pending_prune"]
-        self.history = [dict(m) for m in state["history"]]
+        self.history = [metrics.current(m) for m in state["history"]]  # a checkpoint may predate a rename
         self.results = dict(state["results"])
         phase_epochs = self.cfg.search.max_epochs if self.phase == SEARCH else self.cfg.retrain.max_epochs
         self._new_optimizer(phase_epochs)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 
@@ -39,3 +41,20 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+#: Exit codes: bad input, and Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def run_command(prog: str, body: Callable[[], int], usage_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run a command's ``body``: bad input (:class:`UsageError` or ``usage_errors``) is one line on
+    stderr and exit 2; Ctrl-C outside Ray Tune's own handling is one line and exit 130."""
+    try:
+        return body()
+    except (UsageError, *usage_errors) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

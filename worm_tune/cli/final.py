@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name
-from worm_tune.cli.sweep import analyse
+from worm_tune.cli.launch import launch
 from worm_tune.config import TrialConfig, parse_assignments
 from worm_tune.tune import store
 from worm_tune.tune.plan import CHOSEN_FILE, SETTINGS_FILE, Plan, SweepSettings, grid_plan, trial_table
-from worm_tune.tune.runner import run_sweep
 from worm_tune.tune.spaces import OBJECTIVES, Objective
-from worm_tune.usage import Parser, UsageError, check_range
+from worm_tune.usage import Parser, UsageError, check_range, run_command
 
 PROG = "python -m worm_tune.final"
 
@@ -102,46 +100,31 @@ def _seeds(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        storage = (args.storage or Path("ray_results")).resolve()
-        if args.resume:
-            if not args.name or not (storage / args.name / CHOSEN_FILE).exists():
-                raise UsageError(f"--resume needs --name of a rerun in {storage}")
-            settings = SweepSettings.load(storage / args.name)
-            saved = json.loads((settings.folder / CHOSEN_FILE).read_text())
-            configs = [TrialConfig.from_dict(c) for c in saved["configs"]]
-            plan = grid_plan(configs, configs[0])
-            extra_tags, params, tags = saved["extra_tags"], saved["params"], saved["tags"]
-            files = None
-        else:
-            settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
-            if args.dry_run:
-                print(trial_table(plan))
-                return 0
-            chosen = {"configs": [c.to_flat() for c in plan.configs()], "extra_tags": extra_tags}
-            files = {CHOSEN_FILE: json.dumps({**chosen, "params": params, "tags": tags}, indent=2)}
-        reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
-        return run_sweep(
-            settings,
-            plan,
-            args.resume,
-            args.address,
-            tags["experiment"],
-            params,
-            prog=PROG,
-            tags=tags,
-            extra_tags=extra_tags,
-            reports=reports,
-            analyse=analyse,
-            extra_files=files,
-        )
-    except (UsageError, *USAGE_ERRORS) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # outside Ray Tune's own Ctrl-C handling (ranking, preflight)
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(PROG, lambda: _main(argv), USAGE_ERRORS)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    storage = (args.storage or Path("ray_results")).resolve()
+    if args.resume:
+        if not args.name or not (storage / args.name / CHOSEN_FILE).exists():
+            raise UsageError(f"--resume needs --name of a rerun in {storage}")
+        settings = SweepSettings.load(storage / args.name)
+        saved = json.loads((settings.folder / CHOSEN_FILE).read_text())
+        configs = [TrialConfig.from_dict(c) for c in saved["configs"]]
+        plan = grid_plan(configs, configs[0])
+        extra_tags, params, tags = saved["extra_tags"], saved["params"], saved["tags"]
+        files = None
+    else:
+        settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
+        if args.dry_run:
+            print(trial_table(plan))
+            return 0
+        chosen = {"configs": [c.to_flat() for c in plan.configs()], "extra_tags": extra_tags}
+        files = {CHOSEN_FILE: json.dumps({**chosen, "params": params, "tags": tags}, indent=2)}
+    return launch(
+        PROG, args, settings, plan, tags["experiment"], params, tags=tags, extra_tags=extra_tags, extra_files=files
+    )
 
 
 def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:

@@ -17,18 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
-from worm_tune.config import CHOICES, ConfigError, TrialConfig, field_types, parse_assignments
-from worm_tune.data import DataError
+from worm_tune.cli.common import USAGE_ERRORS
+from worm_tune.config import TrialConfig, field_specs, field_types, parse_assignments
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import InjectedFault, maybe_crash
-from worm_tune.models import ModelError
-from worm_tune.paths import PathError, check_writable
+from worm_tune.paths import check_writable
 from worm_tune.usage import Parser, UsageError
 
 PROG = "python -m worm_tune.run"
-
-
-USAGE_ERRORS = (ConfigError, DataError, ModelError, PathError)
 
 
 #: Short flags for the fields people set most; every field also has ``--section-field``.
@@ -57,12 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     fields = parser.add_argument_group("config fields (defaults follow the paper)")
     for flag, key in ALIASES.items():
         _add_field(fields, flag, key, f"alias of --{key.replace('.', '-').replace('_', '-')}")
-    defaults = TrialConfig().to_flat()
     for key in field_types():
-        allowed = f"one of {', '.join(CHOICES[key])}; " if key in CHOICES else ""
-        help_text = f"{key}: {allowed}default {defaults[key]!r}"
-        _add_field(fields, "--" + key.replace(".", "-").replace("_", "-"), key, help_text)
+        _add_field(fields, "--" + key.replace(".", "-").replace("_", "-"), key, field_help(key))
     return parser
+
+
+def field_help(key: str) -> str:
+    """A field's help line, all read off its metadata: what it is, what it allows, its default."""
+    spec = field_specs()[key]
+    parts = [spec.help, spec.allowed, f"default {TrialConfig().get(key)!r}"]
+    return "; ".join(p for p in parts if p).replace("%", "%%")  # argparse reads % as a format
 
 
 def _add_field(group: argparse._ArgumentGroup, flag: str, key: str, help_text: str) -> None:
@@ -97,9 +97,9 @@ def format_epoch(m: dict[str, Any]) -> str:
     if m["phase"] == "search":
         parts.append(
             f"d_max {num(m['mask_dist_max'], '.4f')}  d_avg {num(m['mask_dist_avg'], '.4f')}"
-            f"  r {m['r']:.3g}  trunc {m['truncated_channels']}"
+            f"  r {m['r']:.3g}  trunc {m['truncated_units']}"
         )
-        if m["converged"]:
+        if m["mask_converged"]:
             parts.append("converged")
     if "post_prune_acc" in m:
         parts.append(f"after pruning {100 * m['post_prune_acc']:.1f}%")

@@ -12,19 +12,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.cli import run
 from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name
+from worm_tune.cli.launch import launch
 from worm_tune.config import parse_assignments
 from worm_tune.tune.plan import SETTINGS_FILE, SweepSettings, make_plan, trial_table
-from worm_tune.tune.runner import run_sweep
 from worm_tune.tune.spaces import Objective, available_spaces
 from worm_tune.tune.store import resolve_tracking_uri
-from worm_tune.usage import Parser, UsageError, check_range
+from worm_tune.usage import Parser, UsageError, check_range, run_command
 
 PROG = "python -m worm_tune.sweep"
 
@@ -132,54 +130,22 @@ def _find_sweep(storage: Path, space: str, name: str | None) -> Path:
     return max(mine, key=lambda f: (f / SETTINGS_FILE).stat().st_mtime)
 
 
-def analyse(settings: SweepSettings, reports: Path, prog: str) -> None:
-    """The sweep's report (``python -m analysis``). A sweep's results stand without it: a report
-    that fails is a warning with the command to retry, not a failed sweep."""
-
-    try:
-        written = run(settings.name, settings.tracking_uri, Path(settings.storage), reports)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"{prog}: warning: the report failed ({type(exc).__name__}: {reason}); "
-            f"retry with: python -m analysis {settings.name} --tracking-uri {settings.tracking_uri}",
-            file=sys.stderr,
-        )
-        return
-    print(f"report: {written.path}", flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        settings = settings_from_args(args)
-        plan = make_plan(settings)
-        if args.dry_run:
-            count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
-            print(f"sweep {settings.name}: {count} trials ({settings.space}, {settings.profile} profile)")
-            print(trial_table(plan))
-            return 0
-        params = {
-            k: v for k, v in dataclasses.asdict(settings).items() if k not in ("sets", "experiment_id", "parent_run_id")
-        }
-        params.update({f"set.{k}": v for k, v in settings.sets.items()})
-        tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
-        reports = None if args.no_analysis else (args.reports or Path("reports")).resolve()
-        return run_sweep(
-            settings,
-            plan,
-            args.resume,
-            args.address,
-            Path(settings.space).stem,
-            params,
-            prog=PROG,
-            tags=tags,
-            reports=reports,
-            analyse=analyse,
-        )
-    except (UsageError, *USAGE_ERRORS) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # outside Ray Tune's own Ctrl-C handling (preflight, summary)
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(PROG, lambda: _main(argv), USAGE_ERRORS)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    plan = make_plan(settings)
+    if args.dry_run:
+        count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
+        print(f"sweep {settings.name}: {count} trials ({settings.space}, {settings.profile} profile)")
+        print(trial_table(plan))
+        return 0
+    params = {
+        k: v for k, v in dataclasses.asdict(settings).items() if k not in ("sets", "experiment_id", "parent_run_id")
+    }
+    params.update({f"set.{k}": v for k, v in settings.sets.items()})
+    tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
+    return launch(PROG, args, settings, plan, Path(settings.space).stem, params, tags=tags)

@@ -1,7 +1,7 @@
 """Early-Bird masks and the distance between them.
 
 A mask is a bool vector over every unit of every representative layer (True = kept; units
-and their scores come from :mod:`worm_tune.sites`: BN channels by |gamma|, attention weights
+and their scores come from :mod:`worm_tune.ticket.sites`: BN channels by |gamma|, attention weights
 by magnitude, heads by norm), drawn with ONE global threshold: it keeps the
 ``C - floor(C * p)`` largest scores. Ties are broken by position (earlier unit kept), so the
 mask is a pure function of the weights even when many scores are equal, as gammas are at

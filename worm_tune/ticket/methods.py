@@ -10,26 +10,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: How a method's truncation factor r evolves (see :class:`~worm_tune.ticket.truncation.TruncationSchedule`).
+NO_TRUNCATION, ON_TRIGGER, FROM_START, D_AVG = "none", "on_trigger", "from_start", "d_avg"
+
 
 @dataclass(frozen=True)
 class Method:
     name: str
+    label: str  # how reports and plots name it
     family: str  # the trainable family (and Ray experiment) that runs it
     searches: bool  # draws Early-Bird masks until they converge (dense trains without a search)
-    truncates: bool  # scales masked gradients by r, so WORM's knobs (worm.*) apply to it
+    schedule: str  # how r evolves: one of NO_TRUNCATION, ON_TRIGGER, FROM_START, D_AVG
+    knobs: tuple[str, ...]  # the WORM knobs that set its r (what tells its variants apart)
     summary: str
+
+    @property
+    def truncates(self) -> bool:
+        """Scales masked gradients by r, so WORM's knobs (``worm.*``) apply to it."""
+        return self.schedule != NO_TRUNCATION
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("earlybird", "earlybird", True, False, "Early-Bird ticket search, r = 1"),
-        Method("worm", "worm", True, True, "WORM: r = worm.factor once d_avg < s + worm.delta"),
-        Method("gradclip", "worm", True, True, "ablation: r = worm.factor from the first epoch"),
-        Method("greedy", "worm", True, True, "ablation: r = d_avg, refreshed each epoch"),
-        Method("dense", "earlybird", False, False, "the dense baseline: no search, no pruning"),
+        Method("earlybird", "EarlyBird", "earlybird", True, NO_TRUNCATION, (), "Early-Bird ticket search, r = 1"),
+        Method(
+            "worm",
+            "WORM",
+            "worm",
+            True,
+            ON_TRIGGER,
+            ("worm.delta", "worm.factor"),
+            "WORM: r = worm.factor once d_avg < s + worm.delta",
+        ),
+        Method(
+            "gradclip", "gradclip", "worm", True, FROM_START, ("worm.factor",), "ablation: r = worm.factor throughout"
+        ),
+        Method("greedy", "greedy", "worm", True, D_AVG, (), "ablation: r = d_avg, refreshed each epoch"),
+        Method("dense", "dense", "earlybird", False, NO_TRUNCATION, (), "the dense baseline: no search, no pruning"),
     )
 }
+#: The method every WORM-family trial is paired with.
+BASELINE = "earlybird"
 
 #: The trainable families, in the order a sweep runs them.
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.family for m in METHODS.values()))

@@ -2,7 +2,7 @@
 
 A CNN's units are the channels of its BatchNorm layers, scored by ``|gamma|`` (the paper). A
 transformer's are the entries of its attention query and key weights, scored by magnitude (the
-paper), or its attention heads (structured; see :mod:`worm_tune.attention`). The search sees only
+paper), or its attention heads (structured; see :mod:`worm_tune.ticket.attention`). The search sees only
 this interface: one score per unit for the global mask, and for a mask and a factor ``r`` the
 gradient scale of every parameter WORM truncates.
 """

@@ -15,11 +15,12 @@ from torch import nn
 
 from worm_tune.config import TrialConfig
 from worm_tune.ticket.detector import Observation
+from worm_tune.ticket.methods import D_AVG, FROM_START, METHODS, ON_TRIGGER
 from worm_tune.ticket.sites import MaskSites
 
 
 class TruncationSchedule:
-    """The factor ``r`` per method (ALGORITHM.md).
+    """The factor ``r`` per method's schedule (ALGORITHM.md; :data:`worm_tune.ticket.methods.METHODS`).
 
     - ``earlybird`` / ``dense``: r = 1 always.
     - ``worm``: r = 1 until, at the end of a search epoch, ``d_avg < s + delta``; then r = r_trunc
@@ -29,19 +30,19 @@ class TruncationSchedule:
     """
 
     def __init__(self, cfg: TrialConfig) -> None:
-        self.method = cfg.method
+        self.kind = METHODS[cfg.method].schedule
         self.r_trunc = cfg.worm.factor
         self.trigger_level = cfg.search.threshold + cfg.worm.delta
-        self.factor = self.r_trunc if self.method == "gradclip" else 1.0
+        self.factor = self.r_trunc if self.kind == FROM_START else 1.0
         self.trigger_epoch: int | None = None
 
     def observe(self, epoch: int, obs: Observation) -> float:
         """Update ``r`` after search epoch ``epoch``; returns the factor for the next epoch."""
-        if self.method == "worm" and self.trigger_epoch is None:
+        if self.kind == ON_TRIGGER and self.trigger_epoch is None:
             if obs.d_avg is not None and obs.d_avg < self.trigger_level:
                 self.trigger_epoch = epoch
                 self.factor = self.r_trunc
-        elif self.method == "greedy" and obs.d_avg is not None:
+        elif self.kind == D_AVG and obs.d_avg is not None:
             self.factor = obs.d_avg
         return self.factor
 
@@ -56,7 +57,7 @@ class TruncationSchedule:
 class GradientTruncator:
     """Scales the gradients of to-be-pruned units by ``r`` after backward, before the step.
 
-    Which parameters a unit's truncation touches is the :class:`~worm_tune.sites.MaskSites`'
+    Which parameters a unit's truncation touches is the :class:`~worm_tune.ticket.sites.MaskSites`'
     business (BN gamma/beta, optionally the producing conv; attention query/key weights or a
     head's rows). The scale tensors are built once per mask/factor change, so a step costs one
     fused multiply over a few dozen tensors.

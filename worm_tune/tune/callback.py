@@ -13,12 +13,11 @@ from typing import Any
 from mlflow.entities import Metric, RunTag
 from ray import tune
 
+from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.tune.plan import config_overrides
 from worm_tune.tune.store import (
-    EPOCH_METRICS,
     PARENT_TAG,
-    SUMMARY_METRICS,
     TAG_KIND,
     TAG_SWEEP,
     TAG_TRIAL,
@@ -71,20 +70,15 @@ class MlflowCallback(tune.Callback):
         if epoch <= self._last_epoch.get(trial.trial_id, 0):
             return  # already logged before a restart
         self._last_epoch[trial.trial_id] = epoch
-        stamp = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric("epoch", epoch, stamp, epoch)]
-        for key, name in EPOCH_METRICS.items():
-            value = _as_metric(result.get(key))
-            if value is not None:
-                metrics.append(Metric(name, value, stamp, epoch))
         tags = [RunTag("phase", str(result.get("phase")))]
         if epoch == 1:
             tags += [
                 RunTag("node_id", str(result.get("node_id"))),
                 RunTag("init_weights", result["summary"]["init_weights"]),
                 RunTag("threads", str(result["summary"].get("threads"))),
+                RunTag("unit", result["summary"]["unit"]),  # what truncated_units counts
             ]
-        client(self.uri).log_batch(run_id, metrics=metrics, tags=tags)
+        client(self.uri).log_batch(run_id, metrics=epoch_batch(result), tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, error=False)
@@ -141,13 +135,7 @@ class MlflowCallback(tune.Callback):
         mlflow_client = client(self.uri)
         last = trial.last_result or {}
         summary = last.get("summary") or {}
-        epoch = int(last.get("training_iteration", 0))
-        metrics = []
-        for key in SUMMARY_METRICS:
-            value = _as_metric(summary.get(key))
-            if value is not None:
-                metrics.append(Metric(key, value, 0, epoch))
-        mlflow_client.log_batch(run_id, metrics=metrics)
+        mlflow_client.log_batch(run_id, metrics=summary_batch(summary, int(last.get("training_iteration", 0))))
         status = trial_status(summary, error)
         mlflow_client.set_tag(run_id, "status", status)
         if summary:
@@ -156,14 +144,30 @@ class MlflowCallback(tune.Callback):
         mlflow_client.set_terminated(run_id, "FAILED" if error else "FINISHED")
 
     def _trajectory(self, run_id: str) -> str:
-        """The mask-distance trajectory (one row per search epoch) from the logged metrics."""
+        """The mask-distance trajectory (one row per search epoch, one column per curve) from the logged metrics."""
         mlflow_client = client(self.uri)
-        columns = ("mask_dist_max", "mask_dist_avg", "r", "truncated_channels", "mask_converged", "test_acc")
-        history = {key: {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)} for key in columns}
-        lines = ["epoch," + ",".join(columns)]
+        history = {
+            key: {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)} for key in metrics.CURVES
+        }
+        lines = ["epoch," + ",".join(metrics.CURVES)]
         for epoch in sorted(history["mask_converged"]):  # logged for search epochs only
-            lines.append(",".join([str(epoch), *(_csv(history[key].get(epoch)) for key in columns)]))
+            lines.append(",".join([str(epoch), *(_csv(history[key].get(epoch)) for key in metrics.CURVES)]))
         return "\n".join(lines) + "\n"
+
+
+def epoch_batch(result: Mapping[str, Any]) -> list[Metric]:
+    """An epoch's result as MLflow metrics, step = the trial's epoch: every per-epoch metric it reports
+    (a trainable reports its family's), less those the epoch did not measure."""
+    epoch = int(result["training_iteration"])
+    stamp = int(result.get("timestamp", 0) * 1000)
+    values = {"epoch": epoch, **{name: _as_metric(result.get(name)) for name in metrics.EPOCH}}
+    return [Metric(name, value, stamp, epoch) for name, value in values.items() if value is not None]
+
+
+def summary_batch(summary: Mapping[str, Any], epoch: int) -> list[Metric]:
+    """A trial's summary as MLflow metrics, logged at its last epoch (booleans as 0/1, unknowns left out)."""
+    values = {name: _as_metric(summary.get(name)) for name in metrics.SUMMARY}
+    return [Metric(name, value, 0, epoch) for name, value in values.items() if value is not None]
 
 
 def _csv(value: float | None) -> str:

@@ -9,6 +9,7 @@ MLflow parent run, and print a summary table.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -88,7 +89,9 @@ def execute(
         trainable = tune.with_resources(tune.with_parameters(TRAINABLES[family], base=base_flat), resources)
         path = settings.folder / family
         if resume and tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+            with legacy_module_names():
+                tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+            _retarget(tuner, settings)
         else:
             callback = MlflowCallback(
                 settings.tracking_uri,
@@ -118,6 +121,37 @@ def execute(
             mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
     return results
+
+
+def _retarget(tuner: tune.Tuner, settings: SweepSettings) -> None:
+    """Point a restored Tuner's MLflow callback at the sweep's store as ``sweep.json`` names it now.
+
+    Ray brings the callback back as it was pickled, store URI included, and the sweep's folder (with
+    its SQLite store) may have moved since: copied off a cluster, or restored from a backup. Ray's
+    Tuner has no public way to re-specify callbacks on restore, hence the reach into its run config.
+    """
+    for callback in tuner._local_tuner.get_run_config().callbacks or []:
+        if isinstance(callback, MlflowCallback):
+            callback.uri, callback.exp_id = settings.tracking_uri, settings.experiment_id
+            callback.parent_run_id, callback.sweep = settings.parent_run_id, settings.name
+
+
+#: Where the classes a Tuner pickles (the MLflow callback) lived before the package was split into
+#: layers: a sweep saved then names them so, and still resumes.
+LEGACY_MODULES = {"worm_tune.tracking": "worm_tune.tune.callback", "worm_tune.trainables": "worm_tune.tune.trainables"}
+
+
+@contextlib.contextmanager
+def legacy_module_names() -> Iterator[None]:
+    """Let pickles made by an older layout find their classes, while Ray unpickles a saved Tuner."""
+    added = [old for old in LEGACY_MODULES if old not in sys.modules]
+    for old in added:
+        sys.modules[old] = importlib.import_module(LEGACY_MODULES[old])
+    try:
+        yield
+    finally:
+        for old in added:
+            sys.modules.pop(old, None)
 
 
 def _num_samples(plan: Plan, family: str) -> int:

@@ -38,25 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worm_tune import metrics
 from worm_tune.config import METHODS, ConfigError, TrialConfig, field_types
 
 #: Where the project's search spaces live (a repository checkout or an editable install).
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
-#: Summary metrics an objective may name, with the direction that is better.
-OBJECTIVES: dict[str, str] = {
-    "search_epochs": "min",
-    "final_acc": "max",
-    "best_acc": "max",
-    "pre_prune_acc": "max",
-    "post_prune_acc": "max",
-    "acc_after_1_retrain_epoch": "max",
-    "epochs_to_target": "min",
-    "test_acc": "max",
-    "search_time": "min",
-    "total_time": "min",
-    "search_flops": "min",
-}
+#: Metrics an objective may name, with the direction that is better (the schema's, kept under this name).
+OBJECTIVES: dict[str, str] = metrics.OBJECTIVES
 
 _TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "optuna", "profiles"}
 _PROFILE_KEYS = _TOP_KEYS - {"profiles"}

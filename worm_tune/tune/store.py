@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune import locks
+from worm_tune.ticket.methods import METHODS
 
 DEFAULT_DB = "mlflow.db"
 
@@ -27,48 +28,6 @@ ARTIFACTS_DIR = "mlartifacts"
 #: Tags on every run this package writes; the analysis and ``final`` find runs by them.
 TAG_KIND, TAG_SWEEP, TAG_TRIAL = "worm_tune.kind", "worm_tune.sweep", "worm_tune.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
-
-
-#: Per-epoch result keys and the metric names they are logged as (step = the trial's epoch).
-#: ``mask_converged`` (per search epoch) is not the run's summary ``converged``.
-EPOCH_METRICS = {
-    "train_loss": "train_loss",
-    "train_acc": "train_acc",
-    "test_acc": "test_acc",
-    "mask_dist_max": "mask_dist_max",
-    "mask_dist_avg": "mask_dist_avg",
-    "r": "r",
-    "truncated_channels": "truncated_channels",
-    "epoch_time": "epoch_time",
-    "converged": "mask_converged",
-    "post_prune_acc_now": "post_prune_acc",
-}
-
-
-#: Summary keys logged as metrics once a trial ends (booleans as 0/1).
-SUMMARY_METRICS = (
-    "search_epochs",
-    "converged",
-    "trigger_epoch",
-    "pre_prune_acc",
-    "post_prune_acc",
-    "acc_after_1_retrain_epoch",
-    "epochs_to_target",
-    "retrain_epochs",
-    "final_acc",
-    "best_acc",
-    "sparsity",
-    "params_dense",
-    "params_pruned",
-    "flops_dense",
-    "flops_pruned",
-    "search_time",
-    "total_time",
-    "search_flops",
-    "train_flops",
-    "diverged",
-    "epochs",
-)
 
 
 class TrackingError(ValueError):
@@ -252,7 +211,7 @@ def trial_status(summary: Mapping[str, Any], error: bool) -> str:
         return "diverged"
     if not summary.get("done"):
         return "stopped_early"
-    if summary.get("method") == "dense":
+    if not METHODS[summary["method"]].searches:
         return "dense"
     return "converged" if summary.get("converged") else "not_converged"
 

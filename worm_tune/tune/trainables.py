@@ -20,53 +20,42 @@ from typing import Any, ClassVar
 import ray
 from ray import tune
 
+from worm_tune import metrics
 from worm_tune.checkpoints import CheckpointError, load_state, save_state
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import maybe_crash
-from worm_tune.ticket.methods import methods_of
+from worm_tune.ticket.methods import METHODS, methods_of
 from worm_tune.tune.plan import config_overrides
 
 CHECKPOINT_FILE = "engine.pt"
 
 logger = logging.getLogger(__name__)
 
-#: Summary fields copied to the top level of every result, as numbers (NaN while unknown),
-#: so schedulers and Optuna can read them; the full summary rides along under "summary".
-TOP_LEVEL_SUMMARY = (
-    "search_epochs",
-    "trigger_epoch",
-    "pre_prune_acc",
-    "post_prune_acc",
-    "acc_after_1_retrain_epoch",
-    "epochs_to_target",
-    "final_acc",
-    "best_acc",
-    "sparsity",
-    "search_time",
-    "total_time",
-    "search_flops",
-)
+
+def reported(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The per-epoch metrics a family of methods reports: the truncation ones where they all truncate."""
+    return metrics.epoch_metrics(truncating=all(METHODS[m].truncates for m in methods))
+
+
+def epoch_result(record: dict[str, Any], summary: dict[str, Any], epoch_metrics: tuple[str, ...]) -> dict[str, Any]:
+    """One report: where the trial is, the family's per-epoch metrics, and every summary metric as a number
+    (NaN while unknown) so schedulers and Optuna can read it; the full summary rides along under "summary"."""
+    return {
+        "phase": record["phase"],
+        "epoch": record["epoch"],
+        **{name: record[name] for name in epoch_metrics},
+        **{name: _number(summary[name]) for name in metrics.SUMMARY},
+        "summary": summary,
+    }
 
 
 class TicketTrainable(tune.Trainable):
-    """Wraps one engine; subclasses say which methods they run and which metrics they report."""
+    """Wraps one engine; subclasses say which methods they run (and so which metrics they report)."""
 
-    METHODS: ClassVar[tuple[str, ...]] = ()
+    METHODS: ClassVar[tuple[str, ...]]
     #: Per-epoch engine metrics this family reports.
-    EPOCH_METRICS: ClassVar[tuple[str, ...]] = (
-        "phase",
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "test_acc",
-        "mask_dist_max",
-        "mask_dist_avg",
-        "converged",
-        "diverged",
-        "epoch_time",
-        "train_flops",
-    )
+    EPOCH_METRICS: ClassVar[tuple[str, ...]]
 
     #: Set when a damaged checkpoint restarted the trial; the next result carries it as "notice".
     _notice: str | None = None
@@ -95,15 +84,10 @@ class TicketTrainable(tune.Trainable):
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def step(self) -> dict[str, Any]:
-        metrics = self.engine.step()
+        record = self.engine.step()
         maybe_crash(self.cfg.crash_at_epoch, self.engine.global_epoch, self.logdir)
-        summary = self.engine.summary()
-        result: dict[str, Any] = {k: metrics.get(k) for k in self.EPOCH_METRICS}
-        if "post_prune_acc" in metrics:
-            result["post_prune_acc_now"] = metrics["post_prune_acc"]
-        result.update({k: _number(summary[k]) for k in TOP_LEVEL_SUMMARY})
+        result = epoch_result(record, self.engine.summary(), self.EPOCH_METRICS)
         result.update(
-            summary=summary,
             method=self.cfg.method,
             seed=self.cfg.seed,
             config_hash=self.cfg.hash(),
@@ -140,13 +124,14 @@ class EarlyBirdTrainable(TicketTrainable):
     """EarlyBird ticket search (r = 1), and the dense baseline without a search."""
 
     METHODS = methods_of("earlybird")
+    EPOCH_METRICS = reported(METHODS)
 
 
 class WormTrainable(TicketTrainable):
-    """WORM and its ablations: also reports the truncation factor and how many channels it hit."""
+    """WORM and its ablations: also reports the truncation factor and how many units it hit."""
 
     METHODS = methods_of("worm")
-    EPOCH_METRICS = (*TicketTrainable.EPOCH_METRICS, "r", "truncated_channels")
+    EPOCH_METRICS = reported(METHODS)
 
 
 #: The Trainable class of each family (see :data:`worm_tune.ticket.methods.FAMILIES`).

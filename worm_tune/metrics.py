@@ -1,0 +1,98 @@
+"""The metrics a trial reports: one spec per metric, and every list of metric names derived from them.
+
+A metric's ``name`` is its key everywhere: in the engine's per-epoch records and summary, in Ray
+results, and as the MLflow metric. The engine, the trainables, the MLflow callback, the search
+spaces and the analysis read their lists from here, so a metric is added, renamed or retired in
+one place. This module imports nothing from the project: every layer may read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+#: What a metric is. ``epoch``: one value per epoch, logged with step = epoch. ``summary``: one value
+#: per trial, logged when the trial ends. ``total``: a summary value that every epoch's record also
+#: carries as it stands so far (logged when the trial ends, like any summary value).
+Kind = Literal["epoch", "summary", "total"]
+#: Which trials report a metric: every trial, or only those of truncating (WORM-like) methods.
+Family = Literal["all", "truncating"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: Kind
+    help: str
+    direction: Literal["min", "max"] | None = None  # better this way, so an objective may name it
+    timing: bool = False  # wall time: differs between identical runs, left out of determinism checks
+    family: Family = "all"
+    formerly: str | None = None  # its name in work saved before a rename, which readers fall back to
+
+
+SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("train_loss", "epoch", "mean training loss of the epoch (None once it is not finite)"),
+    MetricSpec("train_acc", "epoch", "training accuracy of the epoch"),
+    MetricSpec("test_acc", "epoch", "accuracy on the held-out split after the epoch", direction="max"),
+    MetricSpec("mask_dist_max", "epoch", "largest mask distance in the detector's window (None until it is full)"),
+    MetricSpec("mask_dist_avg", "epoch", "mean mask distance in the detector's window (None until it is full)"),
+    MetricSpec("r", "epoch", "the truncation factor the epoch's gradients were scaled by", family="truncating"),
+    MetricSpec(
+        "truncated_units", "epoch", "units truncated (see unit)", family="truncating", formerly="truncated_channels"
+    ),
+    MetricSpec("mask_converged", "epoch", "the mask stopped moving (None after the search)", formerly="converged"),
+    MetricSpec("epoch_time", "epoch", "wall seconds of the epoch", timing=True),
+    MetricSpec("search_epochs", "summary", "epochs the search ran", direction="min"),
+    MetricSpec("converged", "summary", "the search found its ticket before its budget ran out"),
+    MetricSpec("trigger_epoch", "summary", "the search epoch at which WORM began truncating"),
+    MetricSpec("pre_prune_acc", "summary", "test accuracy at the end of the search", direction="max"),
+    MetricSpec("post_prune_acc", "summary", "test accuracy right after pruning (and in that epoch)", direction="max"),
+    MetricSpec("acc_after_1_retrain_epoch", "summary", "test accuracy after one retraining epoch", direction="max"),
+    MetricSpec("epochs_to_target", "summary", "retraining epochs to reach the target accuracy", direction="min"),
+    MetricSpec("retrain_epochs", "summary", "epochs of retraining (or of dense training)"),
+    MetricSpec("final_acc", "summary", "test accuracy after the last epoch", direction="max"),
+    MetricSpec("best_acc", "summary", "best test accuracy over the retraining", direction="max"),
+    MetricSpec("sparsity", "summary", "fraction of zero weights after unstructured pruning"),
+    MetricSpec("params_dense", "summary", "parameters of the dense network"),
+    MetricSpec("params_pruned", "summary", "parameters (nonzero ones if unstructured) after pruning"),
+    MetricSpec("flops_dense", "summary", "forward FLOPs per image of the dense network"),
+    MetricSpec("flops_pruned", "summary", "forward FLOPs per image after pruning"),
+    MetricSpec("search_time", "summary", "wall seconds of the search", direction="min", timing=True),
+    MetricSpec("total_time", "summary", "wall seconds of the whole trial", direction="min", timing=True),
+    MetricSpec("search_flops", "summary", "training FLOPs spent on the search", direction="min"),
+    MetricSpec("train_flops", "total", "training FLOPs so far (3x forward FLOPs per image seen)"),
+    MetricSpec("diverged", "total", "the loss became NaN or infinite, which ends the trial"),
+    MetricSpec("epochs", "summary", "epochs the trial ran"),
+)
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in SPECS}
+#: Per-epoch metrics, in the order records list them.
+EPOCH: tuple[str, ...] = tuple(m.name for m in SPECS if m.kind == "epoch")
+#: Per-trial metrics (running totals included), in the order summaries list them.
+SUMMARY: tuple[str, ...] = tuple(m.name for m in SPECS if m.kind in ("summary", "total"))
+#: Summary values every epoch's record carries as they stand.
+TOTALS: tuple[str, ...] = tuple(m.name for m in SPECS if m.kind == "total")
+#: Wall-time metrics; everything else is a deterministic function of config, seed and thread count.
+TIMING: frozenset[str] = frozenset(m.name for m in SPECS if m.timing)
+#: The per-epoch curves the analysis and the trajectory artifact read: the deterministic per-epoch metrics.
+CURVES: tuple[str, ...] = tuple(name for name in EPOCH if name not in TIMING)
+#: Metrics an objective may name, with the direction that is better.
+OBJECTIVES: dict[str, str] = {m.name: m.direction for m in SPECS if m.direction is not None}
+#: Current name -> the name engine records and Ray results used before a rename.
+FORMER: dict[str, str] = {m.name: m.formerly for m in SPECS if m.formerly is not None}
+#: Former names no metric holds now. Only these are fallbacks in MLflow, where a name's absence is no
+#: sign of an old run (a dense run logs no ``mask_converged``) and ``converged`` was always the summary's.
+RETIRED: frozenset[str] = frozenset(old for old in FORMER.values() if old not in BY_NAME)
+
+
+def epoch_metrics(truncating: bool) -> tuple[str, ...]:
+    """The per-epoch metrics a trial reports: the truncation ones only for truncating methods."""
+    return tuple(name for name in EPOCH if truncating or BY_NAME[name].family == "all")
+
+
+def current(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A per-epoch record under today's names: one saved before a rename holds a former name and lacks
+    the current one (today's records always hold every per-epoch name, if only as None)."""
+    renamed = {old: new for new, old in FORMER.items() if new not in record and old in record}
+    return {renamed.get(key, key): value for key, value in record.items()}
