@@ -58,6 +58,7 @@ def test_same_config_and_seed_give_identical_metrics(digits: DataBundle) -> None
     assert first[0][1]["train_loss"] != run(config(method="worm", seed=1), digits)[0][1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_worm_with_r_one_equals_earlybird(digits: DataBundle) -> None:
     eb_hist, eb_sum = run(config(method="earlybird"), digits)
     worm_hist, worm_sum = run(config(method="worm", worm__factor=1.0, worm__delta=0.95), digits)
@@ -75,6 +76,7 @@ def test_paired_trials_start_from_the_same_weights(digits: DataBundle) -> None:
     assert not torch.equal(eb.model.conv1.weight, other.model.conv1.weight)
 
 
+@pytest.mark.slow
 def test_truncation_changes_the_trajectory_once_triggered(digits: DataBundle) -> None:
     eb_hist, _ = run(config(method="earlybird"), digits)
     # delta = 0.95 (s + delta > 1 >= d_avg) makes WORM trigger as soon as the window is full (epoch 3 of 4).

@@ -114,6 +114,7 @@ def test_the_schema_names_each_metric_once_and_the_old_lists_are_views_of_it() -
     assert {"truncated_channels"} == metrics.RETIRED  # converged still names a metric: the summary's
 
 
+@pytest.mark.slow
 def test_every_objective_of_the_spaces_is_a_schema_metric_with_a_direction_and_reaches_optuna(
     trials: dict[str, Trial],
 ) -> None:
