@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -21,3 +23,11 @@ def fake_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
     monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after a module whose trials pin it (``threads`` in their config)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

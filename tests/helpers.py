@@ -13,6 +13,8 @@ from worm_tune.engine import TIMING_KEYS
 #: ``--set`` flags for a tiny sweep: 128 digits images, 3 search epochs, a window of 2, 1 retraining epoch.
 SWEEP_TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
 SWEEP_TINY += ["--set", "retrain.max_epochs=1"]
+#: The quick resnet18 profile cut to one pair (EarlyBird and WORM) at seed 0, p = 0.5, tiny budgets.
+QUICK_PAIR = ["resnet18", "--quick", *SWEEP_TINY, "--set", "seed=0", "--set", "search.ratio=0.5"]
 #: The summary metrics every finished trial has, compared between runs that must agree.
 SUMMARY = ("search_epochs", "pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "final_acc", "sparsity")
 

@@ -24,6 +24,9 @@ from worm_tune.cli.run import main
 from worm_tune.engine import TIMING_KEYS
 from worm_tune.tune.trainables import CHECKPOINT_FILE, EarlyBirdTrainable
 
+#: The trials pin torch to one thread: later test modules get back what they had.
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
 TINY = {
     "method": "earlybird",
     "data.dataset": "digits",
@@ -46,14 +49,6 @@ def metrics(out: Path) -> dict[str, Any]:
 def one_line(err: str) -> str:
     assert err.count("\n") == 1 and "Traceback" not in err, err
     return err.strip()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _keep_torch_threads() -> Iterator[None]:
-    """The trials pin torch to one thread; give later test modules back what they had."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

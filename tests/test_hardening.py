@@ -25,7 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import cli as analysis_cli
-from tests.helpers import SWEEP_TINY
+from tests.helpers import QUICK_PAIR
 from worm_tune import locks
 from worm_tune.cli import final, run, sweep
 from worm_tune.tune import runner
@@ -33,17 +33,7 @@ from worm_tune.tune import store as tracking
 from worm_tune.tune.plan import SETTINGS_FILE
 
 #: One EarlyBird trial of the quick profile.
-ONE_TRIAL = [
-    "resnet18",
-    "--quick",
-    *SWEEP_TINY,
-    "--set",
-    "method=earlybird",
-    "--set",
-    "seed=0",
-    "--set",
-    "search.ratio=0.5",
-]
+ONE_TRIAL = [*QUICK_PAIR, "--set", "method=earlybird"]
 
 
 def command(module: str, *argv: str, env: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, str]:

@@ -1,8 +1,9 @@
 """Work saved by the code before the package was split into layers still resumes and reports.
 
 ``tests/data/legacy/root`` was written by commit 5418119 (``tests/data/legacy/make.sh`` says how):
-a ``worm_tune.run`` trial that crashed after epoch 3, and a one-trial ViT sweep interrupted with
-Ctrl-C after two epochs, with its Ray folder and its MLflow store. Both are finished here by
+a ``worm_tune.run`` trial that crashed after epoch 3, and a one-trial sweep interrupted with Ctrl-C
+after two epochs, with its Ray folder, its MLflow store and its space file; both train a tiny BERT
+on a made-up TSV folder, so every checkpoint stays under 1 MB. Both are finished here by
 today's code, and must end with the numbers an uninterrupted run of today's code gives.
 """
 
@@ -25,19 +26,23 @@ from worm_tune.tune.plan import SETTINGS_FILE
 from worm_tune.tune.store import PARENT_TAG, TAG_SWEEP
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
-#: The trial both saved runs ran (as in make.sh).
+#: The trial both saved runs ran (as in make.sh), but for where its data lives.
 TRIAL = {
-    "model.arch": "vit",
-    "data.dataset": "digits",
-    "data.train_subset": 128,
-    "data.batch_size": 64,
+    "model.arch": "bert",
+    "data.dataset": "text",
+    "data.batch_size": 32,
     "search.window": 2,
-    "search.max_epochs": 3,
+    "search.threshold": 1e-6,
+    "search.max_epochs": 6,
     "retrain.max_epochs": 2,
     "threads": 1,
     "device": "cpu",
 }
-FLAGS = [arg for key, value in TRIAL.items() for arg in ("--set", f"{key}={value}")]
+
+
+def flags(root: Path) -> list[str]:
+    trial = {**TRIAL, "data.data_dir": str(root / "text")}
+    return [arg for key, value in trial.items() for arg in ("--set", f"{key}={value}")]
 
 
 @pytest.fixture
@@ -45,8 +50,8 @@ def legacy(tmp_path: Path) -> Path:
     """The saved work, copied and moved: every absolute path it recorded now points at the copy."""
     old, root = (LEGACY / "ROOT").read_text().strip(), tmp_path / "root"
     shutil.copytree(LEGACY / "root", root)
-    settings = root / "ray" / "legacy" / SETTINGS_FILE
-    settings.write_text(settings.read_text().replace(old, str(root)))
+    for text in (root / "ray" / "legacy" / SETTINGS_FILE, root / "space.toml"):
+        text.write_text(text.read_text().replace(old, str(root)))
     with sqlite3.connect(root / "mlflow.db") as db:
         db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, str(root)))
         db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, str(root)))
@@ -57,8 +62,8 @@ def test_a_run_saved_before_the_move_resumes_to_the_same_numbers(legacy: Path, t
     saved = json.loads((legacy / "run" / "config.json").read_text())
     assert saved["config_hash"] == TrialConfig().replace(TRIAL).hash()  # config names did not move
     assert len(json.loads((legacy / "run" / "metrics.json").read_text())["epochs"]) == 2
-    assert run.main([*FLAGS, "--set", "crash_at_epoch=3", "--quiet", "--out", str(legacy / "run")]) == 0
-    assert run.main([*FLAGS, "--quiet", "--out", str(tmp_path / "fresh")]) == 0
+    assert run.main([*flags(legacy), "--set", "crash_at_epoch=3", "--quiet", "--out", str(legacy / "run")]) == 0
+    assert run.main([*flags(legacy), "--quiet", "--out", str(tmp_path / "fresh")]) == 0
     resumed = json.loads((legacy / "run" / "metrics.json").read_text())
     fresh = json.loads((tmp_path / "fresh" / "metrics.json").read_text())
     assert untimed(resumed) == untimed(fresh)
@@ -69,7 +74,8 @@ def test_a_sweep_saved_before_the_move_resumes_and_reports(legacy: Path, tmp_pat
     reports = tmp_path / "reports"
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
-        argv = ["vit", "--resume", "--name", "legacy", "--storage", str(legacy / "ray"), "--reports", str(reports)]
+        space = str(legacy / "space.toml")
+        argv = [space, "--resume", "--name", "legacy", "--storage", str(legacy / "ray"), "--reports", str(reports)]
         assert sweep.main(argv) == 0
     finally:
         ray.shutdown()
@@ -85,10 +91,8 @@ def test_a_sweep_saved_before_the_move_resumes_and_reports(legacy: Path, tmp_pat
     cfg = TrialConfig.from_dict({k: v for k, v in trial.data.params.items()})
     assert cfg.hash() == trial.data.tags["config_hash"]
     out = tmp_path / "fresh"
-    assert (
-        run.main(["--config", str(_config_file(cfg, tmp_path)), "--set", "threads=1", "--quiet", "--out", str(out)])
-        == 0
-    )
+    argv = ["--config", str(_config_file(cfg, tmp_path)), "--set", "threads=1", "--quiet", "--out", str(out)]
+    assert run.main([*argv, "--set", f"data.data_dir={legacy / 'text'}"]) == 0  # data_dir is where it lives now
     fresh: dict[str, Any] = json.loads((out / "metrics.json").read_text())["summary"]
     for key in ("epochs", *SUMMARY):
         assert trial.data.metrics[key] == pytest.approx(fresh[key], abs=0), key

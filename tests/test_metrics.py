@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 import time
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from analysis import load
@@ -26,6 +24,9 @@ from worm_tune.engine import TIMING_KEYS, TrialEngine
 from worm_tune.tune import spaces, store
 from worm_tune.tune.callback import MlflowCallback
 from worm_tune.tune.trainables import TRAINABLES, epoch_result
+
+#: The trials pin torch to one thread: later test modules get back what they had.
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 TINY = {
     "data.dataset": "digits",
@@ -59,14 +60,6 @@ class FakeTune:
     trial_id: str
     config: dict[str, Any] = field(default_factory=dict)
     last_result: dict[str, Any] | None = None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _keep_torch_threads() -> Iterator[None]:
-    """The trials pin torch to one thread; give later test modules back what they had."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

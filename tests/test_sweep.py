@@ -27,7 +27,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.stats import wilcoxon_p
-from tests.helpers import SUMMARY, SWEEP_TINY, default_sigint
+from tests.helpers import QUICK_PAIR, SUMMARY, SWEEP_TINY, default_sigint
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TIMING_KEYS, TrialEngine
@@ -263,17 +263,7 @@ def test_a_trial_that_keeps_crashing_is_recorded_as_an_error(local_ray: Any, sto
 
 
 def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(local_ray: Any, store: dict[str, Any]) -> None:
-    argv = [
-        "resnet18",
-        "--quick",
-        *SWEEP_TINY,
-        "--set",
-        "seed=0",
-        "--set",
-        "search.ratio=0.5",
-        "--set",
-        "optim.lr=1e12",
-    ]
+    argv = [*QUICK_PAIR, "--set", "optim.lr=1e12"]
     assert sweep.main([*argv, "--name", "diverge", *store["args"]]) == 0
     parent, children = runs_of(store["uri"], "diverge")
     assert len(children) == 2 and parent.info.status == "FINISHED"
@@ -514,17 +504,7 @@ def test_an_mlflow_server_given_by_environment_variable(
         while not _healthy(uri) and time.monotonic() < deadline:
             time.sleep(1)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        argv = [
-            "resnet18",
-            "--quick",
-            *SWEEP_TINY,
-            "--set",
-            "seed=0",
-            "--set",
-            "search.ratio=0.5",
-            "--set",
-            "method=worm",
-        ]
+        argv = [*QUICK_PAIR, "--set", "method=worm"]
         assert (
             sweep.main([*argv, "--name", "served", "--storage", store["args"][1], "--reports", str(store["reports"])])
             == 0

@@ -53,8 +53,6 @@ METHODS: dict[str, Method] = {
 #: The method every WORM-family trial is paired with.
 BASELINE = "earlybird"
 
-#: The trainable families, in the order a sweep runs them.
-FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.family for m in METHODS.values()))
 #: The knobs only truncating methods read.
 WORM_KNOBS_PREFIX = "worm."
 

@@ -134,7 +134,7 @@ class WormTrainable(TicketTrainable):
     EPOCH_METRICS = reported(METHODS)
 
 
-#: The Trainable class of each family (see :data:`worm_tune.ticket.methods.FAMILIES`).
+#: The Trainable class of each family (``Method.family`` in :data:`worm_tune.ticket.methods.METHODS`).
 TRAINABLES: dict[str, type[TicketTrainable]] = {"earlybird": EarlyBirdTrainable, "worm": WormTrainable}
 
 
