@@ -41,6 +41,10 @@ LOADERS = ("auto", "plain", "device")
 PRECISIONS = ("auto", "fp32", "bf16")
 SWITCHES = ("auto", "on", "off")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+#: ``grad``: scale masked gradients by r (the paper); ``update``: scale masked units' parameter change by r.
+APPLY_MODES = ("grad", "update")
+#: ``algorithm``: ALGORITHM.md's Early-Bird rules; ``reference``: the reference code's (see README's Choices).
+SEARCH_RULES = ("algorithm", "reference")
 
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
 #: ``data.num_workers``: with augmentation on, worker processes draw the random crops.)
@@ -48,7 +52,7 @@ RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "threads
 
 #: Fields added after the first release, with the value that means "not used": at that value
 #: they stay out of the hash, so every config written before they existed keeps its name.
-LATER_FIELDS: dict[str, Any] = {"model.checkpoint": ""}
+LATER_FIELDS: dict[str, Any] = {"model.checkpoint": "", "worm.apply": "grad", "search.rules": "algorithm"}
 
 #: Fields only CNNs use: a transformer trial must leave them at their defaults.
 CNN_ONLY_FIELDS = ("model.stem", "worm.scope", "search.l1", "retrain.init")
@@ -230,6 +234,12 @@ class SearchConfig:
     threshold: float = number(0.1, 0, 1, low_open=True, high_open=True, help="stop threshold s on the mask distance")
     max_epochs: int = count(30, 1, "search budget in epochs")
     l1: float = number(0.0, 0, help="network-slimming L1 on BN gamma (Early-Bird's --s, off in the WORM paper)")
+    rules: str = choice(
+        "algorithm",
+        SEARCH_RULES,
+        "ALGORITHM.md's window, < s and floor(C*p) pruned, or the reference code's "
+        "(initial mask in the window, <= s, ties pruned, final bias pruned)",
+    )
 
 
 @dataclass(frozen=True)
@@ -239,6 +249,9 @@ class WormConfig:
     delta: float = number(0.05, 0, 1, low_open=True, high_open=True, help="truncation starts once d_avg < s + delta")
     factor: float = number(0.003, 0, 1, help="factor r: the fraction of a masked gradient kept")
     scope: str = choice("bn", SCOPES, "what is truncated: BN gammas only, or whole channels")
+    apply: str = choice(
+        "grad", APPLY_MODES, "scale masked gradients by r (the paper), or masked units' update after the step"
+    )
 
 
 @dataclass(frozen=True)

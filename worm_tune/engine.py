@@ -126,6 +126,8 @@ class TrialEngine:
             "search_flops": 0,
             "search_time": 0.0,
             "total_time": 0.0,
+            "started_at": None,
+            "ended_at": None,
             "flops_pruned": None,
             "params_pruned": None,
             "init_weights": weights_fingerprint(self.model),
@@ -145,6 +147,8 @@ class TrialEngine:
         if self.done:
             raise RuntimeError("the trial is done; no more steps")
         start = time.perf_counter()
+        if self.results["started_at"] is None:
+            self.results["started_at"] = time.time()
         pruning = self.pending_prune
         with self._own_rng():
             if self.phase == SEARCH:
@@ -154,6 +158,7 @@ class TrialEngine:
                     self._prune()
                 record = self._retrain_epoch()
         record["epoch_time"] = time.perf_counter() - start
+        self.results["ended_at"] = time.time()
         self.results["total_time"] += record["epoch_time"]
         if record["phase"] == SEARCH:
             self.results["search_time"] += record["epoch_time"]
@@ -427,7 +432,7 @@ class TrialEngine:
         self.phase, self.epoch, self.global_epoch = state["phase"], state["epoch"], state["global_epoch"]
         self.pending_prune = state["pending_prune"]
         self.history = [metrics.current(m) for m in state["history"]]  # a checkpoint may predate a rename
-        self.results = dict(state["results"])
+        self.results = self.results | state["results"]  # a checkpoint may predate a metric: keep its fresh value
         phase_epochs = self.cfg.search.max_epochs if self.phase == SEARCH else self.cfg.retrain.max_epochs
         self._new_optimizer(phase_epochs)
         self.optimizer.load_state_dict(state["optimizer"])

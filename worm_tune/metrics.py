@@ -64,6 +64,9 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("train_flops", "total", "training FLOPs so far (3x forward FLOPs per image seen)"),
     MetricSpec("diverged", "total", "the loss became NaN or infinite, which ends the trial"),
     MetricSpec("epochs", "summary", "epochs the trial ran"),
+    # When the trial ran (Unix seconds; a resumed trial spans its interruption): tells which pairs ran side by side.
+    MetricSpec("started_at", "summary", "wall-clock time the trial's first epoch began", timing=True),
+    MetricSpec("ended_at", "total", "wall-clock time the trial's latest epoch ended", timing=True),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in SPECS}
