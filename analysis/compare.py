@@ -4,6 +4,9 @@ A *setting* is everything a pair of trials shares: every config field but the me
 and WORM's own knobs (``worm.*``), which EarlyBird ignores. A *variant* is a method with its WORM
 knobs. Within a setting each WORM-family variant (worm, gradclip, greedy) is paired with
 EarlyBird seed by seed: paired trials share the seed and so the initial weights and data order.
+
+Wall time is compared only over pairs that ran side by side on one node (:func:`ran_together`):
+the same seed gives the same arithmetic, but not the same machine load.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 
 from analysis.load import FINISHED
 from analysis.stats import Estimate, bootstrap_mean, bootstrap_ratio, verdict, wilcoxon_p
+from worm_tune import metrics
 from worm_tune.config import RUNTIME_FIELDS, field_types
 from worm_tune.ticket.methods import BASELINE, METHODS
 
@@ -29,6 +33,12 @@ WORM_FAMILY = tuple(m.name for m in METHODS.values() if m.truncates)
 NOT_SETTING = frozenset({"method", "seed", "speed.loader", "speed.precision", "speed.channels_last", "speed.compile"})
 #: Always named in a setting's label, in this order; other fields only when the sweep varies them.
 LABELLED = {"model.arch": "", "data.dataset": "", "search.ratio": "p=", "search.threshold": "s="}
+#: A pair ran side by side when its trials shared a node for at least this fraction of the longer
+#: trial's run. Then both saw the same machine load (other trials, memory bandwidth, clocks) for most
+#: of their time, and their wall times differ by the method; trials run one after the other, or on
+#: different machines, can differ in wall time by more than any method does. Half is the least
+#: overlap at which the shared time outweighs the time either ran under a load the other did not see.
+MIN_OVERLAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,20 @@ class Metric:
     label: str
     scope: str
     speedup: bool = False  # report EarlyBird's mean over the variant's as a speed-up
+    paired: bool = True  # False: only the WORM family has it, so there is no difference to EarlyBird
+
+    @property
+    def timing(self) -> bool:
+        """Wall time: compared over pairs that ran side by side only."""
+        return self.key in metrics.TIMING
 
 
+#: Search cost first in epochs and FLOPs, the deterministic measures; wall time after them.
 METRICS = (
     Metric("search_epochs", "search epochs", "converged", speedup=True),
-    Metric("search_time", "search time (s)", "converged", speedup=True),
     Metric("search_flops", "search FLOPs", "converged", speedup=True),
+    Metric("search_time", "search time (s)", "converged", speedup=True),
+    Metric("trigger_epoch", "trigger epoch", "finished", paired=False),
     Metric("pre_prune_acc", "acc. before pruning", "finished"),
     Metric("post_prune_acc", "acc. right after pruning", "finished"),
     Metric("acc_after_1_retrain_epoch", "acc. after 1 retrain epoch", "finished"),
@@ -92,7 +110,7 @@ def _variant(row: pd.Series, worm_varying: Sequence[str]) -> str:
         return name
     knobs = [*spec.knobs, *(k for k in worm_varying if k not in ("worm.delta", "worm.factor"))]
     symbols = {"worm.delta": "δ", "worm.factor": "r"}
-    return " ".join([name, *(f"{symbols.get(k, k)}={_fmt(row[k])}" for k in knobs)])
+    return " ".join([name, *(f"{symbols.get(k, k.removeprefix('worm.'))}={_fmt(row[k])}" for k in knobs)])
 
 
 def _fmt(value: object) -> str:
@@ -103,11 +121,12 @@ def _fmt(value: object) -> str:
 
 
 def pairs(labelled: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setting, variant, seed) that has both an EarlyBird and a variant trial.
+    """One row per (setting, variant, seed) that has both an EarlyBird and a variant trial, in that order.
 
-    Columns: ``setting``, ``variant``, ``seed``, ``eb_trial``, ``v_trial``, and for each metric
-    ``eb_<key>`` and ``v_<key>`` (NaN where the trial is outside the metric's scope), plus the
-    two statuses. A setting's EarlyBird trial is the partner of every variant's trial of its seed.
+    Columns: ``setting``, ``variant``, ``seed``, ``eb_trial``, ``v_trial``, the two statuses,
+    ``concurrent`` (the two ran side by side, :func:`ran_together`), and for each metric
+    ``eb_<key>`` and ``v_<key>`` (NaN where the trial is outside the metric's scope). A setting's
+    EarlyBird trial is the partner of every variant's trial of its seed.
     """
     rows = []
     eb = labelled[labelled["method"] == BASELINE].drop_duplicates(["setting_key", "seed"])
@@ -125,14 +144,42 @@ def pairs(labelled: pd.DataFrame) -> pd.DataFrame:
             "v_trial": v["trial_id"],
             "eb_status": partner["status"],
             "v_status": v["status"],
+            "concurrent": ran_together(partner, v),
         }
         for m in METRICS:
             row[f"eb_{m.key}"] = _scoped(partner, m)
             row[f"v_{m.key}"] = _scoped(v, m)
         rows.append(row)
-    columns = ["setting", "variant", "seed", "eb_trial", "v_trial", "eb_status", "v_status"]
+    columns = ["setting", "variant", "seed", "eb_trial", "v_trial", "eb_status", "v_status", "concurrent"]
     columns += [f"{side}_{m.key}" for m in METRICS for side in ("eb", "v")]
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["setting", "variant", "seed"], kind="stable").reset_index(drop=True)
+
+
+def ran_together(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two trials ran on the same (known) node with their runs, ``[started_at, ended_at]``,
+    overlapping for at least :data:`MIN_OVERLAP` of the longer one."""
+    node = a.get("node_id")
+    if not isinstance(node, str) or not node or node != b.get("node_id"):
+        return False
+    times = [float(t.get(k, math.nan)) for t in (a, b) for k in ("started_at", "ended_at")]
+    if not all(math.isfinite(t) for t in times):
+        return False
+    start_a, end_a, start_b, end_b = times
+    longer = max(end_a - start_a, end_b - start_b)
+    return longer > 0 and min(end_a, end_b) - max(start_a, start_b) >= MIN_OVERLAP * longer
+
+
+def paired_values(mine: pd.DataFrame, metric: Metric) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The pairs of ``mine`` (rows of :func:`pairs`) a metric compares: their seeds, EarlyBird's and the
+    variant's values, and how many pairs had both trials in scope before the side-by-side rule
+    (equal to the number compared except for wall time)."""
+    a, b = mine[f"eb_{metric.key}"].to_numpy(float), mine[f"v_{metric.key}"].to_numpy(float)
+    both = np.isfinite(a) & np.isfinite(b)
+    in_scope = int(both.sum())
+    if metric.timing:
+        both &= mine["concurrent"].to_numpy(bool)
+    return mine["seed"].to_numpy()[both], a[both], b[both], in_scope
 
 
 def _scoped(trial: dict[str, Any], metric: Metric) -> float:
@@ -151,8 +198,11 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
     (variant minus EarlyBird) with its CI and Wilcoxon p, the speed-up, and the counts behind them.
 
     Each method's mean is over all its trials in scope (not only paired ones); the difference,
-    p-value and speed-up are over the pairs where both trials are in scope. A variant whose setting
-    has no EarlyBird trial gets no rows.
+    p-value and speed-up are over the pairs where both trials are in scope (``n_in_scope``) and, for
+    wall time, ran side by side (``n_pairs``). Intervals and p-values need
+    :data:`~analysis.stats.MIN_PAIRS` values; below that they are NaN. A metric only the variant
+    has (``trigger_epoch``) gets its mean and no comparison. A variant whose setting has no
+    EarlyBird trial gets no rows.
     """
     paired = pairs(labelled)
     rows = []
@@ -173,14 +223,17 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
             "seeds_paired": len(mine),
         }
         for m in METRICS:
-            a, b = mine[f"eb_{m.key}"].to_numpy(float), mine[f"v_{m.key}"].to_numpy(float)
-            both = np.isfinite(a) & np.isfinite(b)
-            d = b[both] - a[both]
-            diff = bootstrap_mean(d, n_boot, seed)
-            p = wilcoxon_p(d)
-            eb_est = bootstrap_mean([_scoped(t, m) for t in eb.to_dict("records")], n_boot, seed)
             v_est = bootstrap_mean([_scoped(t, m) for t in group.to_dict("records")], n_boot, seed)
-            speed = bootstrap_ratio(a[both], b[both], n_boot, seed) if m.speedup else NO_ESTIMATE
+            eb_est, diff, speed, p, d, in_scope = NO_ESTIMATE, NO_ESTIMATE, NO_ESTIMATE, math.nan, np.array([]), 0
+            word = f"not paired: {EB} has none"
+            if m.paired:
+                _, a, b, in_scope = paired_values(mine, m)
+                d = b - a
+                p = wilcoxon_p(d)
+                word = verdict(len(d), d, p)
+                eb_est = bootstrap_mean([_scoped(t, m) for t in eb.to_dict("records")], n_boot, seed)
+                diff = bootstrap_mean(d, n_boot, seed)
+                speed = bootstrap_ratio(a, b, n_boot, seed) if m.speedup else NO_ESTIMATE
             rows.append(
                 {
                     "setting": setting,
@@ -188,10 +241,11 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
                     "metric": m.key,
                     **_columns("eb", eb_est),
                     **_columns("v", v_est),
-                    "n_pairs": int(both.sum()),
+                    "n_pairs": len(d),
+                    "n_in_scope": in_scope,
                     **_columns("diff", diff),
                     "p": p,
-                    "verdict": verdict(int(both.sum()), d, p),
+                    "verdict": word,
                     "speedup": speed.value,
                     "speedup_lo": speed.lo,
                     "speedup_hi": speed.hi,
@@ -199,9 +253,9 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
                 }
             )
     columns = ["setting", "variant", "metric", "eb_mean", "eb_lo", "eb_hi", "eb_n", "v_mean", "v_lo", "v_hi", "v_n"]
-    columns += ["n_pairs", "diff_mean", "diff_lo", "diff_hi", "diff_n", "p", "verdict", "speedup", "speedup_lo"]
-    columns += ["speedup_hi", "eb_trials", "v_trials", "eb_not_converged", "v_not_converged", "eb_unfinished"]
-    columns += ["v_unfinished", "seeds_paired"]
+    columns += ["n_pairs", "n_in_scope", "diff_mean", "diff_lo", "diff_hi", "diff_n", "p", "verdict", "speedup"]
+    columns += ["speedup_lo", "speedup_hi", "eb_trials", "v_trials", "eb_not_converged", "v_not_converged"]
+    columns += ["eb_unfinished", "v_unfinished", "seeds_paired"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -2,7 +2,8 @@
 
 ``trials``: one row per trial. Columns: ``trial_id``, ``run_id`` ("" when read from Ray),
 ``method``, ``seed``, ``status`` (converged, not_converged, diverged, stopped_early, error,
-dense, interrupted, running), ``config_hash``, every config field by its dotted name
+dense, interrupted, running), ``config_hash``, ``node_id`` (the Ray node it ran on, "" when
+unknown: runs logged before it was recorded), every config field by its dotted name
 (``search.ratio``, ``worm.delta``, ... typed as in :class:`~worm_tune.config.TrialConfig`), and
 every summary metric of :data:`worm_tune.metrics.SUMMARY` (NaN where unknown).
 
@@ -126,7 +127,8 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         status = tags.get("status") or {"RUNNING": "running", "KILLED": "interrupted"}.get(run.info.status, "error")
         trial_id = tags.get(store.TAG_TRIAL, run.info.run_id)
         config = _config(run.data.params)
-        rows.append(_row(trial_id, run.info.run_id, status, tags.get("config_hash", ""), config, run.data.metrics))
+        ids = (trial_id, run.info.run_id, status, tags.get("config_hash", ""), tags.get("node_id"))
+        rows.append(_row(*ids, config, run.data.metrics))
         history = {
             key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in _LOGGED_CURVES
         }
@@ -185,7 +187,8 @@ def from_ray(folder: Path) -> Sweep:
             in_flight = driven and not summary.get("done") and not error  # its family has not ended yet
             if (state is not None and state not in ("TERMINATED", "ERROR")) or (state is None and in_flight):
                 status, running = "running", True
-            rows.append(_row(trial_id, "", status, cfg.hash(), cfg.to_flat(), summary))
+            node = results[0].get("node_id") if results else None  # epoch 1's, as the MLflow tag
+            rows.append(_row(trial_id, "", status, cfg.hash(), node, cfg.to_flat(), summary))
             for result in results:
                 step = int(result["training_iteration"])
                 curves.append(_curve(trial_id, step, result.get("phase"), result.get("epoch"), result))
@@ -234,10 +237,17 @@ def _results(path: Path) -> list[dict[str, Any]]:
 
 
 def _row(
-    trial_id: str, run_id: str, status: str, config_hash: str, config: dict[str, Any], summary: Mapping[str, Any]
+    trial_id: str,
+    run_id: str,
+    status: str,
+    config_hash: str,
+    node_id: str | None,
+    config: dict[str, Any],
+    summary: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A ``trials`` row from one trial's config and summary values, whichever source they were read from."""
-    ids = {"trial_id": trial_id, "run_id": run_id, "status": status, "config_hash": config_hash}
+    node = "" if node_id in (None, "None") else str(node_id)  # the callback tags a missing node as "None"
+    ids = {"trial_id": trial_id, "run_id": run_id, "status": status, "config_hash": config_hash, "node_id": node}
     return ids | config | {name: _number(summary.get(name)) for name in metrics.SUMMARY}
 
 
@@ -263,11 +273,11 @@ def _number(value: Any) -> float:
 
 
 def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The ``trials`` table from one dict per trial (missing columns are NaN), in a stable order."""
-    columns = ["trial_id", "run_id", "method", "seed", "status", "config_hash"]
+    """The ``trials`` table from one dict per trial (missing columns are NaN, a missing node ""), in a stable order."""
+    columns = ["trial_id", "run_id", "method", "seed", "status", "config_hash", "node_id"]
     columns += [k for k in field_types() if k not in ("method", "seed")]
     columns += list(metrics.SUMMARY)
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame([{"node_id": ""} | row for row in rows], columns=columns)
     frame["seed"] = frame["seed"].astype("int64")
     return frame.sort_values(["method", "config_hash", "seed"], kind="stable").reset_index(drop=True)
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis import compare, paper, plots
 from analysis.load import FINISHED, Sweep
-from analysis.stats import ALPHA, LEVEL
+from analysis.stats import ALPHA, LEVEL, MIN_PAIRS
 from worm_tune.tune import store
 from worm_tune.usage import format_table
 
@@ -112,16 +112,25 @@ def markdown(
     for note in sweep.notes:
         parts.append(f"> {note}\n")
     parts.append(
-        f"Intervals are {LEVEL:.0%} percentile bootstrap intervals ({n_boot} resamples); p-values are two-sided "
-        f"Wilcoxon signed-rank tests on paired seeds, called significant below {ALPHA}. With fewer than 6 pairs "
-        "no difference can reach that level. Search cost counts converged trials only; accuracies count every "
-        "finished trial; `n` is how many trials (or pairs) a figure rests on.\n"
+        f"Intervals are {LEVEL:.0%} BCa bootstrap intervals (bias-corrected and accelerated, {n_boot} resamples); "
+        f"p-values are two-sided Wilcoxon signed-rank tests on paired seeds, called significant below {ALPHA}. "
+        f"A figure resting on fewer than {MIN_PAIRS} values (pairs, for a difference) gets no interval and no "
+        f"p-value, and its rows show each seed's values instead: with so few a bootstrap interval covers far less "
+        f"than {LEVEL:.0%}, and no Wilcoxon test on fewer than {MIN_PAIRS} pairs can reach {ALPHA}. Search cost "
+        "counts converged trials only and is measured first in epochs and FLOPs, which do not depend on the "
+        f"machine; wall time is compared only over pairs whose two trials ran side by side on one node (overlapping "
+        f"for at least {compare.MIN_OVERLAP:.0%} of the longer one's run), since trials run at other times or "
+        "on other machines differ in wall time by the machine's load. Accuracies count every finished trial; "
+        "`n` is how many trials (or pairs) a figure rests on.\n"
     )
+    paired = compare.pairs(labelled)
     parts += ["## Trials\n", trials_table(methods), ""]
     parts += ["## Search epochs and accuracy, per method (the shape of the paper's Tables 2 and 3)\n"]
     parts += [paper_table(labelled, methods), ""]
     parts += ["## Paired comparison of the search: variant minus EarlyBird, seed by seed\n"]
-    parts += [search_table(comparisons), ""]
+    parts += [search_table(comparisons, paired), ""]
+    parts += ["## WORM's trigger epoch\n", trigger_table(labelled, methods), ""]
+    parts += ["## Wall time, paired: only pairs that ran side by side\n", wall_time_table(comparisons, paired), ""]
     compared = set(zip(comparisons["setting"], comparisons["variant"], strict=True))
     alone = [
         f"{r.variant} ({r.setting})"
@@ -130,7 +139,7 @@ def markdown(
     ]
     if alone:
         parts += [f"Not compared, no EarlyBird trial in their setting: {'; '.join(alone)}.\n"]
-    parts += ["## Accuracy, paired: variant minus EarlyBird\n", accuracy_table(comparisons), ""]
+    parts += ["## Accuracy, paired: variant minus EarlyBird\n", accuracy_table(comparisons, paired), ""]
     parts += ["## Plots\n", *figures]
     parts += [
         "## Files\n",
@@ -181,7 +190,7 @@ def paper_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
             rows.append(
                 [
                     "",
-                    f"↳ {paper.SOURCE}",
+                    f"↳ {paper.SOURCE}, training-set accuracy",
                     f"{theirs.search_epochs:g}",
                     f"{theirs.pre_prune_acc:.2%}",
                     f"{theirs.acc_after_1_retrain_epoch:.2%}",
@@ -191,24 +200,27 @@ def paper_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
                 ]
             )
     note = (
-        "The paper's rows appear under ours where the setting matches its protocol."
+        "The paper's rows (↳) appear under ours where the setting matches its protocol in every field it fixes. "
+        + paper.CAVEAT
         if matched
-        else "No setting of this sweep matches the paper's protocol (pretrained ResNet-18 or VGG-11 on CIFAR-10, "
-        "batch 32, SGD lr 0.01, window 5, s = 0.1, δ = 0.05, r = 0.003, target 90%), so its figures are not shown."
+        else "No setting of this sweep matches the paper's protocol (pretrained ResNet-18 or VGG-11 on the whole of "
+        "CIFAR-10 without augmentation, batch 32, SGD lr 0.01 momentum 0.9 without decay or schedule, p = 0.5, "
+        "window 5, s = 0.1, δ = 0.05, r = 0.003 on BN gradients, unstructured pruning, retraining the searched "
+        "weights to 90%), so its figures are not shown."
     )
     return table(header, rows) + "\n\n" + note
 
 
-def search_table(comparisons: pd.DataFrame) -> str:
+def search_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
     if comparisons.empty:
         return "No pairs: the sweep has no WORM-family trial with an EarlyBird trial of the same seed and setting."
     header = ["setting", "variant", "pairs", "EarlyBird", "variant", "difference", "p", "verdict"]
-    header += ["speed-up: epochs", "wall time", "FLOPs", "not converged (EB / variant)"]
+    header += ["speed-up: epochs", "FLOPs", "not converged (EB / variant)"]
     rows = []
     for setting, variant in comparisons[["setting", "variant"]].drop_duplicates().itertuples(index=False):
-        by = comparisons[(comparisons["setting"] == setting) & (comparisons["variant"] == variant)]
-        by = by.set_index("metric")
-        epochs = by.loc["search_epochs"]
+        mine = comparisons[(comparisons["setting"] == setting) & (comparisons["variant"] == variant)]
+        by = {r["metric"]: r for r in mine.to_dict("records")}
+        epochs = by["search_epochs"]
         rows.append(
             [
                 setting,
@@ -216,12 +228,11 @@ def search_table(comparisons: pd.DataFrame) -> str:
                 str(int(epochs["n_pairs"])),
                 estimate(epochs, "eb", ".2f"),
                 estimate(epochs, "v", ".2f"),
-                estimate(epochs, "diff", "+.2f"),
+                difference(epochs, paired, "+.2f"),
                 pvalue(epochs["p"]),
                 epochs["verdict"],
-                speedup(by.loc["search_epochs"]),
-                speedup(by.loc["search_time"]),
-                speedup(by.loc["search_flops"]),
+                speedup(by["search_epochs"]),
+                speedup(by["search_flops"]),
                 f"{int(epochs['eb_not_converged'])} / {int(epochs['v_not_converged'])}",
             ]
         )
@@ -229,12 +240,62 @@ def search_table(comparisons: pd.DataFrame) -> str:
         "Search epochs: mean [95% CI] over each method's converged trials; the difference, p and speed-ups are "
         "over the pairs where both trials converged (speed-up = EarlyBird's mean cost over the variant's; "
         "above 1 means the variant found its ticket sooner). A trial that did not converge used the whole "
-        "search budget and is counted in the last column, not compared."
+        "search budget and is counted in the last column, not compared. Wall time is in its own table below."
+    )
+    return table(header, rows) + "\n\n" + note + _few_pairs_note(comparisons, ("search_epochs",))
+
+
+def trigger_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
+    """When each truncating variant began truncating: the search epoch at which ``d_avg < s + δ``,
+    which moves with δ (EarlyBird never truncates, so it has no row)."""
+    truncating = methods[methods["method"].isin(compare.WORM_FAMILY)] if not methods.empty else methods
+    if truncating.empty:
+        return "No WORM-family trials."
+    header = ["setting", "variant", "trigger epoch", "triggered", "per seed"]
+    rows = []
+    for r in truncating.to_dict("records"):
+        mine = labelled[(labelled["setting"] == r["setting"]) & (labelled["variant"] == r["variant"])]
+        done = mine[mine["status"].isin(FINISHED)].sort_values("seed")
+        epochs = done["trigger_epoch"].to_numpy(float)
+        by_seed = zip(done["seed"], epochs, strict=True)
+        seeds = ", ".join(f"{s}: {e:g}" if np.isfinite(e) else f"{s}: never" for s, e in by_seed)
+        triggered = f"{int(np.isfinite(epochs).sum())} of {len(done)}"
+        rows.append([r["setting"], r["variant"], estimate(r, "trigger_epoch", ".2f"), triggered, seeds or "-"])
+    note = (
+        "Trigger epoch: the search epoch at whose end WORM began truncating (mean over the finished trials that "
+        "triggered); triggered: how many finished trials did; per seed: each finished trial's, by seed."
     )
     return table(header, rows) + "\n\n" + note
 
 
-def accuracy_table(comparisons: pd.DataFrame) -> str:
+def wall_time_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
+    """Wall-time differences over the pairs that ran side by side on one node; machine load makes
+    any other pair's wall times incomparable."""
+    keys = tuple(m.key for m in compare.METRICS if m.timing)
+    timing = comparisons[comparisons["metric"].isin(keys)]
+    if timing.empty:
+        return "No pairs to compare."
+    header = ["setting", "variant", "metric", "pairs", "difference", "p", "verdict", "speed-up"]
+    rows = []
+    for r in timing.to_dict("records"):
+        k, m = int(r["n_pairs"]), int(r["n_in_scope"])
+        metric = compare.METRIC[r["metric"]]
+        cells = [r["setting"], r["variant"], metric.label, f"concurrent pairs only, n={k} of {m}" if m else "no pairs"]
+        if k == 0:
+            diff, word = ("no pair ran side by side on one node", "not compared") if m else ("-", "no pairs")
+            rows.append([*cells, diff, "-", word, "-"])
+        else:
+            speed = speedup(r) if metric.speedup else "-"
+            rows.append([*cells, difference(r, paired, "+.1f"), pvalue(r["p"]), r["verdict"], speed])
+    note = (
+        "Seconds, variant minus EarlyBird, over the pairs whose trials ran on the same node and overlapped for at "
+        f"least {compare.MIN_OVERLAP:.0%} of the longer one's run (n=k of m: k such pairs of the m with both "
+        "trials in scope). Search time counts converged pairs, total time finished ones."
+    )
+    return table(header, rows) + "\n\n" + note + _few_pairs_note(timing, keys)
+
+
+def accuracy_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
     if comparisons.empty:
         return "No pairs to compare."
     keys = ("pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "epochs_to_target", "final_acc")
@@ -249,13 +310,38 @@ def accuracy_table(comparisons: pd.DataFrame) -> str:
                 compare.METRIC[r["metric"]].label,
                 estimate(r, "eb", fmt),
                 estimate(r, "v", fmt),
-                estimate(r, "diff", "+.2f" if fmt != "%" else "+%"),
+                difference(r, paired, "+.2f" if fmt != "%" else "+%"),
                 pvalue(r["p"]),
                 str(int(r["n_pairs"])),
                 r["verdict"],
             ]
         )
-    return table(header, rows) + "\n\nAccuracy differences are in percentage points."
+    note = "\n\nAccuracy differences are in percentage points." + _few_pairs_note(comparisons, keys)
+    return table(header, rows) + note
+
+
+def difference(row: pd.Series | dict, paired: pd.DataFrame, fmt: str) -> str:
+    """The paired difference with its interval, or, below :data:`MIN_PAIRS` pairs, its mean and each
+    seed's ``EarlyBird → variant`` values (``fmt`` as for :func:`estimate`, its sign dropped for the values)."""
+    n = int(row["n_pairs"])
+    if n == 0 or n >= MIN_PAIRS:
+        return estimate(row, "diff", fmt)
+    mine = paired[(paired["setting"] == row["setting"]) & (paired["variant"] == row["variant"])]
+    seeds, a, b, _ = compare.paired_values(mine, compare.METRIC[row["metric"]])
+    one = fmt.lstrip("+")
+    each = "; ".join(f"seed {s}: {value(x, one)} → {value(y, one)}" for s, x, y in zip(seeds, a, b, strict=True))
+    return f"{estimate(row, 'diff', fmt)}: {each}"
+
+
+def _few_pairs_note(comparisons: pd.DataFrame, keys: tuple[str, ...]) -> str:
+    """Why a table shows seeds instead of intervals, said under it when it does."""
+    few = comparisons[comparisons["metric"].isin(keys) & comparisons["n_pairs"].between(1, MIN_PAIRS - 1)]
+    if few.empty:
+        return ""
+    return (
+        f" Rows with fewer than {MIN_PAIRS} pairs show each seed's EarlyBird → variant values instead of an "
+        f"interval and a p-value: with fewer than {MIN_PAIRS} pairs no interval or test can be meaningful."
+    )
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -264,15 +350,21 @@ def accuracy_table(comparisons: pd.DataFrame) -> str:
 def estimate(row: pd.Series | dict, prefix: str, fmt: str) -> str:
     """``mean [lo, hi] (n=k)``; ``-`` when nothing is known. ``%`` formats fractions as percent
     (``+%``: signed percentage points)."""
-    value, lo, hi, n = (row[f"{prefix}_{k}"] for k in ("mean", "lo", "hi", "n"))
-    if not np.isfinite(value):
+    mean, lo, hi, n = (row[f"{prefix}_{k}"] for k in ("mean", "lo", "hi", "n"))
+    if not np.isfinite(mean):
         return "-"
-    one = {"%": lambda v: f"{v:.2%}", "+%": lambda v: f"{100 * v:+.2f} pp"}.get(fmt, lambda v: format(v, fmt))
-    interval = f" [{one(lo)}, {one(hi)}]" if np.isfinite(lo) else ""
-    return f"{one(value)}{interval} (n={int(n)})"
+    interval = f" [{value(lo, fmt)}, {value(hi, fmt)}]" if np.isfinite(lo) else ""
+    return f"{value(mean, fmt)}{interval} (n={int(n)})"
 
 
-def speedup(row: pd.Series) -> str:
+def value(v: float, fmt: str) -> str:
+    """One number: ``%`` as percent, ``+%`` as signed percentage points, else a format spec."""
+    if fmt == "%":
+        return f"{v:.2%}"
+    return f"{100 * v:+.2f} pp" if fmt == "+%" else format(v, fmt)
+
+
+def speedup(row: pd.Series | dict) -> str:
     if not np.isfinite(row["speedup"]):
         return "-"
     interval = f" [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]" if np.isfinite(row["speedup_lo"]) else ""

@@ -13,8 +13,10 @@ from worm_tune.engine import TIMING_KEYS
 #: ``--set`` flags for a tiny sweep: 128 digits images, 3 search epochs, a window of 2, 1 retraining epoch.
 SWEEP_TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
 SWEEP_TINY += ["--set", "retrain.max_epochs=1"]
+#: One WORM trial per EarlyBird trial: the quick profile's larger delta (its other one triggers later).
+ONE_DELTA = ["--set", "worm.delta=0.03"]
 #: The quick resnet18 profile cut to one pair (EarlyBird and WORM) at seed 0, p = 0.5, tiny budgets.
-QUICK_PAIR = ["resnet18", "--quick", *SWEEP_TINY, "--set", "seed=0", "--set", "search.ratio=0.5"]
+QUICK_PAIR = ["resnet18", "--quick", *SWEEP_TINY, *ONE_DELTA, "--set", "seed=0"]
 #: The summary metrics every finished trial has, compared between runs that must agree.
 SUMMARY = ("search_epochs", "pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "final_acc", "sparsity")
 

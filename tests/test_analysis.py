@@ -3,6 +3,7 @@ compared and why, the report's files, and the command line on a hand-made MLflow
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -14,15 +15,19 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import cli, compare, load, paper, report, stats
+from analysis import cli, compare, load, paper, report
+from tests.test_stats import SKEWED, scipy_interval
 from worm_tune.config import TrialConfig
+from worm_tune.tune.plan import SweepSettings
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
 
 SETTING = {"data.dataset": "digits", "search.ratio": 0.5}
 
 
-def trial(method: str, seed: int, status: str = "converged", config: dict | None = None, **metrics: float) -> dict:
-    """One row of the trials table: a real config, a status and the given summary metrics."""
+def trial(
+    method: str, seed: int, status: str = "converged", config: dict | None = None, node_id: str = "", **metrics: float
+) -> dict:
+    """One row of the trials table: a real config, a status, the node it ran on and the given summary metrics."""
     cfg = TrialConfig().replace({"method": method, "seed": seed, **SETTING, **(config or {})})
     defaults = {"search_epochs": 6.0, "search_time": 10.0, "search_flops": 1e9, "final_acc": 0.8}
     defaults |= {"pre_prune_acc": 0.9, "post_prune_acc": 0.5, "acc_after_1_retrain_epoch": 0.7, "total_time": 20.0}
@@ -31,6 +36,7 @@ def trial(method: str, seed: int, status: str = "converged", config: dict | None
         "run_id": "",
         "status": status,
         "config_hash": cfg.hash(),
+        "node_id": node_id,
         **cfg.to_flat(),
         **(defaults | metrics),
     }
@@ -65,40 +71,20 @@ def comparison(rows: list[dict], metric: str = "search_epochs") -> pd.Series:
     return row
 
 
-# -- statistics ------------------------------------------------------------------------------
+def ran(start: float, end: float, node_id: str = "node-a") -> dict[str, Any]:
+    """Where and when a trial ran: its node and its [started_at, ended_at]."""
+    return {"node_id": node_id, "started_at": start, "ended_at": end}
 
 
-def test_bootstrap_interval_of_a_constant_is_the_constant() -> None:
-    est = stats.bootstrap_mean([7.0] * 5)
-    assert (est.value, est.lo, est.hi, est.n) == (7.0, 7.0, 7.0, 5)
+def section(text: str, title: str) -> str:
+    """One ``##`` section of a report, without its title."""
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_bootstrap_interval_matches_the_normal_theory_on_a_large_sample() -> None:
-    x = np.random.default_rng(1).normal(10.0, 2.0, 400)
-    est = stats.bootstrap_mean(x, seed=3)
-    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x))
-    assert est.lo < est.value < est.hi
-    assert (est.hi - est.lo) / 2 == pytest.approx(half, rel=0.1)
-    assert est == stats.bootstrap_mean(x, seed=3)  # reproducible
-
-
-def test_one_value_has_no_interval_and_nan_is_ignored() -> None:
-    est = stats.bootstrap_mean([3.0, math.nan])
-    assert est.value == 3.0 and est.n == 1 and math.isnan(est.lo) and math.isnan(est.hi)
-    assert stats.bootstrap_mean([]).n == 0
-
-
-def test_wilcoxon_exact_p_values() -> None:
-    # Every difference negative, distinct magnitudes: the exact two-sided p is 2 / 2^n.
-    assert stats.wilcoxon_p([-1, -2, -3, -4, -5]) == pytest.approx(2 / 2**5)
-    assert stats.wilcoxon_p([-1, -2, -3, -4, -5, -6]) == pytest.approx(2 / 2**6)
-    assert stats.wilcoxon_p([0, 0, 0]) == 1.0
-    assert math.isnan(stats.wilcoxon_p([-1]))
-
-
-def test_speedup_ratio_of_means_over_pairs() -> None:
-    est = stats.bootstrap_ratio([6, 6, 8, 8], [4, 4, 4, 4])
-    assert est.value == pytest.approx(1.75) and 1.5 <= est.lo <= est.value <= est.hi <= 2.0
+def cells(part: str) -> list[list[str]]:
+    """The rows of a section's table (its header first), each as its stripped cells."""
+    lines = [line for line in part.splitlines() if line.startswith("|") and not line.startswith("|-")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
 
 
 # -- pairing and comparisons -----------------------------------------------------------------
@@ -121,8 +107,8 @@ def test_pairs_share_the_seed_and_the_setting_and_eb_partners_every_variant() ->
 
 def test_a_significant_paired_difference_with_known_answers() -> None:
     eb = [8, 9, 10, 11, 12, 13]
-    rows = [trial("earlybird", s, search_epochs=e, search_time=2.0 * e) for s, e in enumerate(eb)]
-    rows += [trial("worm", s, search_epochs=7, search_time=14.0) for s in range(6)]
+    rows = [trial("earlybird", s, search_epochs=e, search_time=2.0 * e, **ran(s, s + 1)) for s, e in enumerate(eb)]
+    rows += [trial("worm", s, search_epochs=7, search_time=14.0, **ran(s, s + 1)) for s in range(6)]
     row = comparison(rows)
     assert row["n_pairs"] == 6 and row["eb_mean"] == 10.5 and row["v_mean"] == 7.0
     assert row["diff_mean"] == -3.5 and -6 <= row["diff_lo"] < -3.5 < row["diff_hi"] <= -1
@@ -131,11 +117,14 @@ def test_a_significant_paired_difference_with_known_answers() -> None:
     assert comparison(rows, "search_time")["speedup"] == pytest.approx(1.5)
 
 
-def test_five_pairs_cannot_be_significant() -> None:
+def test_five_pairs_get_no_interval_and_no_p_value() -> None:
     rows = [trial("earlybird", s, search_epochs=8 + s) for s in range(5)]
     rows += [trial("worm", s, search_epochs=7) for s in range(5)]
     row = comparison(rows)
-    assert row["p"] == pytest.approx(2 / 2**5) and row["verdict"] == "not significant"
+    assert row["diff_mean"] == -3 and row["speedup"] == pytest.approx(10 / 7)
+    for key in ("p", "diff_lo", "diff_hi", "speedup_lo", "speedup_hi", "eb_lo", "v_lo"):
+        assert math.isnan(row[key]), key
+    assert row["verdict"] == "too few pairs (n=5 < 6): per-seed values shown"
 
 
 def test_non_converged_trials_are_counted_and_left_out_of_the_search_comparison() -> None:
@@ -153,7 +142,7 @@ def test_unfinished_trials_are_counted_but_not_compared() -> None:
     rows = [trial("earlybird", s) for s in range(3)]
     rows += [trial("worm", 0), trial("worm", 1, "running"), trial("worm", 2, "diverged")]
     row = comparison(rows, "final_acc")
-    assert row["v_unfinished"] == 2 and row["n_pairs"] == 1 and row["verdict"] == "too few pairs"
+    assert row["v_unfinished"] == 2 and row["n_pairs"] == 1 and row["verdict"].startswith("too few pairs (n=1 < 6)")
     assert math.isnan(row["p"]) and math.isnan(row["diff_lo"])
 
 
@@ -164,13 +153,73 @@ def test_no_worm_trials_means_no_comparisons() -> None:
     assert row["variant"] == "EarlyBird" and row["trials"] == row["converged"] == 3
 
 
-def test_paper_figures_apply_only_to_the_papers_protocol() -> None:
-    protocol = {"data.dataset": "cifar10", "model.pretrained": True, "method": "worm"}
-    cfg = TrialConfig().replace(protocol).to_flat()
-    assert paper.paper_row(cfg) == paper.PAPER[("resnet18", "worm")]
-    assert paper.paper_row(TrialConfig().replace({**protocol, "worm.delta": 0.1}).to_flat()) is None
-    assert paper.paper_row(TrialConfig().replace({**protocol, "data.dataset": "digits"}).to_flat()) is None
-    assert paper.paper_row(TrialConfig().replace({**protocol, "method": "earlybird"}).to_flat()).search_epochs == 6
+def test_ten_pairs_get_scipys_bca_intervals() -> None:
+    eb = SKEWED + 5  # skewed search costs, where BCa and the percentile interval part
+    rows = [trial("earlybird", s, search_epochs=e) for s, e in enumerate(eb)]
+    rows += [trial("worm", s, search_epochs=5.0 + (s % 3)) for s in range(10)]
+    row = comparison(rows)
+    d = np.array([5.0 + (s % 3) for s in range(10)]) - eb
+    assert row["n_pairs"] == 10 and row["diff_mean"] == pytest.approx(d.mean())
+    assert (row["diff_lo"], row["diff_hi"]) == scipy_interval((d,))
+    assert (row["diff_lo"], row["diff_hi"]) != scipy_interval((d,), "percentile")
+    assert (row["speedup_lo"], row["speedup_hi"]) == scipy_interval((eb, eb + d))
+    assert row["eb_lo"] < row["eb_mean"] < row["eb_hi"] and row["v_lo"] < row["v_mean"] < row["v_hi"]
+    assert math.isfinite(row["p"]) and row["verdict"] in ("significant", "not significant")
+
+
+@pytest.mark.parametrize(
+    ("eb", "worm", "together"),
+    [
+        (ran(0, 100), ran(0, 90), True),
+        (ran(0, 100), ran(40, 140), True),  # overlap 60 of the longer 100
+        (ran(0, 100), ran(60, 160), False),  # overlap 40 of 100
+        (ran(0, 100), ran(100, 200), False),  # one after the other
+        (ran(0, 100), ran(0, 100, "node-b"), False),
+        (ran(0, 100, ""), ran(0, 100, ""), False),  # node unknown: a run logged before it was recorded
+        (ran(0, 100), ran(0, math.nan), False),
+    ],
+)
+def test_a_pair_ran_together_when_it_shared_a_node_for_most_of_its_run(eb: dict, worm: dict, together: bool) -> None:
+    assert compare.ran_together(eb, worm) is together
+    assert compare.ran_together(worm, eb) is together
+
+
+def wall_time_rows(worm_runs: list[dict[str, Any]]) -> list[dict]:
+    """Six pairs: EarlyBird trials ran at [1000 s, 1000 s + 100 s) per seed, WORM's where ``worm_runs`` says."""
+    rows = [trial("earlybird", s, search_time=20.0, total_time=40.0, **ran(1000 * s, 1000 * s + 100)) for s in range(6)]
+    return rows + [trial("worm", s, search_time=10.0, total_time=30.0, **worm_runs[s]) for s in range(6)]
+
+
+def test_wall_time_is_compared_over_side_by_side_pairs_only() -> None:
+    side_by_side = [ran(1000 * s, 1000 * s + 90) for s in range(6)]
+    assert comparison(wall_time_rows(side_by_side), "search_time")["speedup"] == pytest.approx(2.0)
+    mixed = side_by_side[:3] + [ran(1000 * s + 100, 1000 * s + 190) for s in range(3, 6)]
+    for metric in ("search_time", "total_time"):
+        row = comparison(wall_time_rows(mixed), metric)
+        assert (row["n_pairs"], row["n_in_scope"]) == (3, 6) and math.isnan(row["p"])
+    elsewhere = [ran(1000 * s, 1000 * s + 90, "node-b") for s in range(6)]
+    row = comparison(wall_time_rows(elsewhere), "search_time")
+    assert (row["n_pairs"], row["n_in_scope"], row["verdict"]) == (0, 6, "no pairs") and math.isnan(row["speedup"])
+    assert comparison(wall_time_rows(elsewhere), "search_epochs")["n_pairs"] == 6  # epochs and FLOPs: every pair
+
+
+def test_the_trigger_epoch_is_the_variants_own_with_no_pair() -> None:
+    rows = [trial("earlybird", s, trigger_epoch=math.nan) for s in range(3)]
+    rows += [trial("worm", s, trigger_epoch=e) for s, e in enumerate((4, 5, math.nan))]
+    row = comparison(rows, "trigger_epoch")
+    assert row["v_mean"] == 4.5 and row["v_n"] == 2 and row["eb_n"] == 0 and row["n_pairs"] == 0
+    assert row["verdict"] == "not paired: EarlyBird has none" and math.isnan(row["diff_mean"])
+
+
+def test_the_apply_mode_names_the_variant_when_the_sweep_varies_it() -> None:
+    rows = [trial("earlybird", 0), trial("worm", 0), trial("worm", 0, config={"worm.apply": "update"})]
+    labelled = compare.label(load.trials_frame(rows))
+    assert sorted(labelled["variant"]) == [
+        "EarlyBird",
+        "WORM δ=0.05 r=0.003 apply=grad",
+        "WORM δ=0.05 r=0.003 apply=update",
+    ]
+    assert compare.label(load.trials_frame(rows[:2]))["variant"].tolist() == ["EarlyBird", "WORM δ=0.05 r=0.003"]
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -191,11 +240,77 @@ def test_the_report_has_every_table_plot_and_csv(tmp_path: Path) -> None:
     assert len(pd.read_csv(tmp_path / report.TRIALS_CSV)) == 12
 
 
-def test_the_papers_rows_sit_under_a_matching_setting(tmp_path: Path) -> None:
+def test_the_papers_rows_sit_under_a_matching_setting_with_the_training_set_caveat(tmp_path: Path) -> None:
     protocol = {"data.dataset": "cifar10", "model.pretrained": True, "search.ratio": 0.5}
     rows = [trial(m, s, config=protocol) for m in ("earlybird", "worm") for s in range(2)]
     text = report.write(sweep_of(rows), tmp_path, n_boot=200).path.read_text()
     assert text.count(paper.SOURCE) == 2 and "81.67%" in text and "80.67%" in text
+    assert paper.CAVEAT in text and "training-set" in text and "held-out" in text
+    other = [trial(m, s, config=protocol | {"search.ratio": 0.3}) for m in ("earlybird", "worm") for s in range(2)]
+    text = report.write(sweep_of(other), tmp_path / "p03", n_boot=200).path.read_text()
+    assert paper.SOURCE not in text and paper.CAVEAT not in text and "matches the paper's protocol" in text
+
+
+def test_three_pairs_show_each_seeds_values_and_no_interval(tmp_path: Path) -> None:
+    rows = [trial("earlybird", s, search_epochs=8 + s, final_acc=0.8) for s in range(3)]
+    rows += [trial("worm", s, search_epochs=7, final_acc=0.75) for s in range(3)]
+    text = report.write(sweep_of(rows), tmp_path, n_boot=200).path.read_text()
+    search = section(text, "Paired comparison of the search: variant minus EarlyBird, seed by seed")
+    assert "| -2.00 (n=3): seed 0: 8.00 → 7.00; seed 1: 9.00 → 7.00; seed 2: 10.00 → 7.00 |" in search
+    assert "too few pairs (n=3 < 6): per-seed values shown" in search
+    assert "with fewer than 6 pairs no interval or test can be meaningful" in search
+    accuracy = section(text, "Accuracy, paired: variant minus EarlyBird")
+    assert "| -5.00 pp (n=3): seed 0: 80.00% → 75.00%; seed 1: 80.00% → 75.00%" in accuracy
+    for part in (search, accuracy):
+        assert not any("[" in cell for row in cells(part) for cell in row)  # no interval of any kind
+    assert "BCa bootstrap" in text and "percentile" not in text
+
+
+def test_ten_pairs_show_bca_intervals(tmp_path: Path) -> None:
+    eb = SKEWED + 5
+    rows = [trial("earlybird", s, search_epochs=e) for s, e in enumerate(eb)]
+    rows += [trial("worm", s, search_epochs=5.0 + (s % 3)) for s in range(10)]
+    text = report.write(sweep_of(rows), tmp_path, n_boot=2000).path.read_text()
+    d = np.array([5.0 + (s % 3) for s in range(10)]) - eb
+    lo, hi = scipy_interval((d,))
+    search = section(text, "Paired comparison of the search: variant minus EarlyBird, seed by seed")
+    assert f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] (n=10)" in search and "seed 0:" not in search
+    assert "too few pairs" not in search and "fewer than 6 pairs no interval" not in search
+
+
+WALL = "Wall time, paired: only pairs that ran side by side"
+
+
+def test_the_report_compares_wall_time_over_side_by_side_pairs_only(tmp_path: Path) -> None:
+    mixed = [ran(1000 * s, 1000 * s + 90) for s in range(3)] + [ran(1000 * s + 100, 1000 * s + 190) for s in (3, 4, 5)]
+    text = report.write(sweep_of(wall_time_rows(mixed)), tmp_path, n_boot=200).path.read_text()
+    search_time, total_time = (row[2:] for row in cells(section(text, WALL))[1:])
+    per_seed = "-10.0 (n=3): seed 0: 20.0 → 10.0; seed 1: 20.0 → 10.0; seed 2: 20.0 → 10.0"
+    assert search_time[:4] == ["search time (s)", "concurrent pairs only, n=3 of 6", per_seed, "-"]
+    assert total_time[:2] == ["total time (s)", "concurrent pairs only, n=3 of 6"]
+    header = cells(section(text, "Paired comparison of the search: variant minus EarlyBird, seed by seed"))[0]
+    assert header[-3:] == ["speed-up: epochs", "FLOPs", "not converged (EB / variant)"]  # wall time has its table
+    apart = [ran(1000 * s + 100, 1000 * s + 190) for s in range(6)]
+    text = report.write(sweep_of(wall_time_rows(apart)), tmp_path / "apart", n_boot=200).path.read_text()
+    for row in cells(section(text, WALL))[1:]:
+        assert row[3:] == [
+            "concurrent pairs only, n=0 of 6",
+            "no pair ran side by side on one node",
+            "-",
+            "not compared",
+            "-",
+        ]
+
+
+def test_the_report_shows_each_variants_trigger_epoch(tmp_path: Path) -> None:
+    rows = [trial("earlybird", s, trigger_epoch=math.nan) for s in range(3)]
+    rows += [trial("worm", s, trigger_epoch=e, config={"worm.delta": 0.05}) for s, e in enumerate((4, 5, 4))]
+    rows += [trial("worm", s, trigger_epoch=e, config={"worm.delta": 0.1}) for s, e in enumerate((2, 3, math.nan))]
+    text = report.write(sweep_of(rows), tmp_path, n_boot=200).path.read_text()
+    assert [row[1:] for row in cells(section(text, "WORM's trigger epoch"))[1:]] == [
+        ["WORM δ=0.05 r=0.003", "4.33 (n=3)", "3 of 3", "0: 4, 1: 5, 2: 4"],
+        ["WORM δ=0.1 r=0.003", "2.50 (n=2)", "2 of 3", "0: 2, 1: 3, 2: never"],
+    ]
 
 
 def test_a_single_seed_and_a_running_sweep_give_a_partial_report(tmp_path: Path) -> None:
@@ -229,6 +344,7 @@ def store(tmp_path: Path) -> dict[str, Any]:
         cfg = {k: v for k, v in row.items() if "." in k or k in ("method", "seed")}
         tags = {PARENT_TAG: parent, TAG_KIND: "trial", TAG_SWEEP: "made", TAG_TRIAL: row["trial_id"]}
         tags |= {"method": row["method"], "seed": str(row["seed"]), "config_hash": row["config_hash"]}
+        tags["node_id"] = "None" if row["status"] == "running" else "node-a"  # the callback's tag for a node unknown
         run = client.create_run(exp, tags=tags).info.run_id
         for key, value in cfg.items():
             client.log_param(run, key, value)
@@ -240,6 +356,8 @@ def store(tmp_path: Path) -> dict[str, Any]:
         client.log_metric(run, "test_acc", row["final_acc"], step=4)
         for key in ("search_epochs", "final_acc", "pre_prune_acc", "post_prune_acc", "search_flops"):
             client.log_metric(run, key, row[key], step=4)
+        client.log_metric(run, "started_at", 1000.0, step=4)
+        client.log_metric(run, "ended_at", 1100.0, step=4)
         client.set_tag(run, "status", row["status"])
         client.set_terminated(run, "FINISHED")
     return {"uri": uri, "parent": parent, "root": tmp_path}
@@ -259,10 +377,31 @@ def test_analysis_of_a_running_sweep_writes_a_partial_report_and_logs_it(
     trials = pd.read_csv(reports / "made" / report.TRIALS_CSV)
     assert sorted(trials["status"]) == ["converged", "converged", "running"]
     assert trials.set_index("method").loc["earlybird", "final_acc"] == 0.75
-    curves = load.from_mlflow(store["uri"], load.find_parent(store["uri"], "made")[0]).curves
+    read = load.from_mlflow(store["uri"], load.find_parent(store["uri"], "made")[0])
+    curves, by_status = read.curves, read.trials.set_index("status")
     assert set(curves["phase"]) == {"search", "retrain"} and curves["step"].max() == 4
+    assert by_status.loc["running", "node_id"] == "" and set(by_status.loc["converged", "node_id"]) == {"node-a"}
+    assert set(by_status.loc["converged", "started_at"]) == {1000.0} and set(
+        by_status.loc["converged", "ended_at"]
+    ) == {1100.0}
     logged = {a.path for a in MlflowClient(store["uri"]).list_artifacts(store["parent"], "report")}
     assert {"report/report.md", "report/trials.csv", "report/comparisons.csv"} <= logged
+
+
+def test_the_ray_folder_gives_each_trial_its_node_and_times(tmp_path: Path) -> None:
+    """Ray's result rows carry the node (``node_id``) and the summary the trial's times; a row without
+    a node (a trial run before it was recorded) reads as an unknown node."""
+    SweepSettings("resnet18", "made", str(tmp_path), f"sqlite:///{tmp_path / 'none.db'}", profile="quick").save()
+    for i, (method, node) in enumerate((("earlybird", {"node_id": "node-a"}), ("worm", {}))):
+        folder = tmp_path / "made" / "trials" / f"{method}-abc_0000{i}"
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps({"method": method, "seed": 0}))
+        summary = {"method": method, "done": True, "converged": True, "started_at": 1000.0 + i, "ended_at": 1100.0}
+        lines = [{"training_iteration": e, "phase": "search", "epoch": e, "summary": summary, **node} for e in (1, 2)]
+        (folder / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    trials = load.from_ray(tmp_path / "made").trials.set_index("method")
+    assert trials.loc["earlybird", "node_id"] == "node-a" and trials.loc["worm", "node_id"] == ""
+    assert trials["started_at"].tolist() == [1000.0, 1001.0] and trials["ended_at"].tolist() == [1100.0, 1100.0]
 
 
 def test_an_experiment_name_picks_its_newest_sweep(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

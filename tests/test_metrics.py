@@ -23,7 +23,7 @@ from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TIMING_KEYS, TrialEngine
 from worm_tune.tune import spaces, store
 from worm_tune.tune.callback import MlflowCallback
-from worm_tune.tune.trainables import TRAINABLES, epoch_result
+from worm_tune.tune.trainables import epoch_result, reported
 
 #: The trials pin torch to one thread: later test modules get back what they had.
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -80,15 +80,11 @@ def trials(digits: DataBundle) -> dict[str, Trial]:
     return {"earlybird": run("earlybird", digits), "again": run("earlybird", digits), "worm": run("worm", digits)}
 
 
-def family_of(method: str) -> type:
-    return next(t for t in TRAINABLES.values() if method in t.METHODS)
-
-
 def results(trial: Trial) -> list[dict[str, Any]]:
     """The Ray results a trainable would report for the trial's epochs (the summary is the final one)."""
-    reported = family_of(trial.cfg.method).EPOCH_METRICS
     return [
-        epoch_result(record, trial.summary, reported) | {"training_iteration": i, "timestamp": time.time()}
+        epoch_result(record, trial.summary, reported(trial.cfg.method))
+        | {"training_iteration": i, "timestamp": time.time()}
         for i, record in enumerate(trial.records, 1)
     ]
 
@@ -148,15 +144,15 @@ def test_the_summary_names_the_unit_truncated_units_counts(digits: DataBundle, a
 
 
 @pytest.mark.parametrize("method", ["earlybird", "worm"])
-def test_a_trainable_reports_its_familys_per_epoch_metrics_and_every_summary_metric(
+def test_a_trainable_reports_its_methods_per_epoch_metrics_and_every_summary_metric(
     trials: dict[str, Trial], method: str
 ) -> None:
     truncating = method == "worm"
-    assert metrics.epoch_metrics(truncating) == family_of(method).EPOCH_METRICS
+    assert metrics.epoch_metrics(truncating) == reported(method)
     assert ("truncated_units" in metrics.epoch_metrics(truncating)) == truncating
     for result in results(trials[method]):
-        reported = set(result) - {"phase", "epoch", "summary", "training_iteration", "timestamp"}
-        assert reported == set(metrics.epoch_metrics(truncating)) | set(metrics.SUMMARY)
+        keys = set(result) - {"phase", "epoch", "summary", "training_iteration", "timestamp"}
+        assert keys == set(metrics.epoch_metrics(truncating)) | set(metrics.SUMMARY)
 
 
 def test_timing_is_exactly_what_differs_between_two_identical_runs(trials: dict[str, Trial]) -> None:

@@ -68,16 +68,16 @@ def test_quick_profile_runs_offline_on_digits_with_small_budgets(name: str) -> N
     space = load_space(name, "quick")
     grid = space.grid()
     assert all(c.data.dataset == "digits" and not c.model.pretrained for c in grid)
-    assert all(c.search.max_epochs <= 12 and c.retrain.max_epochs <= 2 for c in grid)
-    assert 4 <= len(grid) <= 16
+    assert all(c.search.max_epochs <= 16 and c.retrain.max_epochs <= 2 for c in grid)
+    assert 4 <= len(grid) <= 18
     assert space.optuna is not None and space.optuna.num_samples <= 8
 
 
 def test_pin_fixes_a_field_and_removes_its_axis() -> None:
-    space = load_space("resnet18", "quick").pin({"search.ratio": "0.7", "seed": "4"})
+    space = load_space("resnet18", "quick").pin({"search.ratio": "0.7", "seed": "4", "worm.delta": "0.02"})
     grid = space.grid()
     assert {c.search.ratio for c in grid} == {0.7} and {c.seed for c in grid} == {4}
-    assert Counter(c.method for c in grid) == {"earlybird": 1, "worm": 1}
+    assert Counter(c.method for c in grid) == {"earlybird": 1, "worm": 1} and {c.worm.delta for c in grid} == {0.02}
     only_worm = load_space("resnet18", "quick").pin({"method": "worm"}).grid()
     assert {c.method for c in only_worm} == {"worm"}
 

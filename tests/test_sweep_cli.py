@@ -32,13 +32,19 @@ def test_dry_run_prints_the_count_and_a_table(capsys: pytest.CaptureFixture[str]
     code, out, _ = run_main(sweep, ["resnet18", "--quick", "--dry-run", "--name", "dry", *where], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "sweep dry: 12 trials (resnet18, quick profile)"
+    assert lines[0] == "sweep dry: 18 trials (resnet18, quick profile)"
     header = [c.strip() for c in lines[1].strip("|").split("|")]
-    assert header == ["#", "method", "seed", "search.ratio", "hash"]
+    assert header == ["#", "method", "seed", "worm.delta", "hash"]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:]]
-    assert len(rows) == 12 and [r[0] for r in rows] == [str(i) for i in range(1, 13)]
-    assert sum(r[1] == "earlybird" for r in rows) == sum(r[1] == "worm" for r in rows) == 6
-    assert len({r[-1] for r in rows}) == 12
+    assert len(rows) == 18 and [r[0] for r in rows] == [str(i) for i in range(1, 19)]
+    # In run order: each EarlyBird trial, then its two WORM partners (same seed).
+    assert [(r[1], r[2], r[3]) for r in rows[:3]] == [
+        ("earlybird", "0", "-"),
+        ("worm", "0", "0.01"),
+        ("worm", "0", "0.03"),
+    ]
+    assert [r[1] for r in rows] == ["earlybird", "worm", "worm"] * 6
+    assert len({r[-1] for r in rows}) == 18
 
 
 def test_dry_run_of_the_full_grid_leaves_worm_knobs_off_earlybird_rows(
@@ -61,8 +67,8 @@ def test_dry_run_of_an_optuna_search(capsys: pytest.CaptureFixture[str], where: 
 
 
 def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], where: list[str]) -> None:
-    code, out, _ = run_main(sweep, ["resnet18", "--quick", "--set", "search.ratio=0.7", "--dry-run", *where], capsys)
-    assert code == 0 and "6 trials" in out.splitlines()[0]
+    code, out, _ = run_main(sweep, ["resnet18", "--quick", "--set", "worm.delta=0.02", "--dry-run", *where], capsys)
+    assert code == 0 and "12 trials" in out.splitlines()[0] and "0.01" not in out
 
 
 @pytest.mark.parametrize(

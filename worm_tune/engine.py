@@ -94,10 +94,13 @@ class TrialEngine:
         self.transformer = cfg.model.arch in TRANSFORMERS
         self.sites = representative_sites(self.model, cfg)
         self.layers = [bn for _, bn in bn_layers(self.model)]  # for the optional L1 on gamma
-        self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold)
+        self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold, cfg.search.rules)
         self.schedule = TruncationSchedule(cfg)
-        self.truncator = GradientTruncator(self.sites)
+        self.truncator = GradientTruncator(self.sites, cfg.worm.apply)
         self.method = METHODS[cfg.method]
+        if self.method.searches and cfg.search.rules == "reference":
+            # The reference code's window starts with the initial weights' mask (not a search epoch).
+            self.detector.push(self._current_mask())
         if self.method.schedule == FROM_START:
             # Truncation "from the first epoch" needs a mask before any epoch: the initial weights' mask.
             self.truncator.set(self._current_mask(), self.schedule.factor)
@@ -250,7 +253,7 @@ class TrialEngine:
             self.results["flops_pruned"] = self._flops()
             self.results["params_pruned"] = count_params(self.model)
         else:
-            self.prune_masks = unstructured_masks(self.model, cfg.search.ratio)
+            self.prune_masks = unstructured_masks(self.model, cfg.search.ratio, cfg.search.rules)
             self.enforcer = SparsityEnforcer(self.model, self.prune_masks)
             self.enforcer.mask_weights()
             self.results["flops_pruned"] = effective_flops_per_image(
@@ -312,10 +315,12 @@ class TrialEngine:
             if l1:
                 add_l1_on_gamma(self.layers, l1)
             if search:
-                self.truncator.apply()
+                self.truncator.apply()  # grad: scale masked gradients; update: remember the weights
             if self.enforcer is not None:
                 self.enforcer.mask_grads()
             opt.step()  # masked gradients keep pruned weights at zero under SGD and AdamW
+            if search:
+                self.truncator.after_step()  # update: scale masked units' change by r
             loss_sum += loss.detach() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
@@ -352,7 +357,7 @@ class TrialEngine:
     # -- helpers -----------------------------------------------------------------------------
 
     def _current_mask(self) -> torch.Tensor:
-        return global_mask(self.sites.scores(), self.cfg.search.ratio).cpu()
+        return global_mask(self.sites.scores(), self.cfg.search.ratio, self.cfg.search.rules).cpu()
 
     def _flops(self) -> int:
         return flops_per_image(self.model, self.data.input_shape, self.data.input_dtype)

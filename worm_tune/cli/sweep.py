@@ -2,9 +2,9 @@
 
 The flow: read the space and the flags, check everything a trial needs (configs, datasets,
 weights, the tracking store, the cluster's resources) before any trial starts, then run one
-Ray experiment per trainable family (EarlyBird, then WORM and its variants) under one MLflow
-parent run, and print a summary table. The sweep's settings are saved beside its Ray
-experiments (``<storage>/<name>/sweep.json``) so ``--resume`` continues it exactly.
+Ray experiment, each EarlyBird trial beside its WORM partners, under one MLflow parent run, and
+print a summary table. The sweep's settings are saved beside its Ray experiment
+(``<storage>/<name>/sweep.json``) so ``--resume`` continues it exactly.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import torch.nn.utils.prune as torch_prune
 import torch_pruning as tp
 from torch import nn
 
+from worm_tune.config import SEARCH_RULES
 from worm_tune.models import bn_layers
 from worm_tune.ticket.accounting import eval_mode, weight_name
 from worm_tune.ticket.heads import remove_heads
@@ -32,32 +33,40 @@ from worm_tune.ticket.heads import remove_heads
 UNSTRUCTURED_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.MultiheadAttention)
 
 
-def unstructured_masks(model: nn.Module, ratio: float) -> dict[str, torch.Tensor]:
+def unstructured_masks(model: nn.Module, ratio: float, rules: str = "algorithm") -> dict[str, torch.Tensor]:
     """Zero the smallest-|w| fraction ``ratio`` of each Conv2d/Linear/BatchNorm2d weight (and
-    attention input projection), per layer.
+    attention input projection), per layer; with ``rules="reference"`` also of the final Linear's
+    bias, as the reference code does.
 
     Uses ``prune.l1_unstructured`` as the paper did (``round(ratio * numel)`` entries per layer),
     then ``prune.remove`` so the model stays a plain module (no ``weight_orig``/``weight_mask``)
     whose state_dict loads into a freshly built dense model. Returns ``{param name: bool mask}``
     with True = kept; the pruned entries are already zero in the model.
     """
-    masks: dict[str, torch.Tensor] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, UNSTRUCTURED_TYPES):
-            continue
-        weight = weight_name(module)
-        order = list(module._parameters)
-        # Scores as a contiguous copy: torch's pruning flattens them with view(), which a
-        # channels-last weight refuses; the kept entries are the same either way.
-        scores = getattr(module, weight).detach().contiguous()
-        torch_prune.l1_unstructured(module, weight, amount=ratio, importance_scores=scores)
-        masks[f"{name}.{weight}"] = getattr(module, f"{weight}_mask").detach().bool().clone()
-        torch_prune.remove(module, weight)
-        # remove() re-registers `weight` after `bias`; restore the order so parameters() (and
-        # with it optimizer state_dicts, which are positional) match a freshly built model.
-        for key in order:
-            module._parameters[key] = module._parameters.pop(key)
-    return masks
+    if rules not in SEARCH_RULES:
+        raise ValueError(f"rules={rules!r} is invalid: expected one of {', '.join(SEARCH_RULES)}")
+    named = list(model.named_modules())
+    targets = [(name, m, weight_name(m)) for name, m in named if isinstance(m, UNSTRUCTURED_TYPES)]
+    linears = [(name, m) for name, m in named if isinstance(m, nn.Linear)]
+    if rules == "reference" and linears and linears[-1][1].bias is not None:
+        targets.append((*linears[-1], "bias"))
+    return {f"{name}.{param}": _l1_prune(module, param, ratio) for name, module, param in targets}
+
+
+def _l1_prune(module: nn.Module, param: str, ratio: float) -> torch.Tensor:
+    """Zero the smallest-|x| fraction ``ratio`` of ``module.<param>`` in place; returns its keep mask."""
+    order = list(module._parameters)
+    # Scores as a contiguous copy: torch's pruning flattens them with view(), which a
+    # channels-last weight refuses; the kept entries are the same either way.
+    scores = getattr(module, param).detach().contiguous()
+    torch_prune.l1_unstructured(module, param, amount=ratio, importance_scores=scores)
+    mask = getattr(module, f"{param}_mask").detach().bool().clone()
+    torch_prune.remove(module, param)
+    # remove() re-registers the parameter last; restore the order so parameters() (and with it
+    # optimizer state_dicts, which are positional) match a freshly built model.
+    for key in order:
+        module._parameters[key] = module._parameters.pop(key)
+    return mask
 
 
 class SparsityEnforcer:

@@ -1,9 +1,10 @@
-"""WORM gradient truncation: when ``r`` is set, and how it is applied to gradients.
+"""WORM truncation: when ``r`` is set, and how it is applied.
 
 :class:`TruncationSchedule` decides the factor ``r`` for each method from the detector's
-observations; :class:`GradientTruncator` multiplies the gradients of the units (channels,
-attention weights or heads) the current mask would prune by ``r``, with one fused
-``_foreach_mul_`` per optimizer step.
+observations; :class:`GradientTruncator` applies it to the units (channels, attention weights
+or heads) the current mask would prune, with fused ``_foreach`` ops per optimizer step: to their
+gradients (``worm.apply = grad``, the paper) or to their parameter change (``update``), which
+keeps r's meaning under weight decay and Adam(W) (ALGORITHM.md, "How r interacts with the optimizer").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from worm_tune.config import TrialConfig
+from worm_tune.config import APPLY_MODES, TrialConfig
 from worm_tune.ticket.detector import Observation
 from worm_tune.ticket.methods import D_AVG, FROM_START, METHODS, ON_TRIGGER
 from worm_tune.ticket.sites import MaskSites
@@ -55,26 +56,32 @@ class TruncationSchedule:
 
 
 class GradientTruncator:
-    """Scales the gradients of to-be-pruned units by ``r`` after backward, before the step.
+    """Scales the to-be-pruned units' gradients (``grad``) or parameter change (``update``) by ``r``.
 
     Which parameters a unit's truncation touches is the :class:`~worm_tune.ticket.sites.MaskSites`'
     business (BN gamma/beta, optionally the producing conv; attention query/key weights or a
     head's rows). The scale tensors are built once per mask/factor change, so a step costs one
-    fused multiply over a few dozen tensors.
+    fused multiply (``grad``) or a fused copy and lerp (``update``) over a few dozen tensors.
+    Call :meth:`apply` after backward and :meth:`after_step` after the optimizer step; the
+    snapshot ``update`` takes between them lives within one step, so it is no state to save.
     """
 
-    def __init__(self, sites: MaskSites) -> None:
+    def __init__(self, sites: MaskSites, mode: str = "grad") -> None:
+        if mode not in APPLY_MODES:
+            raise ValueError(f"mode={mode!r} is invalid: expected one of {', '.join(APPLY_MODES)}")
         self.sites = sites
+        self.mode = mode
         self.keep: torch.Tensor | None = None
         self.factor = 1.0
         self.num_truncated = 0
         self._params: list[nn.Parameter] = []
         self._scales: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []
 
     def set(self, keep: torch.Tensor | None, factor: float) -> None:
         """Truncate the units ``keep`` marks False by ``factor`` from now on (1 or None: off)."""
         self.keep, self.factor = keep, factor
-        self._params, self._scales = [], []
+        self._params, self._scales, self._before = [], [], []
         if keep is None or factor == 1.0:
             self.num_truncated = 0
             return
@@ -82,6 +89,8 @@ class GradientTruncator:
         for param, scale in self.sites.scales(keep, factor):
             self._params.append(param)
             self._scales.append(scale)
+        if self.mode == "update":  # buffers for the pre-step weights, allocated once per mask
+            self._before = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self._params]
 
     def state_dict(self) -> dict[str, Any]:
         return {"keep": self.keep, "factor": self.factor}
@@ -89,14 +98,30 @@ class GradientTruncator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.set(state["keep"], float(state["factor"]))
 
+    @torch.no_grad()
     def apply(self) -> None:
-        """Multiply the gradients in place; a no-op while truncation is off."""
+        """Before the step: multiply the gradients in place (``grad``) or remember the weights
+        (``update``); a no-op while truncation is off."""
         if not self._params:
+            return
+        if self.mode == "update":
+            torch._foreach_copy_(self._before, self._params)
             return
         grads = [p.grad for p in self._params]
         if any(g is None for g in grads):
             raise RuntimeError("a truncated parameter has no gradient: call apply() after backward()")
         torch._foreach_mul_(grads, self._scales)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """After the step (``update`` only): ``p = before + scale * (p - before)``, weight decay included.
+
+        ``lerp`` returns ``p`` itself, bit for bit, where the scale is 1, so kept units move
+        exactly as without truncation."""
+        if not self._before:
+            return
+        torch._foreach_lerp_(self._before, self._params, self._scales)
+        torch._foreach_copy_(self._params, self._before)
 
 
 def add_l1_on_gamma(layers: list[nn.BatchNorm2d], strength: float) -> None:

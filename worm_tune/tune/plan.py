@@ -2,8 +2,10 @@
 
 A sweep's folder (``<storage>/<name>/``) holds ``sweep.json`` (:class:`SweepSettings`, reloaded
 by ``--resume``) and, for a ``final`` rerun, ``final.json`` (the chosen configs). A :class:`Plan`
-expands a search space into trial configs grouped by the trainable family that runs them. A
-trial's Ray config is flat and holds only what it sets on top of the sweep's base config.
+expands a search space into trial configs in the order they run: each EarlyBird trial followed by
+the trials paired with it, so a pair's two trials run side by side (or back to back) under the same
+machine load. A trial's Ray config is flat and holds only what it sets on top of the sweep's base
+config.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune.config import TrialConfig, field_types
-from worm_tune.ticket.methods import applies, family_of
+from worm_tune.ticket.methods import BASELINE, WORM_KNOBS_PREFIX, applies, family_of
 from worm_tune.tune.spaces import Objective, OptunaSpec, SearchSpace, load_space
 from worm_tune.usage import UsageError, format_table
 
@@ -25,8 +27,11 @@ SETTINGS_FILE = "sweep.json"
 
 
 CHOSEN_FILE = "final.json"
-#: In each family's folder once its Ray experiment ends: every trial's final Ray state, by trial id.
+#: In each Ray experiment's folder once it ends: every trial's final Ray state, by trial id.
 TRIAL_STATES_FILE = "trial_states.json"
+#: The one Ray experiment (and folder) that holds every trial of a sweep. Sweeps saved before it ran one
+#: experiment per trainable family (``earlybird``, then ``worm``), named after the family.
+EXPERIMENT = "trials"
 
 
 @dataclass
@@ -67,25 +72,25 @@ class SweepSettings:
 
 @dataclass
 class Plan:
-    """What a sweep runs: per trainable family, either explicit trials or an Optuna search."""
+    """What a sweep runs: explicit trials in the order they run, or an Optuna search."""
 
     base: TrialConfig
-    grid: dict[str, list[TrialConfig]] = field(default_factory=dict)
+    trials: list[TrialConfig] = field(default_factory=list)
     optuna: OptunaSpec | None = None
     objectives: tuple[Objective, ...] = ()
 
     @property
     def families(self) -> list[str]:
-
+        """The trainable families of the trials, in the order a sweep saved before :data:`EXPERIMENT` ran them."""
         if self.optuna is not None:
             return [family_of(self.optuna.method)]
-        return list(self.grid)
+        return list(dict.fromkeys(family_of(cfg.method) for cfg in self.trials))
 
     def configs(self) -> list[TrialConfig]:
         """Every config a trial may run (for Optuna: the base with the tuned method)."""
         if self.optuna is not None:
             return [self.base.replace({"method": self.optuna.method})]
-        return [cfg for configs in self.grid.values() for cfg in configs]
+        return list(self.trials)
 
 
 def make_plan(settings: SweepSettings) -> Plan:
@@ -108,12 +113,26 @@ def make_plan(settings: SweepSettings) -> Plan:
 
 
 def grid_plan(configs: Sequence[TrialConfig], base: TrialConfig) -> Plan:
-    """Explicit trials, grouped by the trainable family that runs them."""
+    """Explicit trials, in pairs: see :func:`paired_order`."""
+    return Plan(base=base, trials=paired_order(configs))
 
-    grid: dict[str, list[TrialConfig]] = defaultdict(list)
+
+def pair_key(cfg: TrialConfig) -> str:
+    """What a trial shares with its EarlyBird partner: its config as EarlyBird with WORM's knobs unset."""
+    worm = {k: v for k, v in TrialConfig().to_flat().items() if k.startswith(WORM_KNOBS_PREFIX)}
+    return cfg.replace({"method": BASELINE, **worm}).hash()
+
+
+def paired_order(configs: Sequence[TrialConfig]) -> list[TrialConfig]:
+    """The configs grouped by :func:`pair_key`, groups in order of first appearance, file order within.
+
+    A space lists EarlyBird first, so each EarlyBird trial is followed by its WORM partners: with two
+    trials at a time, a pair starts together, and wall times compare under the same load.
+    """
+    groups: dict[str, list[TrialConfig]] = defaultdict(list)
     for cfg in configs:
-        grid[family_of(cfg.method)].append(cfg)
-    return Plan(base=base, grid=dict(grid))
+        groups[pair_key(cfg)].append(cfg)
+    return [cfg for group in groups.values() for cfg in group]
 
 
 def sweep_columns(configs: Sequence[TrialConfig]) -> list[str]:
@@ -164,11 +183,16 @@ def config_overrides(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in keys and v is not None}
 
 
-def _points(plan: Plan, family: str) -> list[dict[str, Any]]:
-    """The family's grid trials as flat Ray configs: ``trial`` (its ``--dry-run`` number), then
-    the sweep's columns (None where a field does not apply to the method) and other set fields."""
+def _points(plan: Plan, experiment: str) -> list[dict[str, Any]]:
+    """An experiment's grid trials as flat Ray configs, in run order: ``trial`` (its ``--dry-run`` number),
+    then the sweep's columns (None where a field does not apply to the method) and other set fields.
+    :data:`EXPERIMENT` holds every trial; an older sweep's experiment, its family's."""
     configs = plan.configs()
     columns = sweep_columns(configs)
     rows = [{"trial": i, **overrides(cfg, plan.base, columns)} for i, cfg in enumerate(configs, 1)]
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    return [{k: row.get(k) for k in keys} for row, cfg in zip(rows, configs, strict=True) if cfg in plan.grid[family]]
+    return [
+        {k: row.get(k) for k in keys}
+        for row, cfg in zip(rows, configs, strict=True)
+        if experiment == EXPERIMENT or family_of(cfg.method) == experiment
+    ]

@@ -1,9 +1,9 @@
-"""A sweep through Ray Tune: checks, the driver lock, one Tuner per trainable family, the summary.
+"""A sweep through Ray Tune: checks, the driver lock, one Tuner for every trial, the summary.
 
 The flow: check every folder the sweep writes and the cluster, take the sweep's driver lock,
 check everything a trial needs (configs, datasets, weights, the tracking store, the cluster's
-resources) before any trial starts, then run one Ray experiment per trainable family under one
-MLflow parent run, and print a summary table.
+resources) before any trial starts, then run one Ray experiment under one MLflow parent run, its
+trials in pairs (each EarlyBird trial, then its WORM partners), and print a summary table.
 """
 
 from __future__ import annotations
@@ -35,7 +35,16 @@ from worm_tune.models import build_model
 from worm_tune.paths import check_writable
 from worm_tune.tune import cluster, store
 from worm_tune.tune.callback import MlflowCallback
-from worm_tune.tune.plan import SETTINGS_FILE, TRIAL_STATES_FILE, Plan, SweepSettings, _cell, _points, config_overrides
+from worm_tune.tune.plan import (
+    EXPERIMENT,
+    SETTINGS_FILE,
+    TRIAL_STATES_FILE,
+    Plan,
+    SweepSettings,
+    _cell,
+    _points,
+    config_overrides,
+)
 from worm_tune.tune.store import check_tracking, mark_interrupted, trial_status
 from worm_tune.tune.trainables import TRAINABLES
 from worm_tune.usage import UsageError, format_table
@@ -76,18 +85,19 @@ def check_resources(settings: SweepSettings) -> None:
 def execute(
     settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[str, dict[str, str]] | None = None
 ) -> list[Any]:
-    """Run (or resume) every family's Ray experiment; return the ``ray.tune.Result`` of each trial.
+    """Run (or resume) the sweep's Ray experiment; return the ``ray.tune.Result`` of each trial.
 
-    Stops after a family that was interrupted, so ``--resume`` picks up from there.
+    A sweep saved before :data:`EXPERIMENT` existed resumes as it began, one experiment per family,
+    and stops after one that was interrupted, so ``--resume`` picks up from there.
     """
 
     assert settings.experiment_id is not None and settings.parent_run_id is not None
     base_flat = plan.base.to_flat()
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     results: list[Any] = []
-    for family in plan.families:
-        trainable = tune.with_resources(tune.with_parameters(TRAINABLES[family], base=base_flat), resources)
-        path = settings.folder / family
+    for experiment in experiments(settings, plan):
+        trainable = tune.with_resources(tune.with_parameters(TRAINABLES[experiment], base=base_flat), resources)
+        path = settings.folder / experiment
         if resume and tune.Tuner.can_restore(str(path)):
             with legacy_module_names():
                 tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
@@ -103,10 +113,10 @@ def execute(
             )
             tuner = tune.Tuner(
                 trainable,
-                param_space=_param_space(plan, family),
-                tune_config=_tune_config(settings, plan, family),
+                param_space=_param_space(plan, experiment),
+                tune_config=_tune_config(settings, plan, experiment),
                 run_config=tune.RunConfig(
-                    name=family,
+                    name=experiment,
                     storage_path=str(settings.folder),
                     callbacks=[callback],
                     failure_config=tune.FailureConfig(max_failures=settings.max_failures),
@@ -116,11 +126,18 @@ def execute(
             )
         grid = tuner.fit()
         results.extend(grid)
-        cut_short = _cut_short(path, _num_samples(plan, family))
+        cut_short = _cut_short(path, _num_samples(plan, experiment))
         if cut_short is not None:
             mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
     return results
+
+
+def experiments(settings: SweepSettings, plan: Plan) -> list[str]:
+    """The Ray experiments of a sweep: :data:`EXPERIMENT`, or a saved sweep's per-family ones."""
+    if any((settings.folder / family).is_dir() for family in TRAINABLES if family != EXPERIMENT):
+        return plan.families
+    return [EXPERIMENT]
 
 
 def _retarget(tuner: tune.Tuner, settings: SweepSettings) -> None:
@@ -154,18 +171,18 @@ def legacy_module_names() -> Iterator[None]:
             sys.modules.pop(old, None)
 
 
-def _num_samples(plan: Plan, family: str) -> int:
-    return plan.optuna.num_samples if plan.optuna is not None else len(_points(plan, family))
+def _num_samples(plan: Plan, experiment: str) -> int:
+    return plan.optuna.num_samples if plan.optuna is not None else len(_points(plan, experiment))
 
 
 def _cut_short(path: Path, num_samples: int) -> set[str] | None:
-    """The ids of the trials an interrupt cut short, or None if the family ran to its end.
+    """The ids of the trials an interrupt cut short, or None if the experiment ran to its end.
 
     Ray Tune catches Ctrl-C, saves the experiment state, then stops every trial (calling
     ``on_trial_complete``, as for a trial the scheduler stopped) and returns normally. Only the
     saved state tells the two apart: there, cut-short trials are still running or pending, and a
     searcher that was stopped early has made fewer trials than asked for. The states are also
-    written to ``TRIAL_STATES_FILE`` in the family's folder, for readers without Ray.
+    written to ``TRIAL_STATES_FILE`` in the experiment's folder, for readers without Ray.
     """
     trials = ExperimentAnalysis(str(path)).trials
     states = {t.trial_id: t.status for t in trials}
@@ -174,7 +191,7 @@ def _cut_short(path: Path, num_samples: int) -> set[str] | None:
     return cut if cut or len(trials) < num_samples else None
 
 
-def _param_space(plan: Plan, family: str) -> dict[str, Any]:
+def _param_space(plan: Plan, experiment: str) -> dict[str, Any]:
     """A flat Ray config. Grid: one domain per column of the trials' points (see :func:`_points`).
     Optuna: the method, the seed and the ranges to tune."""
 
@@ -187,19 +204,19 @@ def _param_space(plan: Plan, family: str) -> dict[str, Any]:
             else:
                 space[p.key] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
         return space
-    points = _points(plan, family)
+    points = _points(plan, experiment)
     keys = list(dict.fromkeys(k for point in points for k in point))
     # The domains only name Ray's table columns: every trial's values come from its point.
     return {k: tune.choice(sorted({p[k] for p in points if p[k] is not None}, key=str) or [None]) for k in keys}
 
 
-def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
+def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
 
     search_alg: Any = None
     scheduler: Any = None
     if plan.optuna is None:
         search_alg = BasicVariantGenerator(
-            points_to_evaluate=_points(plan, family), max_concurrent=settings.max_concurrent or 0
+            points_to_evaluate=_points(plan, experiment), max_concurrent=settings.max_concurrent or 0
         )
     else:
         metrics = [o.metric for o in plan.objectives]
@@ -221,7 +238,7 @@ def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
             grace_period=cfg.search.window,
         )
     return tune.TuneConfig(
-        num_samples=_num_samples(plan, family),
+        num_samples=_num_samples(plan, experiment),
         search_alg=search_alg,
         scheduler=scheduler,
         # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
@@ -232,7 +249,7 @@ def _tune_config(settings: SweepSettings, plan: Plan, family: str) -> Any:
 
 
 def trial_dirname(trial: Any) -> str:
-    return f"{trial.trainable_name.removesuffix('Trainable').lower()}-{trial.trial_id}"
+    return f"{trial.config.get('method')}-{trial.trial_id}"
 
 
 def summary_table(results: list[Any], base: TrialConfig) -> str:

@@ -3,10 +3,11 @@
 One ``step()`` is one epoch and one report; checkpoints are the engine's state dict, so a
 retried or resumed trial continues bit-exactly; a damaged checkpoint restarts the trial from
 scratch (same numbers: the engine is deterministic) and its next result says so under
-``notice``. :class:`EarlyBirdTrainable` runs EarlyBird (and the dense baseline),
-:class:`WormTrainable` runs WORM and its ablations; both share :class:`TicketTrainable`. The
-trial's config holds overrides on top of the sweep's base config: a trial's Ray config is flat
-(``{"method": "worm", "search.ratio": 0.3}``), so Ray's table shows exactly what the sweep varies.
+``notice``. :class:`TicketTrainable` runs every method, so a sweep's pairs share one Ray
+experiment; :class:`EarlyBirdTrainable` and :class:`WormTrainable` are the per-family forms
+that sweeps saved before then ran, kept so those resume. The trial's config holds overrides on
+top of the sweep's base config: a trial's Ray config is flat (``{"method": "worm",
+"search.ratio": 0.3}``), so Ray's table shows exactly what the sweep varies.
 """
 
 from __future__ import annotations
@@ -26,20 +27,20 @@ from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import maybe_crash
 from worm_tune.ticket.methods import METHODS, methods_of
-from worm_tune.tune.plan import config_overrides
+from worm_tune.tune.plan import EXPERIMENT, config_overrides
 
 CHECKPOINT_FILE = "engine.pt"
 
 logger = logging.getLogger(__name__)
 
 
-def reported(methods: tuple[str, ...]) -> tuple[str, ...]:
-    """The per-epoch metrics a family of methods reports: the truncation ones where they all truncate."""
-    return metrics.epoch_metrics(truncating=all(METHODS[m].truncates for m in methods))
+def reported(method: str) -> tuple[str, ...]:
+    """The per-epoch metrics a method reports: the truncation ones only if it truncates."""
+    return metrics.epoch_metrics(truncating=METHODS[method].truncates)
 
 
 def epoch_result(record: dict[str, Any], summary: dict[str, Any], epoch_metrics: tuple[str, ...]) -> dict[str, Any]:
-    """One report: where the trial is, the family's per-epoch metrics, and every summary metric as a number
+    """One report: where the trial is, the method's per-epoch metrics, and every summary metric as a number
     (NaN while unknown) so schedulers and Optuna can read it; the full summary rides along under "summary"."""
     return {
         "phase": record["phase"],
@@ -51,11 +52,9 @@ def epoch_result(record: dict[str, Any], summary: dict[str, Any], epoch_metrics:
 
 
 class TicketTrainable(tune.Trainable):
-    """Wraps one engine; subclasses say which methods they run (and so which metrics they report)."""
+    """Wraps one engine, of any method."""
 
-    METHODS: ClassVar[tuple[str, ...]]
-    #: Per-epoch engine metrics this family reports.
-    EPOCH_METRICS: ClassVar[tuple[str, ...]]
+    METHODS: ClassVar[tuple[str, ...]] = tuple(METHODS)
 
     #: Set when a damaged checkpoint restarted the trial; the next result carries it as "notice".
     _notice: str | None = None
@@ -86,7 +85,7 @@ class TicketTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         record = self.engine.step()
         maybe_crash(self.cfg.crash_at_epoch, self.engine.global_epoch, self.logdir)
-        result = epoch_result(record, self.engine.summary(), self.EPOCH_METRICS)
+        result = epoch_result(record, self.engine.summary(), reported(self.cfg.method))
         result.update(
             method=self.cfg.method,
             seed=self.cfg.seed,
@@ -124,18 +123,21 @@ class EarlyBirdTrainable(TicketTrainable):
     """EarlyBird ticket search (r = 1), and the dense baseline without a search."""
 
     METHODS = methods_of("earlybird")
-    EPOCH_METRICS = reported(METHODS)
 
 
 class WormTrainable(TicketTrainable):
-    """WORM and its ablations: also reports the truncation factor and how many units it hit."""
+    """WORM and its ablations."""
 
     METHODS = methods_of("worm")
-    EPOCH_METRICS = reported(METHODS)
 
 
-#: The Trainable class of each family (``Method.family`` in :data:`worm_tune.ticket.methods.METHODS`).
-TRAINABLES: dict[str, type[TicketTrainable]] = {"earlybird": EarlyBirdTrainable, "worm": WormTrainable}
+#: The Trainable class of each Ray experiment: the sweep's one, and the per-family ones of older
+#: sweeps (``Method.family`` in :data:`worm_tune.ticket.methods.METHODS`).
+TRAINABLES: dict[str, type[TicketTrainable]] = {
+    EXPERIMENT: TicketTrainable,
+    "earlybird": EarlyBirdTrainable,
+    "worm": WormTrainable,
+}
 
 
 def _number(value: Any) -> float:

@@ -1,0 +1,53 @@
+"""The resnet18 quick profile's WORM trigger binds: its two deltas fire at different epochs, both
+before the first epoch where ``d_avg < s`` (where any delta would fire), so the quick sweep can tell
+delta values apart. Run on the profile's own configs, for its first two seeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worm_tune.config import TrialConfig
+from worm_tune.data import load_data
+from worm_tune.engine import SEARCH, TrialEngine
+from worm_tune.tune.spaces import load_space
+
+pytestmark = pytest.mark.slow
+
+
+def search_until(cfg: TrialConfig, level: float) -> list[dict[str, Any]]:
+    """The search epochs' records of ``cfg`` up to the first whose ``d_avg`` is below ``level``."""
+    engine = TrialEngine(cfg.replace({"threads": 1}), load_data(cfg.data))
+    records: list[dict[str, Any]] = []
+    while engine.phase == SEARCH:
+        records.append(engine.step())
+        d_avg = records[-1]["mask_dist_avg"]
+        if d_avg is not None and d_avg < level:
+            break
+    return records
+
+
+def test_the_quick_profiles_deltas_trigger_at_different_epochs_before_d_avg_falls_below_s() -> None:
+    grid = load_space("resnet18", "quick").grid()
+    seeds = sorted({c.seed for c in grid})
+    assert len(seeds) >= 6  # enough pairs for a test to reach significance
+    differ = False
+    for seed in seeds[:2]:
+        (eb,) = [c for c in grid if c.seed == seed and c.method == "earlybird"]
+        worms = sorted((c for c in grid if c.seed == seed and c.method == "worm"), key=lambda c: c.worm.delta)
+        assert len(worms) >= 2
+        s = eb.search.threshold
+        baseline = search_until(eb, s)
+        below_s = len(baseline)  # where any delta would fire
+        triggers = []
+        for cfg in worms:
+            records = search_until(cfg, s + cfg.worm.delta)
+            trigger = len(records)
+            # Until it fires, WORM is EarlyBird: the same masks, so the same distances.
+            assert [r["mask_dist_avg"] for r in records] == [r["mask_dist_avg"] for r in baseline[:trigger]]
+            triggers.append(trigger)
+        assert all(eb.search.window < t < below_s for t in triggers), (seed, triggers, below_s)
+        assert triggers == sorted(triggers, reverse=True)  # a wider window fires no later
+        differ |= len(set(triggers)) == len(triggers)
+    assert differ  # on some seed, each delta fires at its own epoch
