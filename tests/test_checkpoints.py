@@ -22,7 +22,7 @@ from tests.helpers import untimed
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.cli.run import main
 from worm_tune.engine import TIMING_KEYS
-from worm_tune.tune.trainables import CHECKPOINT_FILE, EarlyBirdTrainable
+from worm_tune.tune.trainables import CHECKPOINT_FILE, TicketTrainable, reported
 
 #: The trials pin torch to one thread: later test modules get back what they had.
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -236,26 +236,26 @@ def ray_local() -> Iterator[None]:
 
 def same_epoch(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """The epoch's numbers, not its timing nor Ray's bookkeeping."""
-    keys = [k for k in (*EarlyBirdTrainable.EPOCH_METRICS, "config_hash") if k not in TIMING_KEYS]
+    keys = [k for k in (*reported("earlybird"), "config_hash") if k not in TIMING_KEYS]
     strip = lambda s: {k: v for k, v in s.items() if k not in TIMING_KEYS}  # noqa: E731
     return [a[k] for k in keys] == [b[k] for k in keys] and strip(a["summary"]) == strip(b["summary"])
 
 
 def test_a_damaged_ray_checkpoint_restarts_the_trial_from_scratch(ray_local: None, tmp_path: Path) -> None:
-    first = EarlyBirdTrainable(config=dict(TINY))
+    first = TicketTrainable(config=dict(TINY))
     results = [first.train(), first.train()]
     saved = first.save(str(tmp_path / "checkpoint"))
     first.stop()
     assert all("notice" not in r for r in results)
 
-    healthy = EarlyBirdTrainable(config=dict(TINY))  # a whole checkpoint resumes where it was
+    healthy = TicketTrainable(config=dict(TINY))  # a whole checkpoint resumes where it was
     healthy.restore(saved)
     resumed = healthy.train()
     healthy.stop()
     assert resumed["training_iteration"] == 3 and resumed["summary"]["epochs"] == 3 and "notice" not in resumed
 
     corrupt(tmp_path / "checkpoint" / CHECKPOINT_FILE, "truncated")
-    trainable = EarlyBirdTrainable(config=dict(TINY))
+    trainable = TicketTrainable(config=dict(TINY))
     trainable.restore(saved)
     restarted = [trainable.train(), trainable.train()]
     trainable.stop()

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from worm_tune.cli.run import main
-from worm_tune.config import ConfigError, TrialConfig
+from worm_tune.config import LATER_FIELDS, RUNTIME_FIELDS, ConfigError, TrialConfig
 from worm_tune.engine import TrialEngine, load_model
 from worm_tune.ticket.attention import attention_layers, count_heads, heads_per_layer
 
@@ -191,12 +191,14 @@ def test_text_only_settings_are_refused_before_loading(tmp_path: Path, capsys: p
 
 
 def test_the_checkpoint_field_keeps_existing_config_names() -> None:
-    """``model.checkpoint`` came later: at its default it stays out of the hash, so a config hashes
-    as it did before the field existed."""
+    """``model.checkpoint`` (like ``worm.apply`` and ``search.rules``) came later: at its default it stays
+    out of the hash, so a config hashes as it did before the field existed."""
     cfg = TrialConfig()
-    flat = {k: v for k, v in cfg.to_flat().items() if k not in ("model.checkpoint", "device", "threads")}
-    flat = {k: v for k, v in flat.items() if k not in ("data.data_dir", "data.download", "crash_at_epoch")}
+    assert {"model.checkpoint", "worm.apply", "search.rules"} <= set(LATER_FIELDS)
+    flat = {k: v for k, v in cfg.to_flat().items() if k not in LATER_FIELDS and k not in RUNTIME_FIELDS}
     before = hashlib.sha256(json.dumps(dict(sorted(flat.items())), separators=(",", ":")).encode()).hexdigest()[:12]
     assert cfg.hash() == before
+    assert cfg.replace({"worm.apply": "update"}).hash() != before
+    assert cfg.replace({"search.rules": "reference"}).hash() != before
     bert = TrialConfig().replace({"model.arch": "bert", "data.dataset": "text"})
     assert bert.replace({"model.checkpoint": "bert-base-uncased"}).hash() != bert.hash()
