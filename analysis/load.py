@@ -209,7 +209,8 @@ def _ray_driver_state(folder: Path, settings: SweepSettings) -> str:
     if holder is not None:
         return f"is being run by {holder}"
     module = "final" if settings.kind == "final" else "sweep"
-    command = f"python -m worm_tune.{module} {settings.space} --resume --name {settings.name}"
+    where = "" if Path(settings.storage) == Path("ray_results").resolve() else f" --storage {settings.storage}"
+    command = f"python -m worm_tune.{module} {settings.space} --resume --name {settings.name}{where}"
     return f"did not finish and its driver is gone; `{command}` continues it"
 
 

@@ -39,8 +39,8 @@ def lap(name):
     global t
     now = time.perf_counter(); steps[name] = now - t; t = now
 steps = {}
-import worm_tune.cli.sweep
-lap("import worm_tune.sweep (torch, torchvision, Ray, MLflow)")
+import worm_tune.cli.launch
+lap("import worm_tune.cli.launch (torch, torchvision, Ray, MLflow)")
 from worm_tune.tune import runner, store as tracking
 tracking.check_tracking(sys.argv[1])
 lap("create the SQLite MLflow store (first sweep only)")

@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_missing_cifar_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(tmp_path / "cifar-10-batches-py") in err and "--download" in err
+    assert err.count("\n") == 1 and str(tmp_path / "cifar-10-batches-py") in err and "--set data.download=true" in err
 
 
 def test_out_dir_of_another_config_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,7 +124,7 @@ def test_cifar_missing(tmp_path: Path, dataset: str, folder: str) -> None:
     with pytest.raises(DataError) as info:
         load_data(DataConfig(dataset=dataset, data_dir=str(tmp_path)))
     message = str(info.value)
-    assert str(tmp_path / folder) in message and "--download" in message and "\n" not in message
+    assert str(tmp_path / folder) in message and "--set data.download=true" in message and "\n" not in message
 
 
 def test_cifar_corrupt(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from tests.helpers import ONE_DELTA, QUICK_PAIR, SUMMARY, SWEEP_TINY, default_si
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TIMING_KEYS, TrialEngine
+from worm_tune.tune.spaces import load_space
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
 
 #: Real sweeps through Ray and MLflow: the slow tier.
@@ -149,6 +150,51 @@ def test_paired_trials_run_side_by_side_in_one_experiment(quick_sweep: dict[str,
         assert max(eb.metrics["started_at"], worm.metrics["started_at"]) < min(
             eb.metrics["ended_at"], worm.metrics["ended_at"]
         )
+
+
+def test_the_terminal_says_how_each_trial_ended_and_what_to_run_next(local_ray: Any, store: dict[str, Any]) -> None:
+    """A sweep as a person runs it: its whole stdout and stderr, read line by line. Ray Tune's own
+    output (a status box every few seconds, a line per checkpoint, a TensorBoard hint into a
+    temporary session folder) stays out; each trial gets one line; the end says what to run next,
+    with the flags that find this sweep. The parent run records what ran it."""
+    address = ray.get_runtime_context().gcs_address
+    argv = [*QUICK_PAIR, "--name", "terminal", *store["args"], "--address", address]
+    done = subprocess.run(
+        [sys.executable, "-m", "worm_tune.sweep", *argv], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out, err = done.stdout.splitlines(), done.stderr
+    assert "Checkpoint successfully created" not in err + done.stdout and "/tmp/ray/session" not in done.stdout
+    assert "Configuration for experiment" not in done.stdout and "Trial status" not in done.stdout
+    finished = [line for line in out if line.startswith("[")]
+    assert [line.split(" ")[0] for line in finished] == ["[1/2]", "[2/2]"]  # in the order they finished
+    assert sorted(line.split(":")[0].split(" ", 1)[1] for line in finished) == ["#1 earlybird seed=0", "#2 worm seed=0"]
+    uri, storage = store["uri"], store["root"] / "ray"
+    assert out[out.index("next:") + 2 :][:2] == [
+        f"  python -m analysis terminal --tracking-uri {uri}   # the report again, e.g. once more trials are in",
+        f"  python -m worm_tune.final terminal --tracking-uri {uri} --storage {storage}   "
+        "# rerun the best configs with new seeds",
+    ]
+    assert f"  tensorboard --logdir {storage / 'terminal'}" in out
+    assert len(out) + len(err.splitlines()) <= 25, done.stdout + err
+
+    parent, _ = runs_of(uri, "terminal")
+    tags = parent.data.tags
+    assert "/#/experiments/" + parent.info.experiment_id + "/runs" in out[out.index("next:") + 1]
+    assert tags["mlflow.source.name"] == "python -m worm_tune.sweep" and tags["worm_tune.version"] == "0.1.0"
+    assert tags["worm_tune.command"].startswith("python -m worm_tune.sweep resnet18 --quick --set")
+    assert tags["mlflow.note.content"] == load_space("resnet18", "quick").description
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    if head.returncode == 0:  # a git checkout: the commit the code came from
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+
+    # --verbose: Ray Tune's own console output, as a debugging aid.
+    argv = [*QUICK_PAIR, "--name", "terminal-verbose", *store["args"], "--address", address, "--verbose"]
+    done = subprocess.run(
+        [sys.executable, "-m", "worm_tune.sweep", *argv], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Trial status" in done.stdout and not any(line.startswith("[1/2]") for line in done.stdout.splitlines())
 
 
 def test_a_trial_reruns_outside_ray_to_the_same_numbers(quick_sweep: dict[str, Any]) -> None:

@@ -1,20 +1,29 @@
 """``worm_tune.sweep`` and ``worm_tune.final`` command lines: dry runs and every bad-input path.
 
 Each bad input must fail before any trial starts (no Ray experiment, no MLflow run), with one
-line on stderr and exit code 2.
+line on stderr and exit code 2. A dry run makes the checks of data and weights a run makes first.
+Every flag a message suggests, here or in ``run`` and ``analysis``, is one its command takes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from analysis import cli as analysis_cli
 from tests.helpers import SWEEP_TINY
-from worm_tune.cli import final, sweep
+from worm_tune.cli import final, launch, run, sweep
+from worm_tune.config import DataConfig
+from worm_tune.data import DataError, load_data
+from worm_tune.hub import from_hub
+from worm_tune.tune import store
+from worm_tune.tune.plan import SETTINGS_FILE, SweepSettings, make_plan
 
 
 def run_main(module, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -50,8 +59,10 @@ def test_dry_run_prints_the_count_and_a_table(capsys: pytest.CaptureFixture[str]
 def test_dry_run_of_the_full_grid_leaves_worm_knobs_off_earlybird_rows(
     capsys: pytest.CaptureFixture[str], where: list[str]
 ) -> None:
-    code, out, _ = run_main(sweep, ["vgg11_bn", "--dry-run", *where], capsys)
-    assert code == 0
+    # The paper's grid on digits: a dry run loads the data and weights a run would, and CIFAR-10 is not here.
+    digits = ["--set", "data.dataset=digits", "--set", "model.pretrained=false"]
+    code, out, err = run_main(sweep, ["vgg11_bn", *digits, "--dry-run", *where], capsys)
+    assert code == 0, err
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()[3:]]
     header = [c.strip() for c in out.splitlines()[1].strip("|").split("|")]
     delta = header.index("worm.delta")
@@ -175,3 +186,163 @@ def test_bad_final_input_is_one_line_and_exit_2(
     code, _, err = run_main(final, [*argv, *where], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("python -m worm_tune.final: error: ") and message in err
+
+
+# -- a dry run checks what a run checks first ---------------------------------------------------
+
+
+def test_a_dry_run_fails_on_missing_data_as_the_run_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: list[str]
+) -> None:
+    argv = ["resnet18", "--quick", "--set", "data.dataset=cifar10", "--set", f"data.data_dir={tmp_path / 'none'}"]
+    real = run_main(sweep, [*argv, *where, "--name", "real"], capsys)
+    dry = run_main(sweep, [*argv, *where, "--dry-run"], capsys)
+    assert real[0] == dry[0] == 2 and dry[1] == ""
+    assert dry[2] == real[2] and real[2].count("\n") == 1 and "cifar10 not found in" in real[2]
+
+
+# -- final: the ranking shows what the sweep varied; the reruns keep the sweep's budget ----------
+
+
+@pytest.fixture
+def finished_sweep(tmp_path: Path, where: list[str]) -> dict[str, Any]:
+    """The MLflow runs of a finished sweep, written without running it: the quick resnet18 profile's
+    seeds 0 and 1 (EarlyBird, WORM at delta 0.01 and 0.03), final_acc best for WORM at 0.03."""
+    uri = where[3]
+    settings = SweepSettings(space="resnet18", name="done", storage=where[1], tracking_uri=uri, profile="quick")
+    configs = [cfg for cfg in make_plan(settings).configs() if cfg.seed < 2]
+    exp = store.experiment_id(uri, "resnet18")
+    parent = store.start_parent_run(uri, exp, "done", "sweep", {}, {"name": "done", "storage": where[1]})
+    client = store.client(uri)
+    score = {"earlybird": 0.5, "worm0.01": 0.6, "worm0.03": 0.7}
+    for cfg in configs:
+        child = client.create_run(exp, tags={store.PARENT_TAG: parent, "group_hash": cfg.replace({"seed": 0}).hash()})
+        store.log_params(uri, child.info.run_id, cfg.to_flat())
+        key = cfg.method + (f"{cfg.get('worm.delta'):g}" if cfg.method == "worm" else "")
+        client.log_metric(child.info.run_id, "final_acc", score[key] + cfg.seed / 100)
+        client.set_terminated(child.info.run_id, "FINISHED")
+    store.end_run(uri, parent, "FINISHED")
+    return {"configs": configs}
+
+
+def _tables(out: str) -> list[list[list[str]]]:
+    """Each Markdown table printed (a blank line apart), as rows of cells: the header, then the rows."""
+    return [
+        [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if not line.startswith("|--")]
+        for block in out.strip().split("\n\n")
+    ]
+
+
+@pytest.mark.parametrize(("budget", "retrain"), [([], 2), (["--retrain-epochs", "7"], 7)])
+def test_final_ranks_by_what_the_sweep_varied_and_keeps_its_budget(
+    finished_sweep: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    where: list[str],
+    budget: list[str],
+    retrain: int,
+) -> None:
+    argv = ["done", "--top-k", "2", "--seeds", "5", *budget, "--dry-run", *where]
+    code, out, err = run_main(final, argv, capsys)
+    assert code == 0, err
+    ranking, reruns = _tables(out)
+    assert ranking[0] == ["", "#", "final_acc:max (mean)", "seeds", "method", "worm.delta", "group"]
+    assert [row[:6] for row in ranking[1:]] == [
+        ["*", "1", "0.705", "2", "worm", "0.03"],
+        ["*", "2", "0.605", "2", "worm", "0.01"],
+        ["", "3", "0.505", "2", "earlybird", "-"],
+    ]
+    by_group = {cfg.replace({"seed": 0}).hash(): cfg for cfg in finished_sweep["configs"]}
+    assert all(row[-1] in by_group for row in ranking[1:])
+    # Each rerun is its source config with the new seed and, without --retrain-epochs, the sweep's budget (2).
+    expected = {by_group[row[-1]].replace({"seed": 5, "retrain.max_epochs": retrain}).hash() for row in ranking[1:3]}
+    assert {row[-1] for row in reruns[1:]} == expected
+
+
+# -- every flag a message suggests is one its command takes -------------------------------------
+
+#: Every command's flags, by the name its messages start with.
+FLAGS = {module.PROG: set(module.build_parser()._option_string_actions) for module in (run, sweep, final, analysis_cli)}
+#: What a message from below the commands (data, weights, the hub) may suggest: it can reach run, sweep and final.
+SHARED = FLAGS[run.PROG] & FLAGS[sweep.PROG] & FLAGS[final.PROG]
+
+
+def unknown_flags(message: str) -> list[str]:
+    """The ``--flags`` in ``message`` that their command does not take. A flag is for the command named
+    last before it (``python -m X``, which starts every error line); before any, for every command."""
+    unknown = []
+    flags = SHARED
+    for piece in re.split(r"(python -m [\w.]+)", message):
+        if piece.startswith("python -m "):
+            flags = FLAGS[piece]
+            continue
+        unknown += [f for f in re.findall(r"(?<![\w-])--[a-z][a-z-]*", piece) if f not in flags]
+    return unknown
+
+
+class _NotOnTheHub:
+    """Stands in for a Hugging Face class whose files are nowhere."""
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str, **kwargs: Any) -> None:
+        raise OSError(f"{checkpoint} is not a local folder and not cached")
+
+
+def _messages(tmp_path: Path, where: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """A representative set of what the commands print on stderr when something is wrong."""
+    (tmp_path / "corrupt" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp_path / "ray" / "taken").mkdir(parents=True)
+    (tmp_path / "ray" / "taken" / SETTINGS_FILE).write_text("{}")
+    (tmp_path / "plain.toml").write_text('[base]\n"data.dataset" = "digits"\n')
+    out = ["--out", str(tmp_path / "o")]
+    calls = [
+        (run, ["--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), *out]),
+        (run, ["--dataset", "cifar10", "--data-dir", str(tmp_path / "corrupt"), *out]),
+        (run, ["--model", "bert", "--dataset", "text", "--data-dir", str(tmp_path / "none"), *out]),
+        (run, ["--set", "search.ratio", *out]),
+        (sweep, ["resnet18", "--quick", "--set", "data.dataset=cifar10", "--set", "data.data_dir=/x", "--dry-run"]),
+        (sweep, ["resnet18", "--num-samples", "4"]),
+        (sweep, ["resnet18", "--resume", "--quick"]),
+        (sweep, ["resnet18", "--resume"]),
+        (sweep, ["resnet18", "--name", "taken"]),
+        (sweep, [str(tmp_path / "plain.toml"), "--search", "optuna"]),
+        (final, ["s", "--resume"]),
+        (final, ["s", "--seeds", "a"]),
+        (final, ["s", "--name", "taken"]),
+        (analysis_cli, ["s", "--reports", "/proc/x"]),
+        (analysis_cli, ["s", "--bootstrap", "5"]),
+    ]
+    messages = []
+    for module, argv in calls:
+        assert module.main([*argv, *([] if module is run else where)]) == 2, argv
+        messages.append(capsys.readouterr().err)
+    below = [  # data and hub errors, as any of run, sweep and final may print them
+        lambda: load_data(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "none"))),
+        lambda: load_data(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "corrupt"))),
+        lambda: load_data(DataConfig(dataset="text", data_dir=str(tmp_path / "none"))),
+        lambda: from_hub(_NotOnTheHub, "nobody/no-such-bert", False, DataError),
+        lambda: from_hub(_NotOnTheHub, "nobody/no-such-bert", True, DataError),
+    ]
+    for call in below:
+        with pytest.raises(DataError) as info:
+            call()
+        messages.append(str(info.value))
+    settings = SweepSettings(space="resnet18", name="ghost", storage=where[1], tracking_uri=where[3])
+    launch.analyse(settings, tmp_path / "reports", sweep.PROG)  # the report fails: a warning with the retry
+    messages.append(capsys.readouterr().err)
+    return messages
+
+
+def test_every_flag_a_message_suggests_is_one_its_command_takes(
+    tmp_path: Path, where: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages = _messages(tmp_path, where, capsys)
+    suggested = {f for m in messages for f in re.findall(r"(?<![\w-])--[a-z][a-z-]*", m)}
+    assert {
+        "--set",
+        "--resume",
+        "--name",
+        "--search",
+        "--tracking-uri",
+        "--reports",
+    } <= suggested  # the set is representative
+    assert {m: unknown_flags(m) for m in messages if unknown_flags(m)} == {}

@@ -37,7 +37,7 @@ def from_hub(cls: Any, checkpoint: str, online: bool, error: type[RuntimeError],
                 f"{checkpoint!r} cannot be loaded ({reason}); the folder needs what save_pretrained writes"
             ) from exc
         where = (
-            "pass a folder holding its files as the checkpoint, "
+            "name a folder holding its files as the checkpoint (--set model.checkpoint=DIR), "
             f"or put them in the Hugging Face cache {constants.HF_HUB_CACHE}"
         )
         if online:
@@ -47,7 +47,7 @@ def from_hub(cls: Any, checkpoint: str, online: bool, error: type[RuntimeError],
             ) from exc
         raise error(
             f"{checkpoint!r} is not in the Hugging Face cache ({reason}); "
-            f"set data.download=true on a machine with internet, or {where}"
+            f"fetch it with --set data.download=true on a machine with internet, or {where}"
         ) from exc
 
 

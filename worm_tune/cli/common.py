@@ -1,4 +1,9 @@
-"""What the commands share: the errors that are usage errors, the run flags, sweep names."""
+"""What the commands share: the errors that are usage errors, the run flags, sweep names.
+
+Like every command module here but :mod:`~worm_tune.cli.launch` and :mod:`~worm_tune.cli.trial`,
+it imports no torch, Ray or MLflow: a command parses and checks its arguments before it imports
+them, so ``--help`` and bad usage answer at once instead of after seconds of imports.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,10 @@ import re
 from pathlib import Path
 
 from worm_tune.config import ConfigError
-from worm_tune.data import DataError
-from worm_tune.models import ModelError
 from worm_tune.paths import PathError
-from worm_tune.tune.cluster import ClusterError
 from worm_tune.tune.spaces import SpaceError
 from worm_tune.tune.store import TrackingError
-from worm_tune.usage import UsageError
+from worm_tune.usage import UsageError, check_range
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -22,7 +24,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAME_MAX = 100
 
 
-USAGE_ERRORS = (ClusterError, ConfigError, DataError, ModelError, PathError, SpaceError, TrackingError)
+#: Bad input found before the machinery is imported. The machinery's own (a missing dataset or
+#: weights, a cluster that cannot be joined) become :class:`~worm_tune.usage.UsageError` there.
+USAGE_ERRORS = (ConfigError, PathError, SpaceError, TrackingError)
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +42,17 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--reports", type=Path, default=None, help="where the report goes (default ./reports): <reports>/<name>/"
     )
     parser.add_argument("--no-analysis", action="store_true", help="do not write the report at the end")
+    parser.add_argument(
+        "--verbose", action="store_true", help="Ray Tune's own console output instead of a line per finished trial"
+    )
+
+
+def check_run_flags(args: argparse.Namespace) -> None:
+    """The ranges of the shared run flags."""
+    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
+    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
+    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
+    check_range("--max-failures", args.max_failures, 0, integer=True)
 
 
 def check_name(name: str) -> None:

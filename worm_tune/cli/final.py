@@ -2,9 +2,11 @@
 
 Trials of a sweep are grouped by configuration (every field but the seed); groups are ranked
 by the mean of a summary metric over their seeds, so one lucky seed does not pick a config.
-The top ``k`` are rerun with several seeds and a full retraining budget, as a new Ray
-experiment under a new MLflow parent run in the same experiment. Each rerun's run carries the
-ids of the sweep runs it came from (tags and a note with links), and the parent names the sweep.
+The top ``k`` are rerun with several seeds and the sweep's retraining budget (or
+``--retrain-epochs``), as a new Ray experiment under a new MLflow parent run in the same
+experiment. Each rerun's run carries the ids of the sweep runs it came from (tags and a note
+with links), and the parent names the sweep. Everything up to the checks of data and weights
+imports no torch or Ray (see :func:`start`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name
-from worm_tune.cli.launch import launch
+from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_run_flags
 from worm_tune.config import TrialConfig, parse_assignments
+from worm_tune.ticket.methods import applies
 from worm_tune.tune import store
-from worm_tune.tune.plan import CHOSEN_FILE, SETTINGS_FILE, Plan, SweepSettings, grid_plan, trial_table
+from worm_tune.tune.plan import (
+    CHOSEN_FILE,
+    SETTINGS_FILE,
+    Plan,
+    SweepSettings,
+    cell,
+    grid_plan,
+    sweep_columns,
+    trial_table,
+)
 from worm_tune.tune.spaces import OBJECTIVES, Objective
-from worm_tune.usage import Parser, UsageError, check_range, run_command
+from worm_tune.usage import Parser, UsageError, check_range, format_table, run_command
 
 PROG = "python -m worm_tune.final"
 
@@ -50,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=None, help="how many configurations to rerun (default 3)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for each rerun (default 0,1,2)")
     parser.add_argument(
-        "--retrain-epochs", type=int, default=None, help="retraining budget of the reruns (default 160)"
+        "--retrain-epochs",
+        type=int,
+        default=None,
+        help="retraining budget of the reruns (default: the sweep's, each config's retrain.max_epochs)",
     )
     parser.add_argument(
         "--set", action="append", default=None, metavar="KEY=VALUE", help="override a field of every rerun"
@@ -58,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(parser)
     parser.add_argument("--name", default=None, help="name of the rerun (default <sweep>-final-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted rerun (needs --name)")
-    parser.add_argument("--dry-run", action="store_true", help="print the ranking and the reruns, then exit")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check the data and weights, print the ranking and the reruns, exit"
+    )
     return parser
 
 
@@ -77,12 +93,32 @@ def rank(runs: Sequence[Any], objective: Objective) -> list[Candidate]:
     return sorted(candidates, key=lambda c: c.score, reverse=objective.mode == "max")
 
 
+def ranking(candidates: Sequence[Candidate], objective: Objective, top_k: int) -> str:
+    """The ranking as a table: the fields the sweep varied (as its dry run lists them, but the seed,
+    which a group pools), the group's hash last; ``*`` marks the configurations rerun."""
+    columns = [k for k in sweep_columns([c.config for c in candidates]) if k != "seed"]
+    rows = [
+        [
+            "*" if i <= top_k else "",
+            str(i),
+            f"{c.score:.4g}",
+            str(len(c.run_ids)),
+            *(cell(c.config.get(k) if applies(k, c.config.method) else None) for k in columns),
+            c.group,
+        ]
+        for i, c in enumerate(candidates, 1)
+    ]
+    return format_table(["", "#", f"{objective} (mean)", "seeds", *columns, "group"], rows)
+
+
 def plan_reruns(
-    chosen: Sequence[Candidate], seeds: Sequence[int], retrain_epochs: int, sets: dict[str, str]
+    chosen: Sequence[Candidate], seeds: Sequence[int], retrain_epochs: int | None, sets: dict[str, str]
 ) -> tuple[Plan, list[TrialConfig]]:
+    """Each chosen config with each seed; its own retraining budget unless ``retrain_epochs`` is given."""
+    budget = {} if retrain_epochs is None else {"retrain.max_epochs": retrain_epochs}
     configs = [
         # A rerun never inherits the sweep's fault injection (``--set crash_at_epoch=K`` still works).
-        c.config.replace({"seed": seed, "retrain.max_epochs": retrain_epochs, "crash_at_epoch": 0, **sets}).validate()
+        c.config.replace({"seed": seed, **budget, "crash_at_epoch": 0, **sets}).validate()
         for c in chosen
         for seed in seeds
     ]
@@ -117,26 +153,40 @@ def _main(argv: Sequence[str] | None) -> int:
         files = None
     else:
         settings, plan, extra_tags, params, tags = _new_rerun(args, storage)
-        if args.dry_run:
-            print(trial_table(plan))
-            return 0
         chosen = {"configs": [c.to_flat() for c in plan.configs()], "extra_tags": extra_tags}
         files = {CHOSEN_FILE: json.dumps({**chosen, "params": params, "tags": tags}, indent=2)}
-    return launch(
-        PROG, args, settings, plan, tags["experiment"], params, tags=tags, extra_tags=extra_tags, extra_files=files
-    )
+    return start(args, settings, plan, params, tags, extra_tags=extra_tags, extra_files=files)
+
+
+def start(
+    args: argparse.Namespace,
+    settings: SweepSettings,
+    plan: Plan,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    **options: Any,
+) -> int:
+    """Run the reruns, or (``--dry-run``) make the checks of data and weights a run makes before its
+    first trial, then list the reruns. ``options`` go to ``run_sweep``.
+
+    The machinery (:mod:`worm_tune.cli.launch`: Ray, torch) is imported here, not at the top: it
+    takes seconds that ``--help`` and bad usage should not wait for.
+    """
+    from worm_tune.cli import launch
+
+    if args.dry_run:
+        launch.check(plan)
+        print(trial_table(plan))
+        return 0
+    return launch.launch(PROG, args, settings, plan, tags["experiment"], params, tags=tags, **options)
 
 
 def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:
     objective = Objective.parse(f"{args.metric or 'final_acc'}{':' + args.mode if args.mode else ''}")
     top_k = args.top_k if args.top_k is not None else 3
     check_range("--top-k", top_k, 1, integer=True)
-    retrain_epochs = args.retrain_epochs if args.retrain_epochs is not None else 160
-    check_range("--retrain-epochs", retrain_epochs, 1, integer=True)
-    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
-    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
-    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
-    check_range("--max-failures", args.max_failures, 0, integer=True)
+    check_range("--retrain-epochs", args.retrain_epochs, 1, integer=True)
+    check_run_flags(args)
     seeds = _seeds(args.seeds if args.seeds is not None else "0,1,2")
     sets = parse_assignments(args.set or [])
     name = args.name or f"{args.sweep}-final-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -155,11 +205,8 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
     if not candidates:
         raise UsageError(f"sweep {args.sweep!r} has no finished trial with a {objective.metric} to rank by")
     chosen = candidates[:top_k]
-    for i, c in enumerate(candidates, 1):
-        mark = "*" if i <= top_k else " "
-        seeds_seen = f"over {len(c.run_ids)} seed(s)"
-        print(f"{mark} {i:3d}. {objective.metric} {c.score:.4g} {seeds_seen}  {c.config.method}  {c.group}")
-    plan, configs = plan_reruns(chosen, seeds, retrain_epochs, sets)
+    print(ranking(candidates, objective, top_k) + "\n", flush=True)
+    plan, configs = plan_reruns(chosen, seeds, args.retrain_epochs, sets)
 
     experiment = store.client(uri).get_experiment(parent.info.experiment_id).name
     extra_tags = {}
@@ -192,7 +239,7 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
         "objective": str(objective),
         "top_k": top_k,
         "seeds": ",".join(map(str, seeds)),
-        "retrain_epochs": retrain_epochs,
+        "retrain_epochs": ",".join(dict.fromkeys(str(cfg.get("retrain.max_epochs")) for cfg in configs)),
         **{f"set.{k}": v for k, v in sets.items()},
     }
     tags = {"experiment": experiment, "source_sweep": args.sweep, "source_parent_run": parent.info.run_id}

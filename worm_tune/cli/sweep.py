@@ -4,7 +4,8 @@ The flow: read the space and the flags, check everything a trial needs (configs,
 weights, the tracking store, the cluster's resources) before any trial starts, then run one
 Ray experiment, each EarlyBird trial beside its WORM partners, under one MLflow parent run, and
 print a summary table. The sweep's settings are saved beside its Ray experiment
-(``<storage>/<name>/sweep.json``) so ``--resume`` continues it exactly.
+(``<storage>/<name>/sweep.json``) so ``--resume`` continues it exactly. Everything up to the
+checks of data and weights imports no torch, Ray or MLflow (see :func:`start`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name
-from worm_tune.cli.launch import launch
+from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_run_flags
 from worm_tune.config import parse_assignments
-from worm_tune.tune.plan import SETTINGS_FILE, SweepSettings, make_plan, trial_table
+from worm_tune.tune.plan import SETTINGS_FILE, Plan, SweepSettings, make_plan, trial_table
 from worm_tune.tune.spaces import Objective, available_spaces
 from worm_tune.tune.store import resolve_tracking_uri
 from worm_tune.usage import Parser, UsageError, check_range, run_command
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(parser)
     parser.add_argument("--name", default=None, help="sweep name (default <space>[-quick]-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the latest, or --name)")
-    parser.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    parser.add_argument("--dry-run", action="store_true", help="check the data and weights, print the trials, exit")
     return parser
 
 
@@ -90,10 +90,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     if search == "grid" and (args.num_samples is not None or args.objective or args.sampler_seed is not None):
         raise UsageError("--num-samples, --objective and --sampler-seed apply to --search optuna only")
     check_range("--num-samples", args.num_samples, 1, integer=True)
-    check_range("--cpus-per-trial", args.cpus_per_trial, 0, open_low=True)
-    check_range("--gpus-per-trial", args.gpus_per_trial, 0)
-    check_range("--max-concurrent", args.max_concurrent, 1, integer=True)
-    check_range("--max-failures", args.max_failures, 0, integer=True)
+    check_run_flags(args)
     for text in args.objective or []:
         Objective.parse(text)
     return SweepSettings(
@@ -137,8 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    plan = make_plan(settings)
+    return start(args, settings, make_plan(settings))
+
+
+def start(args: argparse.Namespace, settings: SweepSettings, plan: Plan) -> int:
+    """Run the sweep, or (``--dry-run``) make the checks of data and weights a run makes before its
+    first trial, then list the trials.
+
+    The machinery (:mod:`worm_tune.cli.launch`: Ray, torch, MLflow) is imported here, not at the
+    top: it takes seconds that ``--help`` and bad usage should not wait for.
+    """
+    from worm_tune.cli import launch
+
     if args.dry_run:
+        launch.check(plan)
         count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
         print(f"sweep {settings.name}: {count} trials ({settings.space}, {settings.profile} profile)")
         print(trial_table(plan))
@@ -148,4 +157,4 @@ def _main(argv: Sequence[str] | None) -> int:
     }
     params.update({f"set.{k}": v for k, v in settings.sets.items()})
     tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
-    return launch(PROG, args, settings, plan, Path(settings.space).stem, params, tags=tags)
+    return launch.launch(PROG, args, settings, plan, Path(settings.space).stem, params, tags=tags)

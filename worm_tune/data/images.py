@@ -43,7 +43,7 @@ def load_cifar(cfg: DataConfig) -> DataBundle:
     if not cfg.download and not folder.is_dir():
         raise DataError(
             f"{cfg.dataset} not found in {root} (expected {folder}); "
-            "set data.download=true (--download) or point data.data_dir (--data-dir) at a copy"
+            "fetch it with --set data.download=true, or name a folder that holds a copy with --set data.data_dir=DIR"
         )
     to_tensor = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
     augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if cfg.augment else []
@@ -60,7 +60,7 @@ def load_cifar(cfg: DataConfig) -> DataBundle:
     except (RuntimeError, OSError) as exc:
         raise DataError(
             f"{cfg.dataset} in {folder} is unreadable or corrupt ({one_line(exc)}); "
-            "delete that folder and rerun with data.download=true (--download)"
+            "delete that folder and rerun with --set data.download=true"
         ) from exc
     fill = tuple(-m / s for m, s in zip(spec.mean, spec.std, strict=True))  # black, normalised
     return DataBundle(train, test, spec.num_classes, _INPUT_SHAPE, Augment(4, True, fill))

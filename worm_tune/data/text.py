@@ -96,12 +96,12 @@ def _load_glue(cfg: DataConfig) -> tuple[_Split, _Split, int]:
         if cfg.download:
             raise DataError(
                 f"could not download GLUE {task} into {root} ({one_line(exc)}); "
-                "check the network, or point data.data_dir at a datasets cache that holds it"
+                "check the network, or name a datasets cache that holds it with --set data.data_dir=DIR"
             ) from exc
         raise DataError(
             f"GLUE {task} is not in the datasets cache at {root} ({one_line(exc)}); "
-            "set data.download=true on a machine with internet to cache it there, "
-            "or point data.data_dir at a datasets cache that holds it"
+            "cache it there with --set data.download=true on a machine with internet, "
+            "or name a datasets cache that holds it with --set data.data_dir=DIR"
         ) from exc
     columns = GLUE_COLUMNS[task]
     splits = [
@@ -115,8 +115,8 @@ def _load_tsv_folder(folder: Path) -> tuple[_Split, _Split, int]:
     """``train.tsv`` and ``test.tsv`` in ``folder``, in one of the two layouts of ``_TSV_HEADERS``."""
     if not folder.is_dir():
         raise DataError(
-            f"text data folder {folder} does not exist; point data.data_dir at a folder with train.tsv and test.tsv "
-            f"({_TSV_FORMAT})"
+            f"text data folder {folder} does not exist; --set data.data_dir=DIR names the folder that holds "
+            f"train.tsv and test.tsv ({_TSV_FORMAT})"
         )
     train, train_header = _read_tsv(folder / "train.tsv")
     test, test_header = _read_tsv(folder / "test.tsv")

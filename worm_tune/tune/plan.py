@@ -163,13 +163,13 @@ def trial_table(plan: Plan) -> str:
     configs = plan.configs()
     columns = sweep_columns(configs)
     rows = [
-        [str(i), *(_cell(overrides(cfg, plan.base, columns).get(c)) for c in columns), cfg.hash()]
+        [str(i), *(cell(overrides(cfg, plan.base, columns).get(c)) for c in columns), cfg.hash()]
         for i, cfg in enumerate(configs, 1)
     ]
     return format_table(["#", *columns, "hash"], rows)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):

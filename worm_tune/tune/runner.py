@@ -41,10 +41,13 @@ from worm_tune.tune.plan import (
     TRIAL_STATES_FILE,
     Plan,
     SweepSettings,
-    _cell,
     _points,
+    cell,
     config_overrides,
+    sweep_columns,
 )
+from worm_tune.tune.progress import ProgressPrinter
+from worm_tune.tune.spaces import load_space
 from worm_tune.tune.store import check_tracking, mark_interrupted, trial_status
 from worm_tune.tune.trainables import TRAINABLES
 from worm_tune.usage import UsageError, format_table
@@ -83,12 +86,17 @@ def check_resources(settings: SweepSettings) -> None:
 
 
 def execute(
-    settings: SweepSettings, plan: Plan, resume: bool, extra_tags: dict[str, dict[str, str]] | None = None
+    settings: SweepSettings,
+    plan: Plan,
+    resume: bool,
+    extra_tags: dict[str, dict[str, str]] | None = None,
+    verbose: bool = False,
 ) -> list[Any]:
     """Run (or resume) the sweep's Ray experiment; return the ``ray.tune.Result`` of each trial.
 
     A sweep saved before :data:`EXPERIMENT` existed resumes as it began, one experiment per family,
-    and stops after one that was interrupted, so ``--resume`` picks up from there.
+    and stops after one that was interrupted, so ``--resume`` picks up from there. ``verbose``: Ray
+    Tune's own console output instead of :class:`ProgressPrinter`'s (a resumed sweep keeps its own).
     """
 
     assert settings.experiment_id is not None and settings.parent_run_id is not None
@@ -96,7 +104,9 @@ def execute(
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     results: list[Any] = []
     for experiment in experiments(settings, plan):
-        trainable = tune.with_resources(tune.with_parameters(TRAINABLES[experiment], base=base_flat), resources)
+        trainable = tune.with_resources(
+            tune.with_parameters(TRAINABLES[experiment], base=base_flat, quiet=not verbose), resources
+        )
         path = settings.folder / experiment
         if resume and tune.Tuner.can_restore(str(path)):
             with legacy_module_names():
@@ -111,6 +121,8 @@ def execute(
                 base_flat,
                 extra_tags,
             )
+            total, columns = _num_samples(plan, experiment), sweep_columns(plan.configs())
+            printer = [] if verbose else [ProgressPrinter(total, columns)]
             tuner = tune.Tuner(
                 trainable,
                 param_space=_param_space(plan, experiment),
@@ -118,19 +130,43 @@ def execute(
                 run_config=tune.RunConfig(
                     name=experiment,
                     storage_path=str(settings.folder),
-                    callbacks=[callback],
+                    callbacks=[callback, *printer],
                     failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
-                    verbose=1,
+                    verbose=1 if verbose else 0,
                 ),
             )
-        grid = tuner.fit()
+        with _ray_console(verbose):
+            grid = tuner.fit()
         results.extend(grid)
         cut_short = _cut_short(path, _num_samples(plan, experiment))
         if cut_short is not None:
             mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
     return results
+
+
+@contextlib.contextmanager
+def _ray_console(verbose: bool) -> Iterator[None]:
+    """Ray Tune's console output, or none: even at ``verbose=0`` its default output engine prints an
+    experiment header and a TensorBoard hint into a temporary session folder; its older engine, at
+    ``verbose=0``, prints nothing, and :class:`ProgressPrinter` speaks instead."""
+    if verbose:
+        yield
+        return
+    saved = os.environ.get(RAY_NEW_OUTPUT)
+    os.environ[RAY_NEW_OUTPUT] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(RAY_NEW_OUTPUT, None)
+        else:
+            os.environ[RAY_NEW_OUTPUT] = saved
+
+
+#: The environment switch between Ray Tune's two console output engines.
+RAY_NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
 
 
 def experiments(settings: SweepSettings, plan: Plan) -> list[str]:
@@ -206,8 +242,9 @@ def _param_space(plan: Plan, experiment: str) -> dict[str, Any]:
         return space
     points = _points(plan, experiment)
     keys = list(dict.fromkeys(k for point in points for k in point))
-    # The domains only name Ray's table columns: every trial's values come from its point.
-    return {k: tune.choice(sorted({p[k] for p in points if p[k] is not None}, key=str) or [None]) for k in keys}
+    # The domains only name Ray's table columns: every trial's values come from its point (None where
+    # the field does not apply to the trial's method).
+    return {k: tune.choice(sorted({p[k] for p in points}, key=str)) for k in keys}
 
 
 def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
@@ -273,7 +310,7 @@ def summary_table(results: list[Any], base: TrialConfig) -> str:
         rows.append(
             [
                 method,
-                _cell(ratio),
+                cell(ratio),
                 str(len(items)),
                 str(count["converged"]),
                 str(count["not_converged"]),
@@ -312,9 +349,10 @@ def run_sweep(
     reports: Path | None = None,
     analyse: Callable[[SweepSettings, Path, str], None] | None = None,
     extra_files: dict[str, str] | None = None,
+    verbose: bool = False,
 ) -> int:
-    """Check, lock, connect, open (or reopen) the parent run, execute, summarise, and write the
-    report into ``reports`` (unless None); the exit code.
+    """Check, lock, connect, open (or reopen) the parent run, execute, summarise, write the report
+    into ``reports`` (unless None) and say what to run next; the exit code.
 
     Everything that can fail on bad input fails before the parent run exists; anything that fails
     after it leaves it FAILED (or KILLED on Ctrl-C), never RUNNING.
@@ -329,8 +367,9 @@ def run_sweep(
         check_resources(settings)
         if settings.parent_run_id is None:
             settings.experiment_id = store.experiment_id(settings.tracking_uri, experiment)
+            about = {**store.provenance(prog, sys.argv[1:]), **_note(settings), **(tags or {})}
             settings.parent_run_id = store.start_parent_run(
-                settings.tracking_uri, settings.experiment_id, settings.name, settings.kind, tags or {}, params
+                settings.tracking_uri, settings.experiment_id, settings.name, settings.kind, about, params
             )
         else:
             store.client(settings.tracking_uri).update_run(settings.parent_run_id, status="RUNNING")
@@ -343,7 +382,7 @@ def run_sweep(
                 f"MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
                 flush=True,
             )
-            results = execute(settings, plan, resume, extra_tags)
+            results = execute(settings, plan, resume, extra_tags, verbose)
         except KeyboardInterrupt:
             store.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
             where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
@@ -363,6 +402,7 @@ def run_sweep(
         store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
         if reports is not None and analyse is not None:
             analyse(settings, reports, prog)
+        print("\n" + next_steps(settings), flush=True)
     if errors:
         print(
             f"{prog}: {errors} trial(s) failed after {settings.max_failures} retries; see {settings.folder}",
@@ -370,6 +410,39 @@ def run_sweep(
         )
         return 1
     return 0
+
+
+def _note(settings: SweepSettings) -> dict[str, str]:
+    """A sweep's parent run carries its space's description as the run's note (``mlflow ui`` shows it)."""
+    if settings.kind != "sweep":
+        return {}
+    space = load_space(settings.space, settings.profile)
+    return {"mlflow.note.content": space.description} if space.description else {}
+
+
+def next_steps(settings: SweepSettings) -> str:
+    """The commands a user runs after a sweep, with the flags that find this sweep."""
+    uri, name, folder = settings.tracking_uri, settings.name, settings.folder
+    default_uri = store.resolve_tracking_uri(None) == uri and "MLFLOW_TRACKING_URI" not in os.environ
+    where = "" if default_uri else f" --tracking-uri {uri}"
+    runs = f"#/experiments/{settings.experiment_id}/runs"
+    if uri.startswith("http"):
+        ui = f"open {uri.rstrip('/')}/{runs}"
+    else:
+        ui = (
+            "mlflow ui" if default_uri else f"mlflow ui --backend-store-uri {uri}"
+        ) + f"   # http://127.0.0.1:5000/{runs}"
+    storage = "" if Path(settings.storage) == Path("ray_results").resolve() else f" --storage {settings.storage}"
+    lines = [
+        "next:",
+        f"  {ui}",
+        f"  python -m analysis {name}{where}   # the report again, e.g. once more trials are in",
+    ]
+    if settings.kind == "sweep":
+        lines.append(f"  python -m worm_tune.final {name}{where}{storage}   # rerun the best configs with new seeds")
+    if next(folder.glob(f"{EXPERIMENT}/*/events.out.tfevents.*"), None) is not None:
+        lines.append(f"  tensorboard --logdir {folder}")
+    return "\n".join(lines)
 
 
 def check_paths(settings: SweepSettings, experiment: str, reports: Path | None) -> None:

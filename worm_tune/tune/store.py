@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import shlex
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ ARTIFACTS_DIR = "mlartifacts"
 
 #: Tags on every run this package writes; the analysis and ``final`` find runs by them.
 TAG_KIND, TAG_SWEEP, TAG_TRIAL = "worm_tune.kind", "worm_tune.sweep", "worm_tune.trial_id"
+#: Provenance on a parent run: the command line that started it and the package version.
+TAG_COMMAND, TAG_VERSION = "worm_tune.command", "worm_tune.version"
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -132,6 +137,39 @@ def start_parent_run(
     run = client(uri).create_run(exp_id, run_name=sweep, tags={TAG_KIND: kind, TAG_SWEEP: sweep, **tags})
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
+
+
+def provenance(prog: str, argv: Sequence[str]) -> dict[str, str]:
+    """MLflow's source tags and ours for a parent run: the command, the package version and, where the
+    package is a git checkout, its commit (``mlflow ui`` shows it on the run page)."""
+    tags = {
+        "mlflow.source.name": prog,
+        "mlflow.source.type": "LOCAL",
+        TAG_COMMAND: shlex.join([*prog.split(), *argv]),
+        TAG_VERSION: _version(),
+    }
+    commit = _git_commit(Path(__file__).resolve().parents[2])
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("worm_tune")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit(folder: Path) -> str:
+    """HEAD of the git checkout ``folder`` is in, or "" (not a checkout, no git, or git too slow)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def find_parent_run(uri: str, sweep: str, kind: str = "sweep") -> Any | None:

@@ -30,6 +30,8 @@ from worm_tune.ticket.methods import METHODS, methods_of
 from worm_tune.tune.plan import EXPERIMENT, config_overrides
 
 CHECKPOINT_FILE = "engine.pt"
+#: The logger Ray Tune reports every saved checkpoint on, at INFO.
+RAY_STORAGE_LOGGER = "ray.train._internal.storage"
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,10 @@ class TicketTrainable(tune.Trainable):
     #: Size of the last checkpoint written: the free space the next one needs.
     _checkpoint_size: int | None = None
 
-    def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+    def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None, quiet: bool = False) -> None:
+        """``quiet``: no "Checkpoint successfully created" line per epoch from Ray's storage layer."""
+        if quiet:
+            logging.getLogger(RAY_STORAGE_LOGGER).setLevel(logging.WARNING)
         self.base = base or {}
         self._build(config)
 

@@ -1,0 +1,85 @@
+"""What a sweep prints while it runs (:mod:`worm_tune.tune.progress`), read as a person reads it.
+
+The printer is fed Ray Tune's own ``Trial`` objects, in the states the controller puts them in;
+the end-to-end check of a real sweep's terminal is in tests/test_sweep.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+
+from worm_tune.tune.progress import ProgressPrinter
+
+COLUMNS = ["method", "seed", "worm.delta"]
+
+
+def trial(number: int, method: str, status: str, result: dict[str, Any] | None = None) -> Trial:
+    config = {"trial": number, "method": method, "seed": 1, "worm.delta": 0.01 if method == "worm" else None}
+    t = Trial("TicketTrainable", config=config, stub=True)
+    t.set_status(status)
+    if result is not None:
+        t.update_last_result({"training_iteration": 1, **result})
+    return t
+
+
+def summary(method: str, **values: Any) -> dict[str, Any]:
+    base = {"method": method, "done": True, "converged": True, "diverged": False, "search_epochs": 9}
+    return base | {"final_acc": 0.5417, "total_time": 31.6} | values
+
+
+def test_every_minute_a_table_of_the_running_trials_shows_where_each_search_stands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    printer = ProgressPrinter(18, COLUMNS, every_s=0.0)
+    trials = [
+        trial(2, "worm", Trial.RUNNING, {"phase": "search", "epoch": 7, "mask_dist_max": 0.0712}),
+        trial(1, "earlybird", Trial.RUNNING),  # started, no epoch reported yet
+        trial(3, "worm", Trial.PENDING),
+        trial(4, "earlybird", Trial.TERMINATED, {"phase": "retrain", "epoch": 2}),
+    ]
+    printer.on_step_end(0, trials)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "1/18 done, 2 running, 1 waiting"
+    assert [c.strip() for c in lines[1].strip("|").split("|")] == ["#", "trial", "phase", "epoch", "d_max"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:]]
+    assert rows == [
+        ["2", "worm seed=1 worm.delta=0.01", "search", "7", "0.071"],
+        ["1", "earlybird seed=1", "starting", "-", "-"],
+    ]
+
+
+def test_the_table_waits_its_interval_and_skips_a_sweep_with_nothing_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    printer = ProgressPrinter(4, COLUMNS, every_s=3600.0)
+    running = [trial(1, "earlybird", Trial.RUNNING, {"phase": "search", "epoch": 1})]
+    printer.on_step_end(0, running)  # the first call starts the clock: no table at the very start
+    printer.on_step_end(1, running)
+    assert capsys.readouterr().out == ""
+    ProgressPrinter(4, COLUMNS, every_s=0.0).on_step_end(0, [trial(1, "earlybird", Trial.PENDING)])
+    assert capsys.readouterr().out == ""
+
+
+def test_a_finished_trial_is_one_line_with_how_it_ended(capsys: pytest.CaptureFixture[str]) -> None:
+    printer = ProgressPrinter(18, COLUMNS)
+    done = trial(4, "earlybird", Trial.TERMINATED)
+    eb = trial(1, "earlybird", Trial.RUNNING, {"phase": "retrain", "epoch": 2, "summary": summary("earlybird")})
+    worm = trial(2, "worm", Trial.RUNNING, {"summary": summary("worm", converged=False, search_epochs=16)})
+    printer.on_trial_complete(0, [done, eb, worm], eb)
+    eb.set_status(Trial.TERMINATED)  # as the controller leaves it
+    printer.on_trial_error(0, [done, eb, worm], worm)
+    assert capsys.readouterr().out.splitlines() == [
+        "[2/18] #1 earlybird seed=1: converged, 9 search epochs, final acc 54.17%, 32 s",
+        "[3/18] #2 worm seed=1 worm.delta=0.01: error, 16 search epochs, final acc 54.17%, 32 s",
+    ]
+
+
+def test_the_printer_survives_the_pickle_a_resumable_sweep_saves() -> None:
+    printer = ProgressPrinter(18, COLUMNS, every_s=5.0)
+    printer.on_step_end(0, [])
+    again = pickle.loads(pickle.dumps(printer))
+    assert (again.total, again.columns, again.every_s) == (18, ["worm.delta"], 5.0)

@@ -1,0 +1,91 @@
+"""What a sweep prints while it runs: a line per finished trial and, now and then, a table of the running ones.
+
+Ray Tune's own console output (a status table every few seconds, a result box per finished trial,
+a line per checkpoint) is for debugging a sweep, and ``--verbose`` brings it back. By default a
+sweep prints this instead: each trial by its ``--dry-run`` number and the fields the sweep varies,
+where its search stands (phase, epoch, ``d_max``), and how it ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ray import tune
+
+from worm_tune.tune.plan import cell
+from worm_tune.tune.store import trial_status
+from worm_tune.usage import format_table
+
+#: Seconds between two tables of the running trials.
+EVERY_S = 60.0
+
+
+class ProgressPrinter(tune.Callback):
+    """Prints to stdout from the driver; picklable, so a resumed sweep prints the same way."""
+
+    def __init__(self, total: int, columns: Sequence[str], every_s: float = EVERY_S) -> None:
+        self.total = total
+        #: The config fields that tell this sweep's trials apart (the dry-run table's columns).
+        self.columns = [c for c in columns if c not in ("method", "seed")]
+        self.every_s = every_s
+        self._last: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_last": None}
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished(trials, trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished(trials, trial, error=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if self._last is None:  # the first table after a while, not at the start
+            self._last = now
+        running = [t for t in trials if t.status == "RUNNING"]
+        if not running or now - self._last < self.every_s:
+            return
+        self._last = now
+        rows = [[*self._name(t), *_where(t.last_result or {})] for t in running]
+        counts = {s: sum(t.status == s for t in trials) for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR")}
+        header = ["#", "trial", "phase", "epoch", "d_max"]
+        done = counts["TERMINATED"] + counts["ERROR"]
+        print(f"\n{done}/{self.total} done, {counts['RUNNING']} running, {counts['PENDING']} waiting", flush=True)
+        print(format_table(header, rows), flush=True)
+
+    def _finished(self, trials: list, trial: Any, error: bool) -> None:
+        last = trial.last_result or {}
+        summary = last.get("summary") or {}
+        done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
+        number, name = self._name(trial)
+        print(f"[{done}/{self.total}] #{number} {name}: {_outcome(trial_status(summary, error), summary)}", flush=True)
+
+    def _name(self, trial: Any) -> tuple[str, str]:
+        """The trial's dry-run number (Optuna trials have none) and its method, seed and varied fields."""
+        config: Mapping[str, Any] = trial.config or {}
+        varied = " ".join(f"{k}={cell(config[k])}" for k in self.columns if config.get(k) is not None)
+        name = f"{config.get('method')} seed={config.get('seed', '-')}" + (f" {varied}" if varied else "")
+        return str(config.get("trial", "-")), name
+
+
+def _where(result: Mapping[str, Any]) -> list[str]:
+    """Phase, epoch within it and the latest ``d_max`` of a running trial ("-" before its first epoch)."""
+    if "phase" not in result:  # no epoch reported yet
+        return ["starting", "-", "-"]
+    d_max = result.get("mask_dist_max")
+    return [str(result.get("phase")), str(result.get("epoch")), "-" if d_max is None else f"{d_max:.3f}"]
+
+
+def _outcome(status: str, summary: Mapping[str, Any]) -> str:
+    """How a trial ended, in the words of its MLflow ``status`` tag, with its headline numbers."""
+    parts = [status.replace("_", " ")]
+    if summary.get("search_epochs") is not None:
+        parts.append(f"{summary['search_epochs']} search epochs")
+    if summary.get("final_acc") is not None:
+        parts.append(f"final acc {summary['final_acc']:.2%}")
+    if summary.get("total_time") is not None:
+        parts.append(f"{summary['total_time']:.0f} s")
+    return ", ".join(parts)
