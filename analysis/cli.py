@@ -29,7 +29,7 @@ USAGE_ERRORS = (ConfigError, PathError, SpaceError, store.TrackingError)
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
-        description="Turn a sweep into paired EarlyBird-vs-WORM comparisons: report.md, CSVs and plots.",
+        description="Turn a sweep into paired EarlyBird-vs-WORM comparisons: report.md and .html, CSVs, plots.",
     )
     parser.add_argument("sweep", help="a sweep name, an MLflow experiment name, or a sweep's Ray folder")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
@@ -99,7 +99,8 @@ def run(
     written = report.write(sweep, out, n_boot, seed, command or f"{PROG} {shlex.quote(name)}")
     if log and sweep.tracking_uri and sweep.parent_run_id and sweep.source.startswith("MLflow"):
         report.log_to_mlflow(written, sweep.tracking_uri, sweep.parent_run_id)
-        written.notes.append(f"logged to MLflow run {sweep.parent_run_id} under {report.ARTIFACT_DIR}/")
+        headline = f" and {len(written.headline)} headline metrics" if written.headline else ""
+        written.notes.append(f"logged to MLflow run {sweep.parent_run_id} under {report.ARTIFACT_DIR}/{headline}")
     return written
 
 

@@ -1,9 +1,12 @@
-"""A sweep's report: ``report.md`` with its tables and plots, the CSVs, and the PNGs, in one folder,
-and the same files logged to the sweep's parent MLflow run (under ``report/``)."""
+"""A sweep's report: ``report.md`` with its tables and plots, the same as a self-contained
+``report.html``, the CSVs, and the PNGs, in one folder; the same files logged to the sweep's parent
+MLflow run (under ``report/``), with the headline paired differences as the run's metrics."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,12 +18,18 @@ import pandas as pd
 
 from analysis import compare, paper, plots
 from analysis.load import FINISHED, Sweep
+from analysis.page import to_html
 from analysis.stats import ALPHA, LEVEL, MIN_PAIRS
 from worm_tune.tune import store
 from worm_tune.usage import format_table
 
 REPORT, TRIALS_CSV, COMPARISONS_CSV, METHODS_CSV = "report.md", "trials.csv", "comparisons.csv", "methods.csv"
+HTML = "report.html"
 ARTIFACT_DIR = "report"
+#: The comparisons whose paired mean difference and pair count the parent run carries as metrics.
+HEADLINE = ("search_epochs", "final_acc")
+#: MLflow's limit on a metric name, less the longest ``/<metric>_pairs`` ending.
+MAX_PREFIX = 250 - len("/search_epochs_pairs")
 
 
 @dataclass
@@ -30,6 +39,8 @@ class Report:
     folder: Path
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The parent run's headline metrics (:func:`headline_metrics`), logged with the files.
+    headline: dict[str, float] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -74,16 +85,58 @@ def write(sweep: Sweep, out: Path, n_boot: int = 10_000, seed: int = 0, command:
 
     text = markdown(sweep, labelled, comparisons, methods, embedded, n_boot, command)
     report.path.write_text(text)
-    report.files.insert(0, report.path)
+    (out / HTML).write_text(to_html(text, out), encoding="utf-8")
+    report.files[:0] = [report.path, out / HTML]
+    report.headline = headline_metrics(comparisons)
     return report
 
 
 def log_to_mlflow(report: Report, uri: str, parent_run_id: str) -> None:
-    """The report folder as artifacts of the sweep's parent run, so the MLflow UI shows it."""
+    """The report folder as artifacts of the sweep's parent run, so the MLflow UI shows it, and the
+    headline differences as the run's metrics, so runs can be compared and charted on them."""
+    from mlflow.entities import Metric
 
     client = store.client(uri)
     for path in report.files:
         client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in report.headline.items()]
+    client.log_batch(parent_run_id, metrics=metrics)
+
+
+def headline_metrics(comparisons: pd.DataFrame) -> dict[str, float]:
+    """Per setting and variant, ``headline/<setting>/<variant>/<metric>_diff`` (the mean paired
+    difference, variant minus EarlyBird; left out when no pair has one) and ``..._pairs``, for each
+    :data:`HEADLINE` metric. Names are ASCII that MLflow accepts, at most 250 characters, and unique."""
+    out: dict[str, float] = {}
+    taken: set[str] = set()
+    for (setting, variant), rows in comparisons.groupby(["setting", "variant"], sort=True):
+        prefix = _metric_prefix(str(setting), str(variant), taken)
+        taken.add(prefix)
+        by = rows.set_index("metric")
+        for key in HEADLINE:
+            out[f"{prefix}/{key}_pairs"] = float(by.at[key, "n_pairs"])
+            if math.isfinite(diff := float(by.at[key, "diff_mean"])):
+                out[f"{prefix}/{key}_diff"] = diff
+    return out
+
+
+def _metric_prefix(setting: str, variant: str, taken: set[str]) -> str:
+    """``headline/<setting>/<variant>`` in MLflow's metric alphabet; a hash of the two labels
+    replaces its tail when it is too long or another label pair already cleaned to it."""
+    prefix = f"headline/{_metric_part(setting)}/{_metric_part(variant)}"
+    if len(prefix) > MAX_PREFIX or prefix in taken:
+        digest = hashlib.sha1(f"{setting}\n{variant}".encode()).hexdigest()[:8]
+        prefix = f"{prefix[: MAX_PREFIX - len(digest) - 1]}-{digest}"
+    return prefix
+
+
+def _metric_part(label: str) -> str:
+    """A setting or variant label as one path component of a metric name: ASCII letters, digits,
+    ``_ - .`` and single spaces (``δ=0.05`` becomes ``delta_0.05``)."""
+    text = label.replace("δ", "delta").replace("·", " ").replace("=", "_")
+    text = " ".join(re.sub(r"[^A-Za-z0-9_.\- ]", "_", text).split())
+    return text if text.strip(".") else "_"  # "." or ".." would be read as a path
 
 
 # -- the Markdown ----------------------------------------------------------------------------
@@ -376,5 +429,7 @@ def pvalue(p: float) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-
     return format_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
+
+
+# -- the HTML --------------------------------------------------------------------------------

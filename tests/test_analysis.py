@@ -385,7 +385,7 @@ def test_analysis_of_a_running_sweep_writes_a_partial_report_and_logs_it(
         by_status.loc["converged", "ended_at"]
     ) == {1100.0}
     logged = {a.path for a in MlflowClient(store["uri"]).list_artifacts(store["parent"], "report")}
-    assert {"report/report.md", "report/trials.csv", "report/comparisons.csv"} <= logged
+    assert {"report/report.md", "report/report.html", "report/trials.csv", "report/comparisons.csv"} <= logged
 
 
 def test_the_ray_folder_gives_each_trial_its_node_and_times(tmp_path: Path) -> None:

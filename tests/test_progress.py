@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 from ray.tune.experiment import Trial
 
+from worm_tune.tune.plan import SweepSettings, label_columns, make_plan, trial_label
 from worm_tune.tune.progress import ProgressPrinter
 
-COLUMNS = ["method", "seed", "worm.delta"]
+#: The field the sweep varies, as :func:`~worm_tune.tune.plan.label_columns` gives it.
+COLUMNS = ("worm.delta",)
 
 
 def trial(number: int, method: str, status: str, result: dict[str, Any] | None = None) -> Trial:
+    """A trial as the sweep's grid makes it: its dry-run number, method, seed and the varied field."""
     config = {"trial": number, "method": method, "seed": 1, "worm.delta": 0.01 if method == "worm" else None}
     t = Trial("TicketTrainable", config=config, stub=True)
     t.set_status(status)
@@ -47,8 +50,8 @@ def test_every_minute_a_table_of_the_running_trials_shows_where_each_search_stan
     assert [c.strip() for c in lines[1].strip("|").split("|")] == ["#", "trial", "phase", "epoch", "d_max"]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:]]
     assert rows == [
-        ["2", "worm seed=1 worm.delta=0.01", "search", "7", "0.071"],
-        ["1", "earlybird seed=1", "starting", "-", "-"],
+        ["2", "worm δ=0.01 s1", "search", "7", "0.071"],
+        ["1", "earlybird s1", "starting", "-", "-"],
     ]
 
 
@@ -73,8 +76,8 @@ def test_a_finished_trial_is_one_line_with_how_it_ended(capsys: pytest.CaptureFi
     eb.set_status(Trial.TERMINATED)  # as the controller leaves it
     printer.on_trial_error(0, [done, eb, worm], worm)
     assert capsys.readouterr().out.splitlines() == [
-        "[2/18] #1 earlybird seed=1: converged, 9 search epochs, final acc 54.17%, 32 s",
-        "[3/18] #2 worm seed=1 worm.delta=0.01: error, 16 search epochs, final acc 54.17%, 32 s",
+        "[2/18] #1 earlybird s1: converged, 9 search epochs, final acc 54.17%, 32 s",
+        "[3/18] #2 worm δ=0.01 s1: error, 16 search epochs, final acc 54.17%, 32 s",
     ]
 
 
@@ -82,4 +85,28 @@ def test_the_printer_survives_the_pickle_a_resumable_sweep_saves() -> None:
     printer = ProgressPrinter(18, COLUMNS, every_s=5.0)
     printer.on_step_end(0, [])
     again = pickle.loads(pickle.dumps(printer))
-    assert (again.total, again.columns, again.every_s) == (18, ["worm.delta"], 5.0)
+    assert (again.total, again.columns, again.every_s) == (18, COLUMNS, 5.0)
+
+
+def test_a_trial_is_named_by_its_method_what_the_sweep_varies_and_its_seed() -> None:
+    config = {
+        "trial": 4,
+        "method": "worm",
+        "seed": 0,
+        "search.ratio": 0.3,
+        "worm.delta": 0.05,
+        "search.threshold": 0.04,
+    }
+    assert trial_label(config, ("search.ratio", "worm.delta")) == "worm p=0.3 δ=0.05 s0"
+    assert trial_label(config) == "worm p=0.3 δ=0.05 s=0.04 s0"  # no columns: every field it sets
+    eb = {"method": "earlybird", "seed": 2, "worm.delta": None, "prune.kind": "structured"}
+    assert trial_label(eb, ("prune.kind", "worm.delta")) == "earlybird prune.kind=structured s2"
+
+
+def test_trial_names_show_the_fields_a_grid_varies_or_an_optuna_search_tunes() -> None:
+    grid = make_plan(SweepSettings(space="resnet18", name="n", storage="s", tracking_uri="u", profile="quick"))
+    assert label_columns(grid) == ("worm.delta",)  # not s, which the quick profile sets for every trial
+    settings = SweepSettings(
+        space="resnet18", name="n", storage="s", tracking_uri="u", profile="quick", search="optuna"
+    )
+    assert label_columns(make_plan(settings)) == ("worm.delta", "worm.factor")

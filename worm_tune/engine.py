@@ -452,17 +452,20 @@ class TrialEngine:
 
     def save_model(self, path: str | Path) -> None:
         """Save the final network with what :func:`load_model` needs to rebuild its architecture."""
-        torch.save(
-            {
-                "config": self.cfg.to_dict(),
-                "num_classes": self.data.num_classes,
-                "input_shape": list(self.data.input_shape),
-                "vocab_size": self.data.vocab_size,
-                "prune_keep": self.prune_keep,
-                "model": self.model.state_dict(),
-            },
-            path,
-        )
+        torch.save(model_file(self.state_dict(), self.data), path)
+
+
+def model_file(state: dict[str, Any], data: DataBundle) -> dict[str, Any]:
+    """What :meth:`TrialEngine.save_model` writes, from an engine's state dict and its data: so a
+    finished trial's last checkpoint gives its network, wherever the trial ran."""
+    return {
+        "config": state["config"],
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "vocab_size": data.vocab_size,
+        "prune_keep": state["prune_keep"],
+        "model": state["model"],
+    }
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -476,15 +479,21 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 def load_model(path: str | Path) -> nn.Module:
     """Rebuild a model saved by :meth:`TrialEngine.save_model` (structured-pruned ones included)."""
+    return load_network(path)[0]
+
+
+def load_network(path: str | Path) -> tuple[nn.Module, torch.Tensor]:
+    """:func:`load_model`'s model and a batch of one zero input of its shape and dtype: what rebuilds a
+    structured-pruned architecture, and what an MLflow signature is inferred from."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     cfg = TrialConfig.from_dict(saved["config"])
     shape, transformer = tuple(saved["input_shape"]), cfg.model.arch in TRANSFORMERS
     model = build_model(cfg.model, saved["num_classes"], shape, saved.get("vocab_size", 0))
+    example = torch.zeros(1, *shape, dtype=torch.long if cfg.model.arch == "bert" else torch.float32)
     if saved["prune_keep"] is not None:
-        example = torch.zeros(1, *shape, dtype=torch.long if cfg.model.arch == "bert" else torch.float32)
         remove_structure(model, saved["prune_keep"].to(torch.bool), example, transformer)
     model.load_state_dict(saved["model"])
-    return model
+    return model, example
 
 
 def reinitialize(model: nn.Module) -> None:

@@ -5,8 +5,10 @@ by the mean of a summary metric over their seeds, so one lucky seed does not pic
 The top ``k`` are rerun with several seeds and the sweep's retraining budget (or
 ``--retrain-epochs``), as a new Ray experiment under a new MLflow parent run in the same
 experiment. Each rerun's run carries the ids of the sweep runs it came from (tags and a note
-with links), and the parent names the sweep. Everything up to the checks of data and weights
-imports no torch or Ray (see :func:`start`).
+with links), and the parent names the sweep. Each rerun's final network is logged to its run as an
+MLflow model, and the best is registered in the Model Registry under the space's name (see
+:func:`log_models`). Everything up to the checks of data and weights imports no torch or Ray (see
+:func:`start`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -39,6 +42,8 @@ from worm_tune.tune.spaces import OBJECTIVES, Objective
 from worm_tune.usage import Parser, UsageError, check_range, format_table, run_command
 
 PROG = "python -m worm_tune.final"
+#: The exit status of a run cut short by Ctrl-C.
+INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,12 @@ class Candidate:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog=PROG, description="Rerun the best configurations of a finished sweep with several seeds.")
+    parser = Parser(
+        prog=PROG,
+        description="Rerun the best configurations of a finished sweep with several seeds. Each rerun's network "
+        "is logged to its MLflow run; the best one is registered as a new version of the model named after the "
+        "sweep's space.",
+    )
     parser.add_argument("sweep", help="the sweep's name (as given to or printed by worm_tune.sweep)")
     parser.add_argument("--metric", default=None, help=f"rank by this summary metric: {', '.join(OBJECTIVES)}")
     parser.add_argument(
@@ -178,7 +188,40 @@ def start(
         launch.check(plan)
         print(trial_table(plan))
         return 0
-    return launch.launch(PROG, args, settings, plan, tags["experiment"], params, tags=tags, **options)
+    code = launch.launch(PROG, args, settings, plan, tags["experiment"], params, tags=tags, **options)
+    if code != INTERRUPTED:  # an interrupted rerun logs its networks once resumed
+        # A sweep's experiment is named after its space.
+        log_models(settings, Objective.parse(params["objective"]), tags["experiment"])
+    return code
+
+
+def log_models(settings: SweepSettings, objective: Objective, name: str) -> None:
+    """Log each finished rerun's network to its run (:mod:`worm_tune.tune.models`) and register the
+    best one as a new version of the model ``name``.
+
+    The best: the configuration with the best mean over the rerun's seeds (the sweep's rule, on new
+    seeds, so the sweep's rank 1 can lose it), and of its seeds the one with the best score, whose
+    network is the one to use.
+    """
+    from worm_tune.tune import models
+
+    uri = settings.tracking_uri
+    runs = store.child_runs(uri, store.client(uri).get_run(settings.parent_run_id))
+    bundles: dict[Any, Any] = {}
+    logged = {r.info.run_id: models.log_network(uri, settings.folder, r, bundles) for r in runs}
+    candidates = rank([r for r in runs if logged[r.info.run_id]], objective)
+    if not candidates:
+        print(f"{PROG}: warning: no rerun left a network and a {objective.metric}; none registered", file=sys.stderr)
+        return
+    by_id = {r.info.run_id: r for r in runs}
+    scores = {i: by_id[i].data.metrics[objective.metric] for i in candidates[0].run_ids}
+    run = by_id[(max if objective.mode == "max" else min)(scores, key=scores.__getitem__)]
+    version = models.register(uri, name, logged[run.info.run_id], run)
+    print(
+        f"model: {name} version {version.version}, rank {run.data.tags['final_rank']} seed {run.data.tags['seed']} "
+        f"({objective.metric} {scores[run.info.run_id]:.4g}): models:/{name}/{version.version}",
+        flush=True,
+    )
 
 
 def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, Plan, dict, dict, dict]:

@@ -7,7 +7,7 @@ other nodes need no access to the tracking store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, RunTag
@@ -15,7 +15,8 @@ from ray import tune
 
 from worm_tune import metrics
 from worm_tune.config import TrialConfig
-from worm_tune.tune.plan import config_overrides
+from worm_tune.ticket.methods import METHODS
+from worm_tune.tune.plan import config_overrides, trial_label
 from worm_tune.tune.store import (
     PARENT_TAG,
     TAG_KIND,
@@ -44,9 +45,12 @@ class MlflowCallback(tune.Callback):
         sweep: str,
         base: Mapping[str, Any],
         extra_tags: Mapping[str, Mapping[str, str]] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.uri, self.exp_id, self.parent_run_id, self.sweep = uri, exp_id, parent_run_id, sweep
         self.base = dict(base)
+        #: What run names show (:func:`~worm_tune.tune.plan.label_columns`; None: every field a trial sets).
+        self.columns = None if columns is None else tuple(columns)
         #: Tags for the runs of particular config groups (``final`` links reruns to their sources).
         self.extra_tags = {k: dict(v) for k, v in (extra_tags or {}).items()}
         self._runs: dict[str, str] = {}
@@ -70,7 +74,7 @@ class MlflowCallback(tune.Callback):
         if epoch <= self._last_epoch.get(trial.trial_id, 0):
             return  # already logged before a restart
         self._last_epoch[trial.trial_id] = epoch
-        tags = [RunTag("phase", str(result.get("phase")))]
+        tags = []
         if epoch == 1:
             tags += [
                 RunTag("node_id", str(result.get("node_id"))),
@@ -124,9 +128,11 @@ class MlflowCallback(tune.Callback):
             "config_hash": cfg.hash(),
             "group_hash": group,
             "trial_name": str(trial),
+            **({"trial": str(trial.config["trial"])} if "trial" in trial.config else {}),  # its --dry-run number
             **self.extra_tags.get(group, {}),
         }
-        run = client(self.uri).create_run(self.exp_id, run_name=f"{cfg.method}-s{cfg.seed}-{cfg.hash()}", tags=tags)
+        columns = getattr(self, "columns", None)  # a callback pickled before names had columns has none
+        run = client(self.uri).create_run(self.exp_id, run_name=trial_label(trial.config, columns), tags=tags)
         log_params(self.uri, run.info.run_id, cfg.to_flat())
         return run.info.run_id
 
@@ -136,8 +142,13 @@ class MlflowCallback(tune.Callback):
         last = trial.last_result or {}
         summary = last.get("summary") or {}
         mlflow_client.log_batch(run_id, metrics=summary_batch(summary, int(last.get("training_iteration", 0))))
-        status = trial_status(summary, error)
-        mlflow_client.set_tag(run_id, "status", status)
+        # Tags say how the trial ended (its metrics say how it went).
+        mlflow_client.set_tag(run_id, "status", trial_status(summary, error))
+        method = METHODS.get(summary.get("method", ""))
+        if method is not None and method.searches:  # dense trials have no search to converge
+            mlflow_client.set_tag(run_id, "converged", str(bool(summary["converged"])).lower())
+        if summary.get("trigger_epoch") is not None:
+            mlflow_client.set_tag(run_id, "trigger_epoch", str(summary["trigger_epoch"]))
         if summary:
             mlflow_client.log_dict(run_id, summary, "summary.json")
             mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,27 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+#: How a trial's name writes the fields ALGORITHM.md names by a symbol; other fields go by their key.
+SYMBOLS = {"search.ratio": "p", "search.threshold": "s", "worm.delta": "δ", "worm.factor": "r"}
+
+
+def trial_label(config: Mapping[str, Any], columns: Sequence[str] | None = None) -> str:
+    """A trial's name from its Ray config, ``worm p=0.3 δ=0.05 s0``: the method, the ``columns`` it
+    sets (:func:`label_columns`; None: every field it sets) and the seed. Ray's trial name, the MLflow
+    run's and the progress lines'."""
+    fields = field_types()
+    keys = [k for k in (config if columns is None else columns) if k in fields and k not in ("method", "seed")]
+    shown = [f"{SYMBOLS.get(k, k)}={cell(config[k])}" for k in keys if config.get(k) is not None]
+    return " ".join([str(config.get("method")), *shown, f"s{config.get('seed', '-')}"])
+
+
+def label_columns(plan: Plan) -> tuple[str, ...]:
+    """The fields trial names show: those the sweep varies (an Optuna search: those it tunes)."""
+    if plan.optuna is not None:
+        return tuple(p.key for p in plan.optuna.params)
+    return tuple(c for c in sweep_columns(plan.configs()) if c not in ("method", "seed"))
 
 
 def config_overrides(config: dict[str, Any]) -> dict[str, Any]:

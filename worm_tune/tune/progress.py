@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from worm_tune.tune.plan import cell
+from worm_tune.tune.plan import trial_label
 from worm_tune.tune.store import trial_status
 from worm_tune.usage import format_table
 
@@ -25,10 +25,9 @@ EVERY_S = 60.0
 class ProgressPrinter(tune.Callback):
     """Prints to stdout from the driver; picklable, so a resumed sweep prints the same way."""
 
-    def __init__(self, total: int, columns: Sequence[str], every_s: float = EVERY_S) -> None:
+    def __init__(self, total: int, columns: Sequence[str] = (), every_s: float = EVERY_S) -> None:
         self.total = total
-        #: The config fields that tell this sweep's trials apart (the dry-run table's columns).
-        self.columns = [c for c in columns if c not in ("method", "seed")]
+        self.columns = tuple(columns)  # what trial names show (:func:`~worm_tune.tune.plan.label_columns`)
         self.every_s = every_s
         self._last: float | None = None
 
@@ -64,11 +63,9 @@ class ProgressPrinter(tune.Callback):
         print(f"[{done}/{self.total}] #{number} {name}: {_outcome(trial_status(summary, error), summary)}", flush=True)
 
     def _name(self, trial: Any) -> tuple[str, str]:
-        """The trial's dry-run number (Optuna trials have none) and its method, seed and varied fields."""
+        """The trial's dry-run number (Optuna trials have none) and its name."""
         config: Mapping[str, Any] = trial.config or {}
-        varied = " ".join(f"{k}={cell(config[k])}" for k in self.columns if config.get(k) is not None)
-        name = f"{config.get('method')} seed={config.get('seed', '-')}" + (f" {varied}" if varied else "")
-        return str(config.get("trial", "-")), name
+        return str(config.get("trial", "-")), trial_label(config, self.columns)
 
 
 def _where(result: Mapping[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ trials in pairs (each EarlyBird trial, then its WORM partners), and print a summ
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -44,7 +45,8 @@ from worm_tune.tune.plan import (
     _points,
     cell,
     config_overrides,
-    sweep_columns,
+    label_columns,
+    trial_label,
 )
 from worm_tune.tune.progress import ProgressPrinter
 from worm_tune.tune.spaces import load_space
@@ -120,9 +122,9 @@ def execute(
                 settings.name,
                 base_flat,
                 extra_tags,
+                label_columns(plan),
             )
-            total, columns = _num_samples(plan, experiment), sweep_columns(plan.configs())
-            printer = [] if verbose else [ProgressPrinter(total, columns)]
+            printer = [] if verbose else [ProgressPrinter(_num_samples(plan, experiment), label_columns(plan))]
             tuner = tune.Tuner(
                 trainable,
                 param_space=_param_space(plan, experiment),
@@ -281,8 +283,14 @@ def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
         # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
         max_concurrent_trials=settings.max_concurrent if plan.optuna is not None else None,
         trial_dirname_creator=trial_dirname,
+        trial_name_creator=functools.partial(trial_name, columns=label_columns(plan)),
         reuse_actors=True,
     )
+
+
+def trial_name(trial: Any, columns: tuple[str, ...]) -> str:
+    """Ray's name for a trial: the MLflow run's (see :func:`~worm_tune.tune.plan.trial_label`)."""
+    return trial_label(trial.config, columns)
 
 
 def trial_dirname(trial: Any) -> str:

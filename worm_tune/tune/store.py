@@ -30,6 +30,9 @@ ARTIFACTS_DIR = "mlartifacts"
 
 #: Tags on every run this package writes; the analysis and ``final`` find runs by them.
 TAG_KIND, TAG_SWEEP, TAG_TRIAL = "worm_tune.kind", "worm_tune.sweep", "worm_tune.trial_id"
+#: The experiment tag MLflow 3's UI reads to open an experiment on its model-training view (runs,
+#: charts) rather than the GenAI one (traces, evaluations), which a new experiment gets by default.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 #: Provenance on a parent run: the command line that started it and the package version.
 TAG_COMMAND, TAG_VERSION = "worm_tune.command", "worm_tune.version"
 PARENT_TAG = "mlflow.parentRunId"
@@ -127,7 +130,9 @@ def experiment_id(uri: str, name: str) -> str:
         if experiment is not None:
             return experiment.experiment_id
         root = artifact_root(uri, name)
-        return mlflow_client.create_experiment(name, artifact_location=root.as_uri() if root else None)
+        return mlflow_client.create_experiment(
+            name, artifact_location=root.as_uri() if root else None, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
 
 
 def start_parent_run(

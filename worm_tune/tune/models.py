@@ -1,0 +1,120 @@
+"""A ``final`` rerun's networks in MLflow: each finished trial's network logged to its run, the best
+one registered in the Model Registry.
+
+Trials may run on other nodes, so a network is rebuilt on the driver from the trial's last
+checkpoint (its engine state, which Ray keeps in the sweep's storage): a trial saves nothing
+extra, and a rerun that ended before this existed still gives its networks. The network is
+logged pickled, as is: MLflow 3's default (a ``torch.export`` graph) would fix the batch size at
+the input example's and lose the module classes; a pickled structured-pruned network keeps its
+narrower layers. Loading one needs the packages of its classes (:func:`requirements`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import torch
+from mlflow.models import infer_signature
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from torch import nn
+
+from worm_tune.checkpoints import load_state, write_atomic
+from worm_tune.config import TrialConfig
+from worm_tune.data import DataBundle, load_data
+from worm_tune.engine import DONE, load_network, model_file
+from worm_tune.tune.store import TAG_TRIAL, client
+from worm_tune.tune.trainables import CHECKPOINT_FILE
+
+#: A trial's network in :func:`~worm_tune.engine.load_model`'s format, in the trial's folder.
+MODEL_FILE = "model.pt"
+#: The logged model's name (its artifact folder under the run).
+MODEL_NAME = "model"
+#: The rerun run's tags a registered version carries: where its configuration came from.
+VERSION_TAGS = ("source_sweep", "source_runs", "source_group", "final_rank")
+
+
+def save_network(folder: Path, run: Any, bundles: dict[Any, DataBundle]) -> Path | None:
+    """Write ``model.pt`` into the folder of the run's trial, from its last checkpoint; None if the
+    trial left no finished one. ``bundles`` caches the data that gives the network's input shape."""
+    checkpoints = sorted(folder.glob(f"*/*-{run.data.tags[TAG_TRIAL]}/checkpoint_*"))
+    if not checkpoints:
+        return None
+    state = load_state(checkpoints[-1] / CHECKPOINT_FILE)
+    if state["phase"] != DONE:
+        return None
+    cfg = TrialConfig.from_dict(state["config"])
+    key = (cfg.data, cfg.model.checkpoint)
+    if key not in bundles:
+        bundles[key] = load_data(*key)
+    path = checkpoints[-1].parent / MODEL_FILE
+    write_atomic(path, lambda tmp: torch.save(model_file(state, bundles[key]), tmp))
+    return path
+
+
+def log_network(uri: str, folder: Path, run: Any, bundles: dict[Any, DataBundle]) -> str | None:
+    """The run's logged model's URI, logging the trial's network first if the run has none yet (a
+    resumed rerun logs each once); None if the trial left no network. The signature is inferred from
+    a batch of one; the run's metrics at its last epoch (the summary) are linked to the model."""
+    if run.outputs is not None and run.outputs.model_outputs:
+        return f"models:/{run.outputs.model_outputs[-1].model_id}"
+    path = save_network(folder, run, bundles)
+    if path is None:
+        return None
+    model, example = load_network(path)
+    model.eval()
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), model(example).numpy())
+    with tracking(uri):
+        info = mlflow.pytorch.log_model(
+            model,
+            name=MODEL_NAME,
+            signature=signature,
+            input_example=example.numpy(),
+            serialization_format="pickle",
+            pip_requirements=requirements(model),
+            run_id=run.info.run_id,
+            step=int(run.data.metrics.get("epoch", 0)),
+        )
+    return info.model_uri
+
+
+def register(uri: str, name: str, model_uri: str, run: Any) -> Any:
+    """Register the run's logged model as a new version of ``name`` tagged with :data:`VERSION_TAGS`,
+    or return the version already registered from this run."""
+    found = client(uri).search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
+    if found:
+        return found[0]
+    tags = {k: run.data.tags[k] for k in VERSION_TAGS if k in run.data.tags}
+    with tracking(uri):
+        return mlflow.register_model(model_uri, name, tags=tags)
+
+
+def requirements(model: nn.Module) -> list[str]:
+    """The pip packages, at the versions here, of the network's classes (and cloudpickle, which
+    reads them back). MLflow's own inference loads each model in a subprocess: seconds a model."""
+    packages = {type(m).__module__.partition(".")[0] for m in model.modules()} | {"cloudpickle"}
+    dists = importlib.metadata.packages_distributions()
+    names = sorted({d for p in packages for d in dists.get(p, [p])})
+    return [f"{d}=={importlib.metadata.version(d)}" for d in names]
+
+
+@contextlib.contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """MLflow's fluent calls at ``uri``, then the process as it was (``mlflow.set_tracking_uri``
+    also sets, and on the way back unsets, ``MLFLOW_TRACKING_URI``)."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
