@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import io
 import signal
 from typing import Any
+
+import torch
 
 from worm_tune.engine import TIMING_KEYS
 
@@ -28,6 +31,14 @@ def untimed(value: Any) -> Any:
     if isinstance(value, list):
         return [untimed(v) for v in value]
     return value
+
+
+def round_trip(state: dict[str, Any]) -> dict[str, Any]:
+    """An engine state as a checkpoint gives it back: saved, then loaded with ``weights_only=True``."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
 
 
 def default_sigint() -> None:

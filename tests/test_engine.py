@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import untimed
+from tests.helpers import round_trip, untimed
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine, load_model
@@ -41,13 +40,6 @@ def run(cfg: TrialConfig, data: DataBundle) -> tuple[list[dict[str, Any]], dict[
     engine = TrialEngine(cfg, data)
     summary = engine.run()
     return [untimed(m) for m in engine.history], untimed(summary)
-
-
-def round_trip(state: dict[str, Any]) -> dict[str, Any]:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 @pytest.mark.slow

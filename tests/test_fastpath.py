@@ -5,14 +5,13 @@ The GPU speed is measured in ``benchmarks/``; here the same code is checked for 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from tests.helpers import untimed
+from tests.helpers import round_trip, untimed
 from worm_tune.config import ConfigError, DataConfig, SpeedConfig, TrialConfig
 from worm_tune.data import DataBundle, TensorImageDataset, load_data, make_loaders, split_tensors
 from worm_tune.data.device import Augment, DeviceLoader, _crop, _pad
@@ -135,11 +134,8 @@ def test_fast_trial_learns_and_resumes_bit_identically(digits: DataBundle, kind:
     assert losses[2] < 0.7 * losses[0]  # it learns (accuracy on 192 images after 3 epochs is too noisy)
     engine = TrialEngine(cfg, digits)
     engine.step()
-    buffer = io.BytesIO()
-    torch.save(engine.state_dict(), buffer)
-    buffer.seek(0)
     resumed = TrialEngine(cfg, digits)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.load_state_dict(round_trip(engine.state_dict()))
     resumed.run()
     assert [untimed(m) for m in resumed.history] == [untimed(m) for m in full.history]
     plain = TrialEngine(TrialConfig().replace({**BASE, "prune.kind": kind}).validate(), digits)

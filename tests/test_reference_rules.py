@@ -3,14 +3,13 @@ reference code differs"), each on a case built for it, and the defaults left as 
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from tests.helpers import untimed
+from tests.helpers import round_trip, untimed
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine
@@ -155,11 +154,8 @@ def test_reference_mask_window_resumes_bit_exactly(digits: DataBundle) -> None:
     records = [untimed(full.step()) for _ in range(2)]
     engine = TrialEngine(cfg, digits)
     engine.step()
-    buf = io.BytesIO()
-    torch.save(engine.state_dict(), buf)
-    buf.seek(0)
     resumed = TrialEngine(cfg, digits)
-    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    resumed.load_state_dict(round_trip(engine.state_dict()))
     assert all(torch.equal(a, b) for a, b in zip(resumed.detector.masks, engine.detector.masks, strict=True))
     assert len(resumed.detector.masks) == 2  # the initial mask and epoch 1's
     assert untimed(resumed.step()) == records[1]

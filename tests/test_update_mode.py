@@ -8,7 +8,6 @@ truncation at full rate; scaling the update keeps r's meaning under SGD, SGD wit
 from __future__ import annotations
 
 import copy
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import untimed
+from tests.helpers import round_trip, untimed
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine
@@ -210,10 +209,7 @@ def test_update_mode_resumes_bit_exactly(digits: DataBundle, update_run: tuple[s
     engine = TrialEngine(cfg, digits)
     for _ in range(3):  # mid-search, truncating since epoch 3
         engine.step()
-    buf = io.BytesIO()
-    torch.save(engine.state_dict(), buf)
-    buf.seek(0)
     resumed = TrialEngine(cfg, digits)
-    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    resumed.load_state_dict(round_trip(engine.state_dict()))
     resumed.run()
     assert [untimed(m) for m in resumed.history] == full
