@@ -9,8 +9,8 @@ every summary metric of :data:`worm_tune.metrics.SUMMARY` (NaN where unknown).
 
 ``curves``: one row per trial and epoch. Columns: ``trial_id``, ``step`` (the trial's epoch,
 1-based, as logged), ``phase`` (search, retrain or train), ``phase_epoch`` (1-based within the
-phase), and every curve of :data:`worm_tune.metrics.CURVES`: ``mask_dist_max`` and
-``mask_dist_avg`` are NaN until the window is full, ``r`` and ``truncated_units`` are the WORM
+phase), and every curve of :data:`worm_tune.metrics.CURVES`: ``d_max`` and
+``d_avg`` are NaN until the window is full, ``r`` and ``truncated_units`` are the WORM
 family's only (NaN for the others), ``mask_converged`` is the search's only.
 
 Both sources give the same tables, so the analysis runs whether or not MLflow is reachable. Each
@@ -47,8 +47,6 @@ from worm_tune.tune.plan import (
 FINISHED = ("converged", "not_converged")
 #: The curves' metric columns (the schema's, kept under this name).
 CURVE_KEYS = metrics.CURVES
-#: What an MLflow reader fetches for the curves: a run logged before a rename holds a retired name instead.
-_LOGGED_CURVES = (*CURVE_KEYS, *sorted(metrics.RETIRED))
 
 
 class LoadError(ValueError):
@@ -128,16 +126,9 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         trial_id = tags.get(store.TAG_TRIAL, run.info.run_id)
         config = _config(run.data.params)
         ids = (trial_id, run.info.run_id, status, tags.get("config_hash", ""), tags.get("node_id"))
-        rows.append(_row(*ids, config, run.data.metrics))
-        history = {
-            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in _LOGGED_CURVES
-        }
-        search_steps = set(history["mask_converged"])  # logged for search epochs only
+        rows.append(_row(*ids, config, metrics.logged_summary(run.data.metrics)))
         after = "retrain" if METHODS[config["method"]].searches else "train"
-        for step in sorted(set().union(*history.values())):
-            phase = "search" if step in search_steps else after
-            phase_epoch = step if phase == "search" else step - len(search_steps)
-            values = {key: steps[step] for key, steps in history.items() if step in steps}
+        for step, phase, phase_epoch, values in _epochs(client, run.info.run_id, set(run.data.metrics), after):
             curves.append(_curve(trial_id, step, phase, phase_epoch, values))
     sweep_name = parent.data.tags.get(store.TAG_SWEEP, parent.info.run_name)
     return Sweep(
@@ -150,6 +141,36 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         tracking_uri=uri,
         parent_run_id=parent.info.run_id,
     )
+
+
+def _epochs(client: Any, run_id: str, keys: set[str], after: str) -> list[tuple[int, str, int, dict[str, float]]]:
+    """A run's logged epochs as (step, phase, epoch within the phase, curve values by name).
+
+    Today's runs log each curve in its phase's section. A run logged before sections has bare names,
+    and its search epochs are those that logged ``mask_converged`` (``after`` names the phase that
+    follows); a sweep begun before sections and resumed after has both, each epoch under one.
+    """
+    wanted = set(CURVE_KEYS) | metrics.RETIRED
+    sectioned: dict[int, dict[str, float]] = {}
+    bare: dict[int, dict[str, float]] = {}
+    phases: dict[int, str] = {}
+    for key in keys:
+        section, name = metrics.parse_logged(key)
+        if name not in wanted or section == metrics.SUMMARY_SECTION:
+            continue
+        for m in client.get_metric_history(run_id, key):
+            (sectioned if section else bare).setdefault(m.step, {})[name] = m.value
+            if section:
+                phases[m.step] = section
+    for step, values in bare.items():
+        if step not in sectioned:
+            sectioned[step] = values
+            phases[step] = "search" if "mask_converged" in values else after
+    searched = sum(1 for phase in phases.values() if phase == "search")
+    return [
+        (step, phases[step], step if phases[step] == "search" else step - searched, sectioned[step])
+        for step in sorted(sectioned)
+    ]
 
 
 # -- Ray -------------------------------------------------------------------------------------

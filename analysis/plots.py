@@ -53,7 +53,7 @@ def mask_distance(trials: pd.DataFrame, curves: pd.DataFrame, path: str | Path) 
     Every trial with search epochs counts, finished or not: the curves show how the search behaves.
     None when no search epoch has a mask distance yet (windows not full).
     """
-    keys = ("mask_dist_max", "mask_dist_avg")
+    keys = ("d_max", "d_avg")
     info = trials.drop_duplicates("trial_id").set_index("trial_id")[
         ["setting", "variant", "method", "search.threshold", "worm.delta"]
     ]

@@ -97,8 +97,10 @@ def log_to_mlflow(report: Report, uri: str, parent_run_id: str) -> None:
     from mlflow.entities import Metric
 
     client = store.client(uri)
-    for path in report.files:
-        client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
+    files = [Path(path).resolve() for path in report.files]  # before at_store changes the working directory
+    with store.at_store(uri):
+        for path in files:
+            client.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in report.headline.items()]
     client.log_batch(parent_run_id, metrics=metrics)

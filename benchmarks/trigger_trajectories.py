@@ -45,8 +45,8 @@ def trajectory(cfg: TrialConfig) -> list[tuple[float, float]]:
     out = []
     while engine.phase == SEARCH:
         record = engine.step()
-        if record["mask_dist_max"] is not None:
-            out.append((record["mask_dist_max"], record["mask_dist_avg"]))
+        if record["d_max"] is not None:
+            out.append((record["d_max"], record["d_avg"]))
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from worm_tune import metrics
 from worm_tune.engine import TIMING_KEYS
 
 #: ``--set`` flags for a tiny sweep: 128 digits images, 3 search epochs, a window of 2, 1 retraining epoch.
@@ -44,3 +45,20 @@ def round_trip(state: dict[str, Any]) -> dict[str, Any]:
 def default_sigint() -> None:
     """Let a child process see Ctrl-C even when the tests run in the background (where SIGINT is ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def results_of(run: Any) -> dict[str, float]:
+    """An MLflow trial run's summary metrics (logged as ``trial/<name>``) by name."""
+    return {
+        key.removeprefix(f"{metrics.SUMMARY_SECTION}/"): value
+        for key, value in run.data.metrics.items()
+        if key.startswith(f"{metrics.SUMMARY_SECTION}/")
+    }
+
+
+def curve_of(client: Any, run: Any, name: str) -> list[tuple[int, float]]:
+    """A per-epoch metric over a whole MLflow trial run as (step, value): every phase's section together
+    (and the bare name, which a run logged before sections holds)."""
+    keys = [key for key in run.data.metrics if key.rpartition("/")[2] == name]
+    points = [(m.step, m.value) for key in keys for m in client.get_metric_history(run.info.run_id, key)]
+    return sorted(points)

@@ -50,12 +50,12 @@ def curves_of(trials: pd.DataFrame) -> pd.DataFrame:
         for e in range(1, search + 1):
             d = 0.5 / e if e >= t["search.window"] else math.nan
             rows.append({"trial_id": t["trial_id"], "step": e, "phase": "search", "phase_epoch": e,
-                         "test_acc": 0.1 * e, "mask_dist_max": d, "mask_dist_avg": d and d / 2, "r": 1.0,
+                         "test_acc": 0.1 * e, "d_max": d, "d_avg": d and d / 2, "r": 1.0,
                          "truncated_units": 0.0})  # fmt: skip
         if t["status"] in load.FINISHED:
             for e in (1, 2):
                 rows.append({"trial_id": t["trial_id"], "step": search + e, "phase": "retrain", "phase_epoch": e,
-                             "test_acc": 0.6 + 0.1 * e, "mask_dist_max": math.nan, "mask_dist_avg": math.nan,
+                             "test_acc": 0.6 + 0.1 * e, "d_max": math.nan, "d_avg": math.nan,
                              "r": 1.0, "truncated_units": 0.0})  # fmt: skip
     return pd.DataFrame(rows, columns=["trial_id", "step", "phase", "phase_epoch", *load.CURVE_KEYS])
 

@@ -50,7 +50,7 @@ def test_full_resnet18_trial_on_digits_converges(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     payload = json.loads((out / "metrics.json").read_text())
     summary = payload["summary"]
-    assert summary["converged"] is True, [m["mask_dist_max"] for m in payload["epochs"]]
+    assert summary["converged"] is True, [m["d_max"] for m in payload["epochs"]]
     assert summary["search_epochs"] < 30
     assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert summary["final_acc"] > 0.8

@@ -88,13 +88,13 @@ def test_search_epochs_and_trigger_follow_the_logged_distances(
     search = [m for m in history if m["phase"] == "search"]
     window = cfg.search.window
     for m in search[: window - 1]:
-        assert m["mask_dist_max"] is None and m["mask_dist_avg"] is None
-    stop = next((m["epoch"] for m in search if m["mask_dist_max"] is not None and m["mask_dist_max"] < threshold), None)
+        assert m["d_max"] is None and m["d_avg"] is None
+    stop = next((m["epoch"] for m in search if m["d_max"] is not None and m["d_max"] < threshold), None)
     assert summary["converged"] == (stop is not None)
     assert summary["search_epochs"] == (stop if stop is not None else cfg.search.max_epochs)
     assert len(search) == summary["search_epochs"]
     trigger = next(
-        (m["epoch"] for m in search if m["mask_dist_avg"] is not None and m["mask_dist_avg"] < threshold + delta),
+        (m["epoch"] for m in search if m["d_avg"] is not None and m["d_avg"] < threshold + delta),
         None,
     )
     assert summary["trigger_epoch"] == trigger
@@ -235,7 +235,7 @@ def test_other_methods_run(digits: DataBundle, method: str) -> None:
         assert all(m["r"] == 0.5 and m["truncated_units"] > 0 for m in search)
     else:  # greedy: r of epoch e+1 is d_avg of epoch e
         for prev, cur in itertools.pairwise(search):
-            assert cur["r"] == (1.0 if prev["mask_dist_avg"] is None else prev["mask_dist_avg"])
+            assert cur["r"] == (1.0 if prev["d_avg"] is None else prev["d_avg"])
     assert math.isfinite(summary["final_acc"])
 
 

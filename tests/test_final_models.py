@@ -17,7 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from tests.helpers import QUICK_PAIR
+from tests.helpers import QUICK_PAIR, results_of
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import load_network
@@ -55,6 +55,7 @@ def test_final_logs_each_network_and_registers_the_best(
     children = {r.info.run_id: r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id}
     assert len(children) == 2
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for MLflow's fluent calls below
+    monkeypatch.chdir(tiny_sweep["root"])  # where the store's artifact locations resolve, as for `mlflow ui`
 
     # Each rerun's run has its network as a logged model, with a signature and an input example,
     # and the run's summary metrics (logged at its last epoch).
@@ -69,7 +70,7 @@ def test_final_logs_each_network_and_registers_the_best(
     # The best seed (by final_acc, the default objective) is a new version of the space's model.
     (version,) = [v for v in client.search_model_versions("name = 'resnet18'") if v.run_id in children]
     best = children[version.run_id]
-    assert best.data.metrics["final_acc"] == max(r.data.metrics["final_acc"] for r in children.values())
+    assert results_of(best)["final_acc"] == max(results_of(r)["final_acc"] for r in children.values())
     assert version.tags["final_rank"] == "1"
     for tag in ("source_runs", "source_group", "final_rank"):
         assert version.tags[tag] == best.data.tags[tag]

@@ -19,7 +19,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import SUMMARY, untimed
+from tests.helpers import SUMMARY, curve_of, results_of, untimed
 from worm_tune.cli import run, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.tune.plan import SETTINGS_FILE
@@ -85,8 +85,8 @@ def test_a_sweep_saved_before_the_move_resumes_and_reports(legacy: Path, tmp_pat
     (parent,) = [r for r in runs if PARENT_TAG not in r.data.tags]
     (trial,) = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
     assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(trial.info.run_id, "test_acc")]
-    assert steps == list(range(1, int(trial.data.metrics["epochs"]) + 1))  # every epoch logged once
+    steps = [step for step, _ in curve_of(client, trial, "test_acc")]
+    assert steps == list(range(1, int(results_of(trial)["epochs"]) + 1))  # every epoch logged once
     # The same trial run whole by today's code, on the thread count it ran with.
     cfg = TrialConfig.from_dict({k: v for k, v in trial.data.params.items()})
     assert cfg.hash() == trial.data.tags["config_hash"]
@@ -95,7 +95,7 @@ def test_a_sweep_saved_before_the_move_resumes_and_reports(legacy: Path, tmp_pat
     assert run.main([*argv, "--set", f"data.data_dir={legacy / 'text'}"]) == 0  # data_dir is where it lives now
     fresh: dict[str, Any] = json.loads((out / "metrics.json").read_text())["summary"]
     for key in ("epochs", *SUMMARY):
-        assert trial.data.metrics[key] == pytest.approx(fresh[key], abs=0), key
+        assert results_of(trial)[key] == pytest.approx(fresh[key], abs=0), key
     assert "Partial report" not in (reports / "legacy" / "report.md").read_text()
 
 

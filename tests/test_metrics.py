@@ -41,7 +41,7 @@ TINY = {
 #: What an engine record holds besides metrics: where the trial is.
 WHERE = {"phase", "epoch", "global_epoch"}
 #: What a summary holds besides metrics: which trial it is and how it ran.
-IDENTITY = {"method", "seed", "config_hash", "unit", "done", "init_weights", "threads"}
+IDENTITY = {"method", "seed", "config_hash", "unit", "done", "init_weights", "data_digest", "threads"}
 
 
 @dataclass
@@ -100,7 +100,8 @@ def test_the_schema_names_each_metric_once_and_the_old_lists_are_views_of_it() -
     assert TIMING_KEYS is metrics.TIMING and spaces.OBJECTIVES is metrics.OBJECTIVES
     assert load.CURVE_KEYS == metrics.CURVES
     assert list(load.trials_frame([]).columns)[-len(metrics.SUMMARY) :] == list(metrics.SUMMARY)
-    assert {"truncated_channels"} == metrics.RETIRED  # converged still names a metric: the summary's
+    # converged still names a metric: the summary's
+    assert {"truncated_channels", "mask_dist_max", "mask_dist_avg"} == metrics.RETIRED
 
 
 @pytest.mark.slow
@@ -183,11 +184,19 @@ def test_the_callback_logs_the_schema_and_the_analysis_reads_it_back(trials: dic
     sweep = load.from_mlflow(uri, store.find_parent_run(uri, "schema"))
     for run in store.child_runs(uri, client.get_run(parent)):
         method, last = run.data.tags["method"], len(trials[run.data.tags["method"]].records)
-        per_epoch = {m for m in metrics.EPOCH if {h.step for h in client.get_metric_history(run.info.run_id, m)}}
-        assert per_epoch == set(metrics.epoch_metrics(truncating=method == "worm"))
+        records = trials[method].records
+        for phase in ("search", "retrain"):  # each curve in its phase's section, at that phase's epochs
+            steps = [i for i, r in enumerate(records, 1) if r["phase"] == phase]
+            for name in metrics.epoch_metrics(truncating=method == "worm"):
+                logged = client.get_metric_history(run.info.run_id, metrics.logged_name(name, phase))
+                expected = [(i, float(records[i - 1][name])) for i in steps if records[i - 1][name] is not None]
+                assert [h.step for h in logged] == [i for i, _ in expected], (phase, name)
+                assert [h.value for h in logged] == pytest.approx([v for _, v in expected]), (phase, name)
+        sections = {metrics.parse_logged(key)[0] for key in run.data.metrics if key != "epoch"}
+        assert sections == {"search", "retrain", metrics.SUMMARY_SECTION}  # no bare names but the bookkeeping epoch
         known = {k for k in metrics.SUMMARY if trials[method].summary[k] is not None}
-        assert known <= set(run.data.metrics) and run.data.tags["unit"] == "channel"
-        history = client.get_metric_history(run.info.run_id, "post_prune_acc")
+        assert known == set(metrics.logged_summary(run.data.metrics)) and run.data.tags["unit"] == "channel"
+        history = client.get_metric_history(run.info.run_id, metrics.logged_name("post_prune_acc"))
         assert [(h.step, h.value) for h in history] == [(last, trials[method].summary["post_prune_acc"])]
         curves = sweep.curves[sweep.curves["trial_id"] == method]
         expected = [r["truncated_units"] if method == "worm" else math.nan for r in trials[method].records]

@@ -39,7 +39,7 @@ def test_every_minute_a_table_of_the_running_trials_shows_where_each_search_stan
 ) -> None:
     printer = ProgressPrinter(18, COLUMNS, every_s=0.0)
     trials = [
-        trial(2, "worm", Trial.RUNNING, {"phase": "search", "epoch": 7, "mask_dist_max": 0.0712}),
+        trial(2, "worm", Trial.RUNNING, {"phase": "search", "epoch": 7, "d_max": 0.0712}),
         trial(1, "earlybird", Trial.RUNNING),  # started, no epoch reported yet
         trial(3, "worm", Trial.PENDING),
         trial(4, "earlybird", Trial.TERMINATED, {"phase": "retrain", "epoch": 2}),

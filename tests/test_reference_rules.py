@@ -137,9 +137,9 @@ def test_reference_engine_converges_one_epoch_earlier_and_prunes_the_final_bias(
     (initial,) = reference.detector.masks  # pushed at construction: every gamma is 1, all tie, all pruned
     assert not initial.any()
     first = reference.step()
-    assert first["mask_converged"] and first["mask_dist_max"] is not None and first["mask_dist_max"] <= 0.99
+    assert first["mask_converged"] and first["d_max"] is not None and first["d_max"] <= 0.99
     assert reference.summary()["search_epochs"] == 1 and reference.summary()["converged"]
-    assert algorithm.step()["mask_dist_max"] is None
+    assert algorithm.step()["d_max"] is None
     assert algorithm.step()["mask_converged"] and algorithm.summary()["search_epochs"] == 2
 
     reference.step()  # the prune event and the retraining epoch
@@ -159,7 +159,7 @@ def test_reference_mask_window_resumes_bit_exactly(digits: DataBundle) -> None:
     assert all(torch.equal(a, b) for a, b in zip(resumed.detector.masks, engine.detector.masks, strict=True))
     assert len(resumed.detector.masks) == 2  # the initial mask and epoch 1's
     assert untimed(resumed.step()) == records[1]
-    assert records[1]["mask_dist_max"] is not None  # window 3 full after 2 trained epochs
+    assert records[1]["d_max"] is not None  # window 3 full after 2 trained epochs
 
 
 def test_defaults_are_the_algorithm_rules_and_gradient_truncation(digits: DataBundle) -> None:

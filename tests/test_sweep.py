@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,12 +28,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.stats import wilcoxon_p
-from tests.helpers import ONE_DELTA, QUICK_PAIR, SUMMARY, SWEEP_TINY, default_sigint
+from tests.helpers import ONE_DELTA, QUICK_PAIR, SUMMARY, SWEEP_TINY, curve_of, default_sigint, results_of
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TIMING_KEYS, TrialEngine
 from worm_tune.tune.spaces import load_space
-from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
+from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL, at_store
 
 #: Real sweeps through Ray and MLflow: the slow tier.
 pytestmark = pytest.mark.slow
@@ -69,12 +70,13 @@ def report_of(store: dict[str, Any], name: str) -> str:
     return (store["reports"] / name / "report.md").read_text()
 
 
-def history(uri: str, run: Any, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run.info.run_id, key)]
+def history(uri: str, run: Any, name: str) -> list[tuple[int, float]]:
+    return curve_of(MlflowClient(uri), run, name)
 
 
 def artifact(uri: str, run: Any, path: str) -> str:
-    return Path(MlflowClient(uri).download_artifacts(run.info.run_id, path)).read_text()
+    with at_store(uri):
+        return Path(MlflowClient(uri).download_artifacts(run.info.run_id, path)).resolve().read_text()
 
 
 #: The quick profile's paired seeds.
@@ -101,7 +103,7 @@ def test_quick_sweep_logs_one_child_run_per_trial(quick_sweep: dict[str, Any]) -
     ]
     for run in children:
         assert run.info.status == "FINISHED"
-        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        tags, params, metrics = run.data.tags, run.data.params, results_of(run)
         # Named as Ray names the trial; tagged with its --dry-run number and how it ended.
         assert run.info.run_name == tags["trial_name"] == f"{tags['method']} s{tags['seed']}"
         assert 1 <= int(tags["trial"]) <= 2 * SEEDS and "phase" not in tags
@@ -121,13 +123,52 @@ def test_quick_sweep_logs_one_child_run_per_trial(quick_sweep: dict[str, Any]) -
         # The mask-distance trajectory artifact agrees with the logged metrics.
         rows = list(csv.DictReader(io.StringIO(artifact(uri, run, "mask_distance.csv"))))
         assert [int(r["epoch"]) for r in rows] == list(range(1, int(metrics["search_epochs"]) + 1))
-        logged = dict(history(uri, run, "mask_dist_max"))
-        assert {int(r["epoch"]): float(r["mask_dist_max"]) for r in rows if r["mask_dist_max"]} == pytest.approx(logged)
+        logged = dict(history(uri, run, "d_max"))
+        assert {int(r["epoch"]): float(r["d_max"]) for r in rows if r["d_max"]} == pytest.approx(logged)
         summary = json.loads(artifact(uri, run, "summary.json"))
         assert summary["config_hash"] == tags["config_hash"] and summary["final_acc"] == metrics["final_acc"]
         if tags["method"] == "worm":
-            assert "r" in metrics and "truncated_units" in metrics
+            assert history(uri, run, "r") and history(uri, run, "truncated_units")
+        # Per-epoch curves sit in their phase's section (MLflow's run page groups charts by it).
+        assert {k.split("/")[0] for k in run.data.metrics if "/" in k} == {"search", "retrain", "trial"}
     assert "| earlybird | 0.5" in artifact(uri, parent, "summary.md")
+
+
+def test_params_and_inputs_name_no_machine_path(quick_sweep: dict[str, Any]) -> None:
+    """Runtime fields (the data folder, the device) are tags; the data is an MLflow dataset input."""
+    root = str(quick_sweep["root"])
+    for run in [quick_sweep["parent"], *quick_sweep["children"]]:
+        assert not [k for k, v in run.data.params.items() if root in v or v.startswith("/")], run.info.run_name
+    for run in quick_sweep["children"]:
+        assert "data.data_dir" not in run.data.params and "threads" not in run.data.params
+        assert run.data.tags["data.data_dir"] == "./data"
+        (used,) = run.inputs.dataset_inputs
+        assert used.dataset.name == "digits[128]" and len(used.dataset.digest) == 12
+    digests = {run.inputs.dataset_inputs[0].dataset.digest for run in quick_sweep["children"]}
+    assert len(digests) == 1  # every trial trained on the same examples
+
+
+def test_a_store_copied_elsewhere_keeps_its_artifacts(
+    quick_sweep: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results rsynced off a cluster: the store and its artifacts, copied, read back from the copy alone."""
+    copy = tmp_path / "moved"
+    shutil.copytree(quick_sweep["root"], copy, ignore=shutil.ignore_patterns("ray", "reports"))
+    original = quick_sweep["root"] / "mlartifacts"
+    hidden = original.rename(original.with_name("mlartifacts-hidden"))  # so nothing can be read from there
+    try:
+        monkeypatch.chdir(copy)  # as `mlflow ui` is opened in the copied folder
+        client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+        parent = client.get_run(quick_sweep["parent"].info.run_id)
+        assert not parent.info.artifact_uri.startswith(("/", "file:"))
+        assert "report.html" in {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
+        html = Path(client.download_artifacts(parent.info.run_id, "report/report.html")).read_text()
+        assert "data:image/png;base64," in html
+        for run in quick_sweep["children"]:
+            summary = json.loads(Path(client.download_artifacts(run.info.run_id, "summary.json")).read_text())
+            assert summary["config_hash"] == run.data.tags["config_hash"]
+    finally:
+        hidden.rename(original)
 
 
 def test_paired_trials_start_from_the_same_weights(quick_sweep: dict[str, Any]) -> None:
@@ -148,16 +189,16 @@ def test_paired_trials_run_side_by_side_in_one_experiment(quick_sweep: dict[str,
     assert {p.name.split("-")[0] for p in (folder / "trials").iterdir() if p.is_dir()} == {"earlybird", "worm"}
     by_seed: dict[str, dict[str, Any]] = defaultdict(dict)
     for run in quick_sweep["children"]:
-        by_seed[run.data.tags["seed"]][run.data.tags["method"]] = run.data
+        by_seed[run.data.tags["seed"]][run.data.tags["method"]] = run
     for pair in by_seed.values():
-        eb, worm = pair["earlybird"], pair["worm"]
+        eb, worm = pair["earlybird"].data, pair["worm"].data
         assert int(worm.tags["trial"]) == int(eb.tags["trial"]) + 1  # queued one after the other
         assert eb.tags["node_id"] == worm.tags["node_id"]
-        for data in (eb, worm):
-            assert data.metrics["started_at"] < data.metrics["ended_at"]
+        for run in pair.values():
+            assert results_of(run)["started_at"] < results_of(run)["ended_at"]
     # The first pair started together: some instant lies inside both trials' runs.
-    first = by_seed["0"].values()
-    assert max(d.metrics["started_at"] for d in first) < min(d.metrics["ended_at"] for d in first)
+    first = [results_of(run) for run in by_seed["0"].values()]
+    assert max(r["started_at"] for r in first) < min(r["ended_at"] for r in first)
 
 
 def test_the_terminal_says_how_each_trial_ended_and_what_to_run_next(local_ray: Any, store: dict[str, Any]) -> None:
@@ -260,11 +301,11 @@ def test_python_m_analysis_matches_the_runs_in_mlflow(quick_sweep: dict[str, Any
         row = trials.loc[run.info.run_id]
         assert row["status"] == run.data.tags["status"] and row["seed"] == int(run.data.tags["seed"])
         for key in ("search_epochs", "final_acc", "pre_prune_acc", "acc_after_1_retrain_epoch", "search_flops"):
-            assert row[key] == run.data.metrics[key], key
+            assert row[key] == results_of(run)[key], key
     # The paired comparison, recomputed from the runs.
     by_seed: dict[str, dict[str, Any]] = defaultdict(dict)
     for run in children:
-        by_seed[run.data.tags["seed"]][run.data.tags["method"]] = run.data.metrics
+        by_seed[run.data.tags["seed"]][run.data.tags["method"]] = results_of(run)
     comparisons = pd.read_csv(folder / "comparisons.csv").set_index("metric")
     final_acc = comparisons.loc["final_acc"]
     eb = [m["earlybird"]["final_acc"] for m in by_seed.values()]
@@ -325,8 +366,8 @@ def test_a_crashed_trial_retries_from_its_checkpoint_with_the_same_numbers(
     _, (run,) = runs_of(store["uri"], "crash")
     assert run.data.tags["failures"] == "1"
     (reference,) = [r for r in quick_sweep["children"] if r.data.tags["config_hash"] == run.data.tags["config_hash"]]
-    for key in (*SUMMARY, "mask_dist_max", "r", "train_loss"):
-        assert run.data.metrics[key] == reference.data.metrics[key], key
+    for key in (*SUMMARY, "d_max", "r", "train_loss"):
+        assert results_of(run)[key] == results_of(reference)[key], key
     assert [s for s, _ in history(store["uri"], run, "test_acc")] == [1, 2, 3, 4]
 
 
@@ -349,7 +390,7 @@ def test_a_diverged_trial_is_recorded_and_the_sweep_goes_on(local_ray: Any, stor
     assert len(children) == 2 and parent.info.status == "FINISHED"
     for run in children:
         assert run.info.status == "FINISHED" and run.data.tags["status"] == "diverged"
-        assert run.data.metrics["diverged"] == 1.0 and "final_acc" not in run.data.metrics
+        assert results_of(run)["diverged"] == 1.0 and "final_acc" not in results_of(run)
     assert "**Partial report.** 0 of 2 trials have finished" in report_of(store, "diverge")
 
 
@@ -372,7 +413,7 @@ def test_eight_concurrent_trials_share_one_sqlite_store(local_ray: Any, store: d
     assert sweep.main([*argv, "--name", "eight", *store["args"]]) == 0
     _, children = runs_of(store["uri"], "eight")
     assert len(children) == 8
-    assert all(r.info.status == "FINISHED" and int(r.data.metrics["epochs"]) == 3 for r in children)
+    assert all(r.info.status == "FINISHED" and int(results_of(r)["epochs"]) == 3 for r in children)
     assert all(len(history(store["uri"], r, "test_acc")) == 3 for r in children)
     # All eight ran at once: some instant lies inside every run's [start, end].
     assert max(r.info.start_time for r in children) < min(r.info.end_time for r in children)
@@ -467,12 +508,12 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
     assert len({r.data.tags["config_hash"] for r in after}) == 2
     for run in after:
         steps = [s for s, _ in history(store["uri"], run, "test_acc")]
-        assert steps == list(range(1, int(run.data.metrics["epochs"]) + 1))  # every epoch logged once
+        assert steps == list(range(1, int(results_of(run)["epochs"]) + 1))  # every epoch logged once
     (kept,) = [r for r in after if r.info.run_id == first_done.info.run_id]
     assert kept.info.end_time == first_done.info.end_time  # the finished trial was not run again
     results = {p.parent.name.split("-", 1)[1]: p for p in (store["root"] / "ray" / "resume").glob("*/*/result.json")}
     assert len(results) == 2
-    epochs = {r.data.tags[TAG_TRIAL]: int(r.data.metrics["epochs"]) for r in after}
+    epochs = {r.data.tags[TAG_TRIAL]: int(results_of(r)["epochs"]) for r in after}
     for trial_id, path in results.items():
         iterations = [json.loads(line)["training_iteration"] for line in path.read_text().splitlines()]
         # Ray's own log: an epoch whose checkpoint the interrupt beat is run again (to the same numbers).
@@ -490,7 +531,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
     for run in compared:
         reference = uninterrupted[run.data.tags["config_hash"]]
         for key in ("epochs", *SUMMARY):
-            assert run.data.metrics[key] == reference.data.metrics[key], key
+            assert results_of(run)[key] == results_of(reference)[key], key
         assert history(store["uri"], run, "test_acc") == history(store["uri"], reference, "test_acc")
 
 
@@ -510,7 +551,7 @@ def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: d
             r for r in children if float(r.data.params["worm.delta"]) == pytest.approx(trial.params["worm.delta"])
         ]
         assert float(run.data.params["worm.factor"]) == pytest.approx(trial.params["worm.factor"])
-        assert trial.values == [run.data.metrics["search_epochs"], run.data.metrics["final_acc"]]
+        assert trial.values == [results_of(run)["search_epochs"], results_of(run)["final_acc"]]
     text = report_of(store, "tpe")
     assert "No pairs: the sweep has no WORM-family trial with an EarlyBird trial" in text
     assert text.count("WORM δ=") == 3 * 3 + 3  # the trials, per-method and trigger tables, and the "not compared" list
@@ -526,7 +567,7 @@ def test_asha_stops_trials_and_they_have_no_convergence_epoch(
     stopped = [r for r in children if r.data.tags["status"] == "stopped_early"]
     assert len(children) == SEEDS and 0 < len(stopped) < SEEDS
     for run in stopped:  # stopped at ASHA's first rung (epoch 2), inside the search
-        assert "search_epochs" not in run.data.metrics and run.data.metrics["epochs"] == 2
+        assert "search_epochs" not in results_of(run) and results_of(run)["epochs"] == 2
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| earlybird"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # The rest ran to the end of their search, converged or not.
@@ -550,7 +591,7 @@ def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any]
     groups: dict[str, list[Any]] = defaultdict(list)
     for run in sweep_runs:
         groups[run.data.tags["group_hash"]].append(run)
-    best = max(groups, key=lambda g: sum(r.data.metrics["final_acc"] for r in groups[g]) / len(groups[g]))
+    best = max(groups, key=lambda g: sum(results_of(r)["final_acc"] for r in groups[g]) / len(groups[g]))
     argv = ["quick", "--top-k", "1", "--seeds", "6,7", "--retrain-epochs", "2", "--name", "quick-final"]
     assert final.main([*argv, *store["args"]]) == 0
     parent, children = runs_of(store["uri"], "quick-final")
@@ -561,7 +602,7 @@ def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any]
     for run in children:
         assert set(run.data.tags["source_runs"].split(",")) == source_ids
         assert run.data.tags["source_group"] == best and run.data.tags["final_rank"] == "1"
-        assert run.data.params["retrain.max_epochs"] == "2" and run.data.metrics["retrain_epochs"] == 2
+        assert run.data.params["retrain.max_epochs"] == "2" and results_of(run)["retrain_epochs"] == 2
         assert all(source in run.data.tags["mlflow.note.content"] for source in source_ids)
         assert len(run.outputs.model_outputs) == 1  # its network, logged as an MLflow model
         # The rerun is the source config but for the seed and the retraining budget.
@@ -636,7 +677,7 @@ def test_a_quick_vit_sweep_runs_through_ray_mlflow_and_the_report(local_ray: Any
     assert kinds == [(k, m) for k in ("structured", "unstructured") for m in ("earlybird", "worm")]
     for run in children:
         assert run.data.tags["status"] in ("converged", "not_converged") and run.data.params["model.arch"] == "vit"
-        assert run.data.metrics["params_pruned"] < run.data.metrics["params_dense"]
+        assert results_of(run)["params_pruned"] < results_of(run)["params_dense"]
     comparisons = pd.read_csv(store["reports"] / "vit" / "comparisons.csv")
     final = comparisons[comparisons["metric"] == "final_acc"].sort_values("setting")
     assert [s.split(" · ")[-1] for s in final["setting"]] == ["prune.kind=structured", "prune.kind=unstructured"]

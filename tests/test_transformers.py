@@ -63,7 +63,7 @@ def test_a_vit_trial_searches_truncates_prunes_and_reloads(kind: str, tmp_path: 
     engine = trial(vit(method="gradclip", prune__kind=kind, search__max_epochs="2"))
     summary = engine.summary()
     search = [m for m in engine.history if m["phase"] == "search"]
-    assert search[0]["mask_dist_max"] is None and search[1]["mask_dist_max"] is not None
+    assert search[0]["d_max"] is None and search[1]["d_max"] is not None
     # The mask is over query/key weights (element-wise) or heads; half of it was truncated.
     units = engine.sites.num_units
     assert units == (4 * 2 * 128 * 128 if kind == "unstructured" else 16)

@@ -22,7 +22,7 @@ def search_until(cfg: TrialConfig, level: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     while engine.phase == SEARCH:
         records.append(engine.step())
-        d_avg = records[-1]["mask_dist_avg"]
+        d_avg = records[-1]["d_avg"]
         if d_avg is not None and d_avg < level:
             break
     return records
@@ -45,7 +45,7 @@ def test_the_quick_profiles_deltas_trigger_at_different_epochs_before_d_avg_fall
             records = search_until(cfg, s + cfg.worm.delta)
             trigger = len(records)
             # Until it fires, WORM is EarlyBird: the same masks, so the same distances.
-            assert [r["mask_dist_avg"] for r in records] == [r["mask_dist_avg"] for r in baseline[:trigger]]
+            assert [r["d_avg"] for r in records] == [r["d_avg"] for r in baseline[:trigger]]
             triggers.append(trigger)
         assert all(eb.search.window < t < below_s for t in triggers), (seed, triggers, below_s)
         assert triggers == sorted(triggers, reverse=True)  # a wider window fires no later

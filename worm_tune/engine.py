@@ -28,7 +28,7 @@ from torch import nn
 
 from worm_tune import metrics
 from worm_tune.config import TRANSFORMERS, ConfigError, TrialConfig
-from worm_tune.data import DataBundle, load_data, make_loaders, split_tensors
+from worm_tune.data import DataBundle, fingerprint, load_data, make_loaders, split_tensors
 from worm_tune.data.device import DeviceLoader
 from worm_tune.models import bn_layers, build_model
 from worm_tune.speed import resolve_speed
@@ -68,6 +68,7 @@ class TrialEngine:
             torch.set_num_threads(cfg.threads)
         self.threads = torch.get_num_threads()
         self.data = data if data is not None else load_data(cfg.data, cfg.model.checkpoint)
+        self.data_digest = fingerprint(self.data)
         self.example_input = torch.zeros(1, *self.data.input_shape, dtype=self.data.input_dtype, device=self.device)
 
         # Model init draws from the seeded global RNG only, so one seed = one set of initial weights.
@@ -203,6 +204,7 @@ class TrialEngine:
             **{name: values[name] for name in metrics.SUMMARY},
             "done": self.done,
             "init_weights": r["init_weights"],
+            "data_digest": self.data_digest,
             "threads": self.threads,
         }
 
@@ -226,8 +228,8 @@ class TrialEngine:
             train_loss=loss,
             train_acc=acc,
             test_acc=test_acc,
-            mask_dist_max=obs.d_max,
-            mask_dist_avg=obs.d_avg,
+            d_max=obs.d_max,
+            d_avg=obs.d_avg,
             r=factor_used,
             truncated_units=truncated,
             mask_converged=obs.converged,
@@ -280,8 +282,8 @@ class TrialEngine:
             train_loss=loss,
             train_acc=acc,
             test_acc=test_acc,
-            mask_dist_max=None,
-            mask_dist_avg=None,
+            d_max=None,
+            d_avg=None,
             r=1.0,
             truncated_units=0,
             mask_converged=None,

@@ -1,9 +1,10 @@
 """The metrics a trial reports: one spec per metric, and every list of metric names derived from them.
 
 A metric's ``name`` is its key everywhere: in the engine's per-epoch records and summary, in Ray
-results, and as the MLflow metric. The engine, the trainables, the MLflow callback, the search
-spaces and the analysis read their lists from here, so a metric is added, renamed or retired in
-one place. This module imports nothing from the project: every layer may read it.
+results, in the terminal and the report, and (in a section, see :func:`logged_name`) in MLflow.
+The engine, the trainables, the MLflow callback, the search spaces and the analysis read their
+lists from here, so a metric is added, renamed or retired in one place. This module imports
+nothing from the project: every layer may read it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("train_loss", "epoch", "mean training loss of the epoch (None once it is not finite)"),
     MetricSpec("train_acc", "epoch", "training accuracy of the epoch"),
     MetricSpec("test_acc", "epoch", "accuracy on the held-out split after the epoch", direction="max"),
-    MetricSpec("mask_dist_max", "epoch", "largest mask distance in the detector's window (None until it is full)"),
-    MetricSpec("mask_dist_avg", "epoch", "mean mask distance in the detector's window (None until it is full)"),
+    MetricSpec("d_max", "epoch", "largest mask distance in the window (None until full)", formerly="mask_dist_max"),
+    MetricSpec("d_avg", "epoch", "mean mask distance in the window (None until full)", formerly="mask_dist_avg"),
     MetricSpec("r", "epoch", "the truncation factor the epoch's gradients were scaled by", family="truncating"),
     MetricSpec(
         "truncated_units", "epoch", "units truncated (see unit)", family="truncating", formerly="truncated_channels"
@@ -87,6 +88,35 @@ FORMER: dict[str, str] = {m.name: m.formerly for m in SPECS if m.formerly is not
 #: Former names no metric holds now. Only these are fallbacks in MLflow, where a name's absence is no
 #: sign of an old run (a dense run logs no ``mask_converged``) and ``converged`` was always the summary's.
 RETIRED: frozenset[str] = frozenset(old for old in FORMER.values() if old not in BY_NAME)
+
+
+#: MLflow's run page groups charts into sections by the text before the first "/", in name order. A
+#: per-epoch metric is logged in its phase's section (``search/d_max``, ``retrain/test_acc``,
+#: ``train/...`` for dense training), a summary metric in this one, which sorts after every phase so
+#: that the curves come first ("result" would sort before "retrain").
+SUMMARY_SECTION = "trial"
+
+
+def logged_name(name: str, phase: str | None = None) -> str:
+    """A metric's MLflow key: ``<phase>/<name>`` for a per-epoch metric, ``trial/<name>`` for a summary one."""
+    if BY_NAME[name].kind != "epoch":
+        return f"{SUMMARY_SECTION}/{name}"
+    if not phase:
+        raise ValueError(f"per-epoch metric {name!r} needs the phase of its epoch")
+    return f"{phase}/{name}"
+
+
+def parse_logged(key: str) -> tuple[str, str]:
+    """An MLflow key as (section, name); a key logged before sections has the section ""."""
+    section, _, name = key.rpartition("/")
+    return section, name
+
+
+def logged_summary(logged: Mapping[str, float]) -> dict[str, float]:
+    """A run's summary values by name, from its MLflow metrics: ``trial/<name>``, or, in a run logged
+    before sections, the bare name."""
+    values = {name: logged.get(logged_name(name), logged.get(name)) for name in SUMMARY}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def epoch_metrics(truncating: bool) -> tuple[str, ...]:

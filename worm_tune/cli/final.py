@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worm_tune import metrics
 from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_run_flags
-from worm_tune.config import TrialConfig, parse_assignments
+from worm_tune.config import RUNTIME_FIELDS, TrialConfig, parse_assignments
 from worm_tune.ticket.methods import applies
 from worm_tune.tune import store
 from worm_tune.tune.plan import (
@@ -92,15 +93,21 @@ def rank(runs: Sequence[Any], objective: Objective) -> list[Candidate]:
     """Group finished trial runs by config (all but the seed) and rank them by their mean score."""
     groups: dict[str, list[Any]] = defaultdict(list)
     for run in runs:
-        value = run.data.metrics.get(objective.metric)
+        value = metrics.logged_summary(run.data.metrics).get(objective.metric)
         if run.info.status == "FINISHED" and value is not None and math.isfinite(value):
             groups[run.data.tags["group_hash"]].append(run)
     candidates = []
     for group, members in groups.items():
-        cfg = TrialConfig.from_dict(members[0].data.params)
-        score = sum(r.data.metrics[objective.metric] for r in members) / len(members)
+        cfg = source_config(members[0])
+        score = sum(metrics.logged_summary(r.data.metrics)[objective.metric] for r in members) / len(members)
         candidates.append(Candidate(group, cfg, tuple(r.info.run_id for r in members), score))
     return sorted(candidates, key=lambda c: c.score, reverse=objective.mode == "max")
+
+
+def source_config(run: Any) -> TrialConfig:
+    """A trial run's config: its params, and where it ran (the data folder, the device) from its tags."""
+    runtime = {k: v for k, v in run.data.tags.items() if k in RUNTIME_FIELDS}
+    return TrialConfig.from_dict({**run.data.params, **runtime})
 
 
 def ranking(candidates: Sequence[Candidate], objective: Objective, top_k: int) -> str:
@@ -214,7 +221,7 @@ def log_models(settings: SweepSettings, objective: Objective, name: str) -> None
         print(f"{PROG}: warning: no rerun left a network and a {objective.metric}; none registered", file=sys.stderr)
         return
     by_id = {r.info.run_id: r for r in runs}
-    scores = {i: by_id[i].data.metrics[objective.metric] for i in candidates[0].run_ids}
+    scores = {i: metrics.logged_summary(by_id[i].data.metrics)[objective.metric] for i in candidates[0].run_ids}
     run = by_id[(max if objective.mode == "max" else min)(scores, key=scores.__getitem__)]
     version = models.register(uri, name, logged[run.info.run_id], run)
     print(

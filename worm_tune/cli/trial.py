@@ -35,7 +35,7 @@ def format_epoch(m: dict[str, Any]) -> str:
     ]
     if m["phase"] == "search":
         parts.append(
-            f"d_max {num(m['mask_dist_max'], '.4f')}  d_avg {num(m['mask_dist_avg'], '.4f')}"
+            f"d_max {num(m['d_max'], '.4f')}  d_avg {num(m['d_avg'], '.4f')}"
             f"  r {m['r']:.3g}  trunc {m['truncated_units']}"
         )
         if m["mask_converged"]:

@@ -13,6 +13,7 @@ from worm_tune.data.bundle import (
     DataBundle,
     DataError,
     TensorImageDataset,
+    fingerprint,
     make_loaders,
     split_tensors,
     stratified_subset,
@@ -20,7 +21,15 @@ from worm_tune.data.bundle import (
 from worm_tune.data.images import load_cifar, load_digits
 from worm_tune.data.text import load_text
 
-__all__ = ["DataBundle", "DataError", "TensorImageDataset", "load_data", "make_loaders", "split_tensors"]
+__all__ = [
+    "DataBundle",
+    "DataError",
+    "TensorImageDataset",
+    "fingerprint",
+    "load_data",
+    "make_loaders",
+    "split_tensors",
+]
 
 
 def load_data(cfg: DataConfig, tokenizer: str = "") -> DataBundle:

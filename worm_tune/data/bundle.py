@@ -7,6 +7,7 @@ trials that differ only in their seed see the same data; the seed only moves the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,6 +103,28 @@ def split_tensors(split: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(split.data).permute(0, 3, 1, 2).float().div_(255)  # as ToTensor does
         return transforms.functional.normalize(images, normalize.mean, normalize.std), torch.as_tensor(split.targets)
     raise TypeError(f"no tensor form for a {type(split).__name__}")
+
+
+def fingerprint(bundle: DataBundle) -> str:
+    """A short hash of both splits' examples and labels, in order: names the data a trial saw without
+    naming the machine path it was read from (MLflow logs it as the run's dataset digest)."""
+    digest = hashlib.sha256()
+    for split in (bundle.train, bundle.test):
+        for array in _raw_arrays(split):
+            digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
+    return digest.hexdigest()[:12]
+
+
+def _raw_arrays(split: Dataset) -> list[np.ndarray]:
+    """A split's data as stored (before normalisation or augmentation), then its labels, as arrays."""
+    if isinstance(split, Subset):
+        index = np.asarray(split.indices, dtype=np.int64)
+        return [array[index] for array in _raw_arrays(split.dataset)]
+    if isinstance(split, TensorImageDataset):
+        return [split.images.numpy(), split.targets.numpy()]
+    if isinstance(split, datasets.CIFAR10):
+        return [np.asarray(split.data), np.asarray(split.targets)]
+    raise TypeError(f"no fingerprint for a {type(split).__name__}")
 
 
 def stratified_subset(train: Dataset, size: int, num_classes: int) -> Subset:

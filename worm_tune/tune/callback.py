@@ -7,14 +7,16 @@ other nodes need no access to the tracking store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from ray import tune
 
 from worm_tune import metrics
-from worm_tune.config import TrialConfig
+from worm_tune.config import RUNTIME_FIELDS, TrialConfig
+from worm_tune.engine import SEARCH
 from worm_tune.ticket.methods import METHODS
 from worm_tune.tune.plan import config_overrides, trial_label
 from worm_tune.tune.store import (
@@ -23,6 +25,7 @@ from worm_tune.tune.store import (
     TAG_SWEEP,
     TAG_TRIAL,
     _as_metric,
+    at_store,
     client,
     log_params,
     trial_status,
@@ -82,6 +85,8 @@ class MlflowCallback(tune.Callback):
                 RunTag("threads", str(result["summary"].get("threads"))),
                 RunTag("unit", result["summary"]["unit"]),  # what truncated_units counts
             ]
+            if result["summary"].get("data_digest"):
+                client(self.uri).log_inputs(run_id, [dataset_input(self._config(trial), result["summary"])])
         client(self.uri).log_batch(run_id, metrics=epoch_batch(result), tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -114,9 +119,11 @@ class MlflowCallback(tune.Callback):
         self._runs[trial.trial_id] = run_id
         return run_id
 
-    def _create(self, trial: Any) -> str:
+    def _config(self, trial: Any) -> TrialConfig:
+        return TrialConfig.from_dict(self.base).replace(config_overrides(trial.config))
 
-        cfg = TrialConfig.from_dict(self.base).replace(config_overrides(trial.config))
+    def _create(self, trial: Any) -> str:
+        cfg = self._config(trial)
         group = cfg.replace({"seed": 0}).hash()
         tags = {
             PARENT_TAG: self.parent_run_id,
@@ -130,10 +137,11 @@ class MlflowCallback(tune.Callback):
             "trial_name": str(trial),
             **({"trial": str(trial.config["trial"])} if "trial" in trial.config else {}),  # its --dry-run number
             **self.extra_tags.get(group, {}),
+            **runtime_tags(cfg),
         }
         columns = getattr(self, "columns", None)  # a callback pickled before names had columns has none
         run = client(self.uri).create_run(self.exp_id, run_name=trial_label(trial.config, columns), tags=tags)
-        log_params(self.uri, run.info.run_id, cfg.to_flat())
+        log_params(self.uri, run.info.run_id, {k: v for k, v in cfg.to_flat().items() if k not in RUNTIME_FIELDS})
         return run.info.run_id
 
     def _finish(self, trial: Any, error: bool) -> None:
@@ -150,35 +158,60 @@ class MlflowCallback(tune.Callback):
         if summary.get("trigger_epoch") is not None:
             mlflow_client.set_tag(run_id, "trigger_epoch", str(summary["trigger_epoch"]))
         if summary:
-            mlflow_client.log_dict(run_id, summary, "summary.json")
-            mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")
+            with at_store(self.uri):
+                mlflow_client.log_dict(run_id, summary, "summary.json")
+                mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")
         mlflow_client.set_terminated(run_id, "FAILED" if error else "FINISHED")
 
     def _trajectory(self, run_id: str) -> str:
         """The mask-distance trajectory (one row per search epoch, one column per curve) from the logged metrics."""
         mlflow_client = client(self.uri)
         history = {
-            key: {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)} for key in metrics.CURVES
+            name: {m.step: m.value for m in mlflow_client.get_metric_history(run_id, metrics.logged_name(name, SEARCH))}
+            for name in metrics.CURVES
         }
         lines = ["epoch," + ",".join(metrics.CURVES)]
-        for epoch in sorted(history["mask_converged"]):  # logged for search epochs only
-            lines.append(",".join([str(epoch), *(_csv(history[key].get(epoch)) for key in metrics.CURVES)]))
+        for epoch in sorted(set().union(*history.values())):
+            lines.append(",".join([str(epoch), *(_csv(history[name].get(epoch)) for name in metrics.CURVES)]))
         return "\n".join(lines) + "\n"
+
+
+def runtime_tags(cfg: TrialConfig) -> dict[str, str]:
+    """Where a trial ran, as tags: the config's runtime fields are not params, which say what a run
+    computes (its hash's fields), and hold machine paths that would not survive moving the store."""
+    flat = cfg.to_flat()
+    return {key: str(flat[key]) for key in sorted(RUNTIME_FIELDS) if key != "threads"}  # threads: as it ran
+
+
+def dataset_input(cfg: TrialConfig, summary: Mapping[str, Any]) -> DatasetInput:
+    """The trial's training data as an MLflow dataset: its name, the size of the subset, and a digest of
+    its examples (not where it was read from)."""
+    subset = cfg.data.train_subset or "all"
+    source = {"tags": {"dataset": cfg.data.dataset, "train_subset": str(subset)}}
+    dataset = Dataset(
+        name=cfg.data.dataset if subset == "all" else f"{cfg.data.dataset}[{subset}]",
+        digest=summary["data_digest"],
+        source_type="code",
+        source=json.dumps(source),
+    )
+    return DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])
 
 
 def epoch_batch(result: Mapping[str, Any]) -> list[Metric]:
     """An epoch's result as MLflow metrics, step = the trial's epoch: every per-epoch metric it reports
-    (a trainable reports its family's), less those the epoch did not measure."""
+    (a trainable reports its family's) in the section of the epoch's phase, less those the epoch did
+    not measure; and ``epoch``, which tells a resumed sweep how far the run was logged."""
     epoch = int(result["training_iteration"])
     stamp = int(result.get("timestamp", 0) * 1000)
-    values = {"epoch": epoch, **{name: _as_metric(result.get(name)) for name in metrics.EPOCH}}
-    return [Metric(name, value, stamp, epoch) for name, value in values.items() if value is not None]
+    values = {metrics.logged_name(name, result["phase"]): _as_metric(result.get(name)) for name in metrics.EPOCH}
+    values["epoch"] = epoch
+    return [Metric(key, value, stamp, epoch) for key, value in values.items() if value is not None]
 
 
 def summary_batch(summary: Mapping[str, Any], epoch: int) -> list[Metric]:
     """A trial's summary as MLflow metrics, logged at its last epoch (booleans as 0/1, unknowns left out)."""
-    values = {name: _as_metric(summary.get(name)) for name in metrics.SUMMARY}
-    return [Metric(name, value, 0, epoch) for name, value in values.items() if value is not None]
+    values = {metrics.logged_name(name): _as_metric(summary.get(name)) for name in metrics.SUMMARY}
+    return [Metric(key, value, 0, epoch) for key, value in values.items() if value is not None]
 
 
 def _csv(value: float | None) -> str:

@@ -29,7 +29,7 @@ from worm_tune.checkpoints import load_state, write_atomic
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import DONE, load_network, model_file
-from worm_tune.tune.store import TAG_TRIAL, client
+from worm_tune.tune.store import TAG_TRIAL, at_store, client
 from worm_tune.tune.trainables import CHECKPOINT_FILE
 
 #: A trial's network in :func:`~worm_tune.engine.load_model`'s format, in the trial's folder.
@@ -107,11 +107,12 @@ def requirements(model: nn.Module) -> list[str]:
 
 @contextlib.contextmanager
 def tracking(uri: str) -> Iterator[None]:
-    """MLflow's fluent calls at ``uri``, then the process as it was (``mlflow.set_tracking_uri``
-    also sets, and on the way back unsets, ``MLFLOW_TRACKING_URI``)."""
+    """MLflow's fluent calls at ``uri``, from the store's folder (:func:`~worm_tune.tune.store.at_store`),
+    then the process as it was (``mlflow.set_tracking_uri`` also sets, and on the way back unsets,
+    ``MLFLOW_TRACKING_URI``)."""
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        with _use_tracking_uri(uri):
+        with _use_tracking_uri(uri), at_store(uri):
             yield
     finally:
         if saved is None:

@@ -72,7 +72,7 @@ def _where(result: Mapping[str, Any]) -> list[str]:
     """Phase, epoch within it and the latest ``d_max`` of a running trial ("-" before its first epoch)."""
     if "phase" not in result:  # no epoch reported yet
         return ["starting", "-", "-"]
-    d_max = result.get("mask_dist_max")
+    d_max = result.get("d_max")
     return [str(result.get("phase")), str(result.get("epoch")), "-" if d_max is None else f"{d_max:.3f}"]
 
 

@@ -405,7 +405,8 @@ def run_sweep(
         table = summary_table(results, plan.base)
         print("\n" + table, flush=True)
         mlflow_client = store.client(settings.tracking_uri)
-        mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
+        with store.at_store(settings.tracking_uri):
+            mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
         errors = sum(r.error is not None for r in results)
         store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
         if reports is not None and analyse is not None:
@@ -436,10 +437,10 @@ def next_steps(settings: SweepSettings) -> str:
     runs = f"#/experiments/{settings.experiment_id}/runs"
     if uri.startswith("http"):
         ui = f"open {uri.rstrip('/')}/{runs}"
-    else:
-        ui = (
-            "mlflow ui" if default_uri else f"mlflow ui --backend-store-uri {uri}"
-        ) + f"   # http://127.0.0.1:5000/{runs}"
+    else:  # from the store's folder, where its artifact locations resolve (see store.at_store)
+        db = store.sqlite_path(uri)
+        ui = "mlflow ui" if default_uri else f"cd {db.parent} && mlflow ui --backend-store-uri sqlite:///{db.name}"
+        ui += f"   # http://127.0.0.1:5000/{runs}"
     storage = "" if Path(settings.storage) == Path("ray_results").resolve() else f" --storage {settings.storage}"
     lines = [
         "next:",

@@ -2,8 +2,9 @@
 
 One experiment per search space, one parent run per sweep, one child run per trial. The default
 store is ``mlflow.db`` in the working directory, as an absolute ``sqlite:///`` URI, with artifacts
-beside it in ``mlartifacts/``: ``mlflow ui`` started in the same folder with no flags shows the
-sweep. The writes during a sweep are made by :class:`~worm_tune.tune.callback.MlflowCallback`.
+beside it in ``mlartifacts/``, recorded relative to that folder: ``mlflow ui`` started there with no
+flags shows the sweep, artifacts included, even after the folder is copied or moved. The writes
+during a sweep are made by :class:`~worm_tune.tune.callback.MlflowCallback`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import importlib.metadata
 import logging
 import os
 import shlex
+import sqlite3
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from worm_tune import locks
+from worm_tune.config import RUNTIME_FIELDS
 from worm_tune.ticket.methods import METHODS
 
 DEFAULT_DB = "mlflow.db"
@@ -36,6 +39,9 @@ EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_develop
 #: Provenance on a parent run: the command line that started it and the package version.
 TAG_COMMAND, TAG_VERSION = "worm_tune.command", "worm_tune.version"
 PARENT_TAG = "mlflow.parentRunId"
+#: Settings of a sweep that are paths on the machine that ran it: a parent run records them as tags
+#: (``worm_tune.<setting>``), not params, so the params of a store copied elsewhere name no stale path.
+LOCAL_SETTINGS = ("storage", "tracking_uri", "space")
 
 
 class TrackingError(ValueError):
@@ -122,6 +128,34 @@ def artifact_root(uri: str, experiment: str) -> Path | None:
     return None if path is None else path.parent / ARTIFACTS_DIR / experiment
 
 
+def _relative_artifacts(path: Path, exp_id: str, root: Path) -> None:
+    """Record an experiment's artifact location relative to its SQLite file's folder.
+
+    MLflow makes every local location absolute when it creates an experiment, so a store copied
+    elsewhere (results rsynced off a cluster) would point back at the old folder. MLflow reads a
+    relative location against the working directory: ``mlflow ui`` opened in the store's folder,
+    and this package's own artifact I/O (:func:`at_store`), find the artifacts wherever the folder
+    is. Its runs and logged models inherit the relative location when they are created.
+    """
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (root.relative_to(path.parent).as_posix(), int(exp_id)),
+        )
+
+
+@contextlib.contextmanager
+def at_store(uri: str) -> Iterator[None]:
+    """Artifact reads and writes of a SQLite store, made from its folder, where its relative
+    artifact locations resolve (a no-op when that is the working directory already, or for a server)."""
+    path = sqlite_path(uri)
+    if path is None or Path.cwd() == path.parent:
+        yield
+        return
+    with contextlib.chdir(path.parent):
+        yield
+
+
 def experiment_id(uri: str, name: str) -> str:
     """Get or create the experiment (under the store lock: two sweeps may create it at once)."""
     mlflow_client = client(uri)
@@ -130,16 +164,27 @@ def experiment_id(uri: str, name: str) -> str:
         if experiment is not None:
             return experiment.experiment_id
         root = artifact_root(uri, name)
-        return mlflow_client.create_experiment(
+        exp_id = mlflow_client.create_experiment(
             name, artifact_location=root.as_uri() if root else None, tags={EXPERIMENT_KIND: MODEL_TRAINING}
         )
+        path = sqlite_path(uri)
+        if path is not None and root is not None:
+            _relative_artifacts(path, exp_id, root)
+        return exp_id
 
 
 def start_parent_run(
     uri: str, exp_id: str, sweep: str, kind: str, tags: Mapping[str, str], params: Mapping[str, Any]
 ) -> str:
-    """The run that groups a sweep's (or a final rerun's) trials."""
-    run = client(uri).create_run(exp_id, run_name=sweep, tags={TAG_KIND: kind, TAG_SWEEP: sweep, **tags})
+    """The run that groups a sweep's (or a final rerun's) trials; machine paths among ``params`` become
+    tags (:data:`LOCAL_SETTINGS` and ``--set`` runtime fields; a space is a param by its name)."""
+    local_keys = {*LOCAL_SETTINGS, *(f"set.{k}" for k in RUNTIME_FIELDS)}
+    local = {f"worm_tune.{k}": str(v) for k, v in params.items() if k in local_keys}
+    params = {k: v for k, v in params.items() if k not in local_keys}
+    if "worm_tune.space" in local:
+        params["space"] = Path(local["worm_tune.space"]).stem
+    tags = {TAG_KIND: kind, TAG_SWEEP: sweep, **local, **tags}
+    run = client(uri).create_run(exp_id, run_name=sweep, tags=tags)
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
 
@@ -195,11 +240,12 @@ def find_parent_run(uri: str, sweep: str, kind: str = "sweep") -> Any | None:
 def driver_state(parent: Any) -> str:
     """What became of a RUNNING parent run: its driver still holds the sweep's lock, or is gone.
 
-    Read from the lock file in the sweep's folder (the parent's ``storage`` and ``name`` params);
+    Read from the lock file in the sweep's folder (its ``worm_tune.storage`` tag and ``name`` param);
     a kill -9 of the driver releases the lock, so "gone" is what a dead driver looks like.
     """
-    params = parent.data.params
-    storage, name = params.get("storage"), params.get("name") or parent.data.tags.get(TAG_SWEEP)
+    params, tags = parent.data.params, parent.data.tags
+    storage = tags.get("worm_tune.storage", params.get("storage"))  # a param in runs logged before it was a tag
+    name = params.get("name") or tags.get(TAG_SWEEP)
     if not storage or not name:
         return "is running or was stopped (no sweep folder is recorded to tell which)"
     holder = locks.holder(Path(storage) / name)
@@ -209,7 +255,8 @@ def driver_state(parent: Any) -> str:
     if parent.data.tags.get(TAG_KIND) == "final":
         command = f"python -m worm_tune.final {params.get('source_sweep', '?')} --resume --name {name}{where}"
     else:
-        command = f"python -m worm_tune.sweep {params.get('space', '?')} --resume --name {name}{where}"
+        space = tags.get("worm_tune.space", params.get("space", "?"))
+        command = f"python -m worm_tune.sweep {space} --resume --name {name}{where}"
     return f"did not finish and its driver is gone; `{command}` continues it"
 
 
