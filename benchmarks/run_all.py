@@ -37,6 +37,11 @@ BENCHMARKS = (
     Benchmark("engine_overhead", [], ["--epochs", "1", "--train-subset", "64"]),
     Benchmark("ray_overhead", ["--repeats", "3"], ["--repeats", "1", "--train-subset", "64"]),
     Benchmark("sweep_throughput", ["--trials", "4"], ["--trials", "2", "--train-subset", "64"]),
+    Benchmark(
+        "sharing",
+        ["resnet18", "--profile", "quick", "--independent"],
+        ["resnet18", "--profile", "quick", "--seeds", "0", "--set", "data.train_subset=64", "--independent"],
+    ),
     Benchmark("gpu_throughput", [], ["--epochs", "1", "--train", "2048", "--test", "512"], gpu=True),
     Benchmark(
         "fast_path_accuracy",

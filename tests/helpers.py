@@ -1,4 +1,4 @@
-"""Helpers shared by test modules: tiny budgets, timing-free comparisons, subprocess signals.
+"""Helpers shared by test modules: tiny budgets, MLflow readers, checkpoint round trips, subprocess signals.
 
 (Fixtures live in ``conftest.py``; plain constants and functions are imported from here.)
 """
@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from worm_tune import metrics
-from worm_tune.engine import TIMING_KEYS
 
 #: ``--set`` flags for a tiny sweep: 128 digits images, 3 search epochs, a window of 2, 1 retraining epoch.
 SWEEP_TINY = ["--set", "data.train_subset=128", "--set", "search.max_epochs=3", "--set", "search.window=2"]
@@ -21,17 +20,20 @@ SWEEP_TINY += ["--set", "retrain.max_epochs=1"]
 ONE_DELTA = ["--set", "worm.delta=0.03"]
 #: The quick resnet18 profile cut to one pair (EarlyBird and WORM) at seed 0, p = 0.5, tiny budgets.
 QUICK_PAIR = ["resnet18", "--quick", *SWEEP_TINY, *ONE_DELTA, "--set", "seed=0"]
+#: A trial in the engine in about a second: 128 digits images, a window of 2, 2 search epochs, 1 retraining epoch,
+#: on one thread (fixed, so two runs in one process agree to the bit).
+ENGINE_TINY = {
+    "data.dataset": "digits",
+    "data.train_subset": 128,
+    "data.batch_size": 64,
+    "search.window": 2,
+    "search.max_epochs": 2,
+    "retrain.max_epochs": 1,
+    "device": "cpu",
+    "threads": 1,
+}
 #: The summary metrics every finished trial has, compared between runs that must agree.
 SUMMARY = ("search_epochs", "pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "final_acc", "sparsity")
-
-
-def untimed(value: Any) -> Any:
-    """``value`` without wall-time keys, at any depth: what two runs of one config must share exactly."""
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
 
 
 def round_trip(state: dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,10 @@ import pytest
 import ray
 import torch
 
-from tests.helpers import untimed
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.cli.run import main
 from worm_tune.engine import TIMING_KEYS
+from worm_tune.metrics import untimed
 from worm_tune.tune.trainables import CHECKPOINT_FILE, TicketTrainable, reported
 
 #: The trials pin torch to one thread: later test modules get back what they had.

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import default_sigint, untimed
+from tests.helpers import default_sigint
 from worm_tune.cli.run import main
 from worm_tune.config import field_types
 from worm_tune.engine import load_model
+from worm_tune.metrics import untimed
 
 TINY = [
     "--dataset",

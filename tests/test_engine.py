@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import round_trip, untimed
+from tests.helpers import round_trip
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine, load_model
+from worm_tune.metrics import untimed
 from worm_tune.models import bn_layers
 
 BASE = {

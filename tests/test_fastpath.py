@@ -11,11 +11,12 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from tests.helpers import round_trip, untimed
+from tests.helpers import round_trip
 from worm_tune.config import ConfigError, DataConfig, SpeedConfig, TrialConfig
 from worm_tune.data import DataBundle, TensorImageDataset, load_data, make_loaders, split_tensors
 from worm_tune.data.device import Augment, DeviceLoader, _crop, _pad
 from worm_tune.engine import TrialEngine
+from worm_tune.metrics import untimed
 from worm_tune.speed import resolve_speed
 
 FAST = {"speed.loader": "device", "speed.precision": "bf16", "speed.channels_last": "on"}

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from tests.helpers import QUICK_PAIR, results_of
+from worm_tune import metrics
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import load_network
@@ -63,7 +64,7 @@ def test_final_logs_each_network_and_registers_the_best(
         (output,) = run.outputs.model_outputs
         logged = client.get_logged_model(output.model_id)
         assert logged.name == MODEL_NAME and logged.source_run_id == run.info.run_id
-        assert "final_acc" in {m.key for m in logged.metrics}
+        assert metrics.logged_name("final_acc") in {m.key for m in logged.metrics}
         info = mlflow.models.get_model_info(f"models:/{output.model_id}")
         assert info.signature is not None and info.saved_input_example_info is not None
 

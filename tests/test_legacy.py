@@ -19,9 +19,10 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import SUMMARY, curve_of, results_of, untimed
+from tests.helpers import SUMMARY, curve_of, results_of
 from worm_tune.cli import run, sweep
 from worm_tune.config import TrialConfig
+from worm_tune.metrics import untimed
 from worm_tune.tune.plan import SETTINGS_FILE
 from worm_tune.tune.store import PARENT_TAG, TAG_SWEEP
 

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import load
+from tests.helpers import ENGINE_TINY
 from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
@@ -28,16 +29,7 @@ from worm_tune.tune.trainables import epoch_result, reported
 #: The trials pin torch to one thread: later test modules get back what they had.
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
-TINY = {
-    "data.dataset": "digits",
-    "data.train_subset": 128,
-    "data.batch_size": 64,
-    "search.window": 2,
-    "search.max_epochs": 2,
-    "retrain.max_epochs": 1,
-    "device": "cpu",
-    "threads": 1,  # fixed, so two runs in this process agree to the bit
-}
+TINY = ENGINE_TINY
 #: What an engine record holds besides metrics: where the trial is.
 WHERE = {"phase", "epoch", "global_epoch"}
 #: What a summary holds besides metrics: which trial it is and how it ran.

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import round_trip, untimed
+from tests.helpers import round_trip
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine
+from worm_tune.metrics import untimed
 from worm_tune.ticket.detector import EarlyBirdDetector
 from worm_tune.ticket.masks import global_mask
 from worm_tune.ticket.pruning import unstructured_masks

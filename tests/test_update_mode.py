@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import round_trip, untimed
+from tests.helpers import round_trip
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine
+from worm_tune.metrics import untimed
 from worm_tune.models.vit import vit_32
 from worm_tune.ticket.attention import ElementSites, HeadSites, attention_layers
 from worm_tune.ticket.sites import ChannelSites, MaskSites

@@ -54,6 +54,31 @@ RUNTIME_FIELDS = frozenset({"data.data_dir", "data.download", "device", "threads
 #: they stay out of the hash, so every config written before they existed keeps its name.
 LATER_FIELDS: dict[str, Any] = {"model.checkpoint": "", "worm.apply": "grad", "search.rules": "algorithm"}
 
+#: Fields a searching trial's training reads only through its decisions: which mask its window
+#: holds and when its search ends (ratio, window, threshold, rules), and how much it truncates
+#: (method, delta, factor, scope, apply). Trials that differ only in these train the same network
+#: until a decision tells them apart (:mod:`worm_tune.group`).
+SEARCH_DECISION_FIELDS = (
+    "method",
+    "search.ratio",
+    "search.window",
+    "search.threshold",
+    "search.rules",
+    "worm.delta",
+    "worm.factor",
+    "worm.scope",
+    "worm.apply",
+)
+#: Fields nothing reads before the search ends: the prune event and the retraining. Trials that
+#: prune the same mask at the same epoch and agree on these retrain the same network.
+AFTER_SEARCH_FIELDS = (
+    "prune.kind",
+    "retrain.max_epochs",
+    "retrain.target_acc",
+    "retrain.init",
+    "retrain.stop_at_target",
+)
+
 #: Fields only CNNs use: a transformer trial must leave them at their defaults.
 CNN_ONLY_FIELDS = ("model.stem", "worm.scope", "search.l1", "retrain.init")
 

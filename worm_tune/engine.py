@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from worm_tune.models import bn_layers, build_model
 from worm_tune.speed import resolve_speed
 from worm_tune.ticket.accounting import count_params, effective_flops_per_image, flops_per_image, nonzero_params
 from worm_tune.ticket.attention import heads_per_layer, keep_one_head_per_layer
+from worm_tune.ticket.control import SearchControl, next_training
 from worm_tune.ticket.detector import EarlyBirdDetector
-from worm_tune.ticket.masks import global_mask
 from worm_tune.ticket.methods import FROM_START, METHODS
 from worm_tune.ticket.pruning import SparsityEnforcer, remove_structure, sparsity, unstructured_masks
 from worm_tune.ticket.sites import representative_sites
@@ -47,6 +48,8 @@ STATE_VERSION = 1
 TIMING_KEYS = metrics.TIMING
 
 SEARCH, RETRAIN, TRAIN, DONE = "search", "retrain", "train", "done"
+#: The results a trial's own search decisions set (the rest follow from the network it trained).
+SEARCH_RESULTS = ("search_epochs", "converged", "trigger_epoch", "pre_prune_acc")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,16 +98,12 @@ class TrialEngine:
         self.transformer = cfg.model.arch in TRANSFORMERS
         self.sites = representative_sites(self.model, cfg)
         self.layers = [bn for _, bn in bn_layers(self.model)]  # for the optional L1 on gamma
-        self.detector = EarlyBirdDetector(cfg.search.window, cfg.search.threshold, cfg.search.rules)
-        self.schedule = TruncationSchedule(cfg)
+        self.control = SearchControl(cfg, self.sites.scores())
         self.truncator = GradientTruncator(self.sites, cfg.worm.apply)
         self.method = METHODS[cfg.method]
-        if self.method.searches and cfg.search.rules == "reference":
-            # The reference code's window starts with the initial weights' mask (not a search epoch).
-            self.detector.push(self._current_mask())
         if self.method.schedule == FROM_START:
             # Truncation "from the first epoch" needs a mask before any epoch: the initial weights' mask.
-            self.truncator.set(self._current_mask(), self.schedule.factor)
+            self.truncator.set(self.control.mask(self.sites.scores()), self.schedule.factor)
 
         self.phase = SEARCH if self.method.searches else TRAIN
         self.epoch = 0  # epochs completed in the current phase
@@ -144,6 +143,23 @@ class TrialEngine:
     @property
     def done(self) -> bool:
         return self.phase == DONE
+
+    @property
+    def detector(self) -> EarlyBirdDetector:
+        return self.control.detector
+
+    @property
+    def schedule(self) -> TruncationSchedule:
+        return self.control.schedule
+
+    @property
+    def next_step(self) -> str:
+        """What the next ``step()`` is: a search epoch, the prune and a retrain epoch, a (re)training epoch, or none."""
+        return "prune" if self.pending_prune else self.phase
+
+    def next_training(self) -> Hashable:
+        """What the next epoch trains with besides the training fields (see :func:`next_training`)."""
+        return next_training(self.cfg, self.next_step, self.truncator.keep, self.truncator.factor)
 
     def step(self) -> dict[str, Any]:
         """Run one epoch (a search epoch, or the prune event plus a retrain epoch); return its record: where
@@ -211,18 +227,16 @@ class TrialEngine:
     # -- phases ------------------------------------------------------------------------------
 
     def _search_epoch(self) -> dict[str, Any]:
-        cfg = self.cfg
         self.epoch += 1
         self.global_epoch += 1
         factor_used, truncated = self.truncator.factor, self.truncator.num_truncated
         loss, acc = self._train_epoch(search=True)
         self.results["search_flops"] = self.results["train_flops"]
-        keep = self._current_mask()  # Algorithm 1: train, draw mask, distance, test
-        obs = self.detector.push(keep)
-        factor = self.schedule.observe(self.epoch, obs)
+        step = self.control.observe(self.epoch, self.sites.scores())  # Algorithm 1: train, draw mask, distance, test
+        obs = step.obs
         self.results["trigger_epoch"] = self.schedule.trigger_epoch
         if self.method.truncates:
-            self.truncator.set(keep, factor)  # the newest mask, refreshed every epoch
+            self.truncator.set(step.keep, step.factor)  # the newest mask, refreshed every epoch
         test_acc = self._evaluate()
         record = self._record(
             train_loss=loss,
@@ -236,7 +250,7 @@ class TrialEngine:
         )
         if self.results["diverged"]:
             self.phase = DONE
-        elif obs.converged or self.epoch >= cfg.search.max_epochs:
+        elif step.ends:
             self.results.update(search_epochs=self.epoch, converged=obs.converged, pre_prune_acc=test_acc)
             self.phase, self.epoch, self.pending_prune = RETRAIN, 0, True
         return record
@@ -358,9 +372,6 @@ class TrialEngine:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _current_mask(self) -> torch.Tensor:
-        return global_mask(self.sites.scores(), self.cfg.search.ratio, self.cfg.search.rules).cpu()
-
     def _flops(self) -> int:
         return flops_per_image(self.model, self.data.input_shape, self.data.input_dtype)
 
@@ -451,6 +462,44 @@ class TrialEngine:
         self._rng_cpu = state["rng"]["cpu"]
         self._rng_cuda = state["rng"]["cuda"]
         self.data_gen.set_state(state["rng"]["data"])
+
+    def fork(
+        self,
+        cfg: TrialConfig,
+        control: SearchControl,
+        truncation: tuple[torch.Tensor | None, float],
+        next_step: str,
+        history: list[dict[str, Any]],
+        results: dict[str, Any],
+    ) -> TrialEngine:
+        """A trial of ``cfg`` that trained what this one trained so far, with its own decisions: its
+        search ``control``, its truncation (mask, factor), what its next step is (``search`` or
+        ``prune``; otherwise this trial's), its records and its :data:`SEARCH_RESULTS`.
+
+        Exact only where ``cfg`` agrees with this trial's config on every training field and every
+        decision taken so far was the same (:mod:`worm_tune.group` checks that). The state goes
+        through a checkpoint's round trip, so the two trials share no tensor.
+        """
+        state = self.state_dict()
+        state.update(
+            config=cfg.to_dict(),
+            config_hash=cfg.hash(),
+            detector=control.detector.state_dict(),
+            schedule=control.schedule.state_dict(),
+            truncation={"keep": truncation[0], "factor": truncation[1]},
+            history=[dict(m) for m in history],
+            results=state["results"] | results,
+        )
+        if next_step == "search":
+            state.update(phase=SEARCH, epoch=history[-1]["epoch"] if history else 0, pending_prune=False)
+        elif next_step == "prune":
+            state.update(phase=RETRAIN, epoch=0, pending_prune=True)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        twin = TrialEngine(cfg, self.data)
+        twin.load_state_dict(torch.load(buffer, weights_only=True))
+        return twin
 
     def save_model(self, path: str | Path) -> None:
         """Save the final network with what :func:`load_model` needs to rebuild its architecture."""

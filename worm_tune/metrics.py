@@ -129,3 +129,13 @@ def current(record: Mapping[str, Any]) -> dict[str, Any]:
     the current one (today's records always hold every per-epoch name, if only as None)."""
     renamed = {old: new for new, old in FORMER.items() if new not in record and old in record}
     return {renamed.get(key, key): value for key, value in record.items()}
+
+
+def untimed(value: Any) -> Any:
+    """``value`` without wall-time keys (:data:`TIMING`), at any depth: what two runs of one config
+    share exactly (same seed, same thread count), and so what sharing must reproduce."""
+    if isinstance(value, Mapping):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value

@@ -1,0 +1,117 @@
+"""Exact computation sharing: trials grouped by their training fields train one network until a
+decision parts them, and each ends with exactly what it would have produced alone."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import ENGINE_TINY
+from worm_tune.config import TrialConfig
+from worm_tune.data import DataBundle, load_data
+from worm_tune.engine import TrialEngine
+from worm_tune.group import plan_groups, run_shared, training_key
+from worm_tune.metrics import untimed
+from worm_tune.ticket.control import next_training
+
+#: The trials pin torch to one thread: later test modules get back what they had.
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
+#: Searches long enough for triggers and stops to part trials (5 epochs, batches of 32).
+TINY = {**ENGINE_TINY, "data.batch_size": 32, "search.max_epochs": 5}
+BASE = TrialConfig().replace(TINY)
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    return load_data(BASE.data)
+
+
+def grid(seeds: tuple[int, ...], **extra: Any) -> list[TrialConfig]:
+    """EarlyBird and WORM at two deltas, for every seed, ratio and threshold."""
+    configs = []
+    for seed, ratio, threshold in itertools.product(seeds, (0.3, 0.5), (0.05, 0.15)):
+        common = {"seed": seed, "search.ratio": ratio, "search.threshold": threshold, **extra}
+        configs.append(BASE.replace({**common, "method": "earlybird"}).validate())
+        for delta in (0.05, 0.3):
+            configs.append(BASE.replace({**common, "method": "worm", "worm.delta": delta}).validate())
+    return configs
+
+
+def assert_exact(configs: list[TrialConfig], data: DataBundle) -> Any:
+    """Run ``configs`` shared and each alone: every record and summary agree, timings aside."""
+    shared = run_shared(configs, data)
+    assert sorted(shared.trials) == sorted(cfg.hash() for cfg in configs)
+    for cfg in configs:
+        engine = TrialEngine(cfg, data)
+        summary = engine.run()
+        history, shared_summary = shared.trials[cfg.hash()]
+        assert untimed(history) == untimed(engine.history), (cfg.method, cfg.seed, cfg.search.ratio)
+        assert untimed(shared_summary) == untimed(summary), (cfg.method, cfg.seed, cfg.search.ratio)
+    return shared
+
+
+# -- the rule ----------------------------------------------------------------------------------
+
+
+def test_only_the_decision_fields_leave_the_training_key() -> None:
+    key = training_key(BASE)
+    for field, value in [("search.ratio", 0.3), ("search.threshold", 0.2), ("search.window", 3), ("method", "worm")]:
+        assert training_key(BASE.replace({field: value})) == key, field
+    for field, value in [("seed", 1), ("optim.lr", 0.1), ("data.batch_size", 64), ("search.max_epochs", 9)]:
+        assert training_key(BASE.replace({field: value})) != key, field
+
+
+def test_the_next_training_differs_only_where_the_network_would() -> None:
+    eb, worm = BASE, BASE.replace({"method": "worm", "search.ratio": 0.3, "worm.delta": 0.2})
+    keep = torch.tensor([True, False, True])
+    other = torch.tensor([True, True, False])
+    # No truncation (EarlyBird, WORM before its trigger): the masks do not matter.
+    assert next_training(eb, "search") == next_training(worm, "search", keep, 1.0)
+    # Truncating: the factor, the mask and how it is applied do.
+    assert next_training(worm, "search", keep, 0.003) != next_training(worm, "search", keep, 1.0)
+    assert next_training(worm, "search", keep, 0.003) != next_training(worm, "search", other, 0.003)
+    update = worm.replace({"worm.apply": "update"})
+    assert next_training(worm, "search", keep, 0.003) != next_training(update, "search", keep, 0.003)
+    # Pruning: by the trial's ratio and rules, then retraining by its after-search fields; not its threshold.
+    assert next_training(eb, "prune") == next_training(eb.replace({"search.threshold": 0.3}), "prune")
+    assert next_training(eb, "prune") != next_training(eb.replace({"search.ratio": 0.3}), "prune")
+    assert next_training(eb, "prune") != next_training(eb.replace({"prune.kind": "structured"}), "prune")
+    assert next_training(eb, "prune") != next_training(eb.replace({"retrain.max_epochs": 3}), "prune")
+    assert next_training(eb, "retrain") == next_training(worm, "retrain")
+
+
+def test_trials_start_together_unless_their_first_step_differs(digits: DataBundle) -> None:
+    configs = grid((0, 1))
+    gradclip = BASE.replace({"method": "gradclip"})  # truncates from its first step
+    dense = BASE.replace({"method": "dense"})
+    groups = plan_groups([*configs, gradclip, dense], digits)
+    members = sorted(len(g.configs) for g in groups)
+    assert members == [1, 1, 12, 12]  # per seed: EarlyBird and WORM together; gradclip and dense alone
+
+
+# -- exactness ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_shared_grid_gives_every_trial_exactly_its_own_numbers(digits: DataBundle) -> None:
+    """2 seeds x 2 ratios x 2 thresholds x (EarlyBird + WORM at 2 deltas): 24 trials."""
+    shared = assert_exact(grid((0, 1)), digits)
+    assert shared.groups_at_end > shared.groups_at_start  # decisions parted trials mid-way
+    assert 2 * shared.epochs_trained <= shared.epochs_of_trials
+
+
+@pytest.mark.slow
+def test_sharing_is_exact_for_the_other_methods_and_rules(digits: DataBundle) -> None:
+    """Truncation by update, the reference rules, structured pruning, the ablations and dense."""
+    configs = [
+        *grid((2,), **{"worm.apply": "update"})[:6],
+        *grid((3,), **{"search.rules": "reference", "prune.kind": "structured"})[:6],
+        BASE.replace({"method": "gradclip", "seed": 2}),
+        BASE.replace({"method": "greedy", "seed": 2}),
+        BASE.replace({"method": "dense", "seed": 2}),
+    ]
+    assert_exact(configs, digits)

@@ -1,0 +1,188 @@
+"""Exact computation sharing: trials that would train the same network train it once.
+
+An EarlyBird trial's training does not read its pruning ratio or its stop threshold: they only
+decide what its detector sees and when its search ends. A WORM trial trains as EarlyBird does
+until its trigger. So a grid's trials, grouped by their training fields (every field but
+:data:`~worm_tune.config.SEARCH_DECISION_FIELDS` and :data:`~worm_tune.config.AFTER_SEARCH_FIELDS`),
+follow one trajectory per group until a decision parts them.
+
+A :class:`TrialGroup` trains one :class:`~worm_tune.engine.TrialEngine` (its leader's) and keeps,
+for every other member, that member's own search control, records and search results. After
+each epoch every member says what its next epoch trains with
+(:func:`~worm_tune.ticket.control.next_training`); members that differ from the leader leave, each
+set of them forked from the leader's state into a group of its own. A member's records and
+summary are, timings aside, exactly what an independent trial of its config produces: the
+engine's state is a deterministic function of the training fields and the decisions taken.
+(Hippo, VLDB 2022, merges hyper-parameter prefixes known before training; here the branch points
+are only known at run time.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from worm_tune.config import AFTER_SEARCH_FIELDS, SEARCH_DECISION_FIELDS, TrialConfig
+from worm_tune.data import DataBundle
+from worm_tune.engine import DONE, SEARCH, SEARCH_RESULTS, TRAIN, TrialEngine
+from worm_tune.ticket.control import SearchControl, next_training
+from worm_tune.ticket.methods import FROM_START, METHODS
+
+#: Fields a group's trials may differ in: each reads them only through its own decisions.
+DECISION_FIELDS = frozenset((*SEARCH_DECISION_FIELDS, *AFTER_SEARCH_FIELDS))
+
+
+def training_key(cfg: TrialConfig) -> Hashable:
+    """The fields a trial's training reads directly: trials with equal keys start in one group."""
+    return tuple(sorted((k, v) for k, v in cfg.to_flat().items() if k not in DECISION_FIELDS))
+
+
+@dataclass
+class Member:
+    """A trial riding on its group's network: what it decided, and what it recorded."""
+
+    cfg: TrialConfig
+    control: SearchControl
+    keep: torch.Tensor | None  # its truncation mask and factor, as its own truncator would hold them
+    factor: float
+    next_step: str  # what its next epoch is: search, prune, train, retrain or done
+    results: dict[str, Any]  # its SEARCH_RESULTS
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_training(self) -> Hashable:
+        return next_training(self.cfg, self.next_step, self.keep, self.factor)
+
+    def observe(self, record: dict[str, Any], scores: torch.Tensor, diverged: bool) -> None:
+        """Its decisions after its group's search epoch ``record``, from the network's unit ``scores``."""
+        step = self.control.observe(record["epoch"], scores)
+        self.results["trigger_epoch"] = self.control.schedule.trigger_epoch
+        if METHODS[self.cfg.method].truncates:
+            self.keep, self.factor = step.keep, step.factor
+        obs = step.obs
+        self.history.append(record | {"d_max": obs.d_max, "d_avg": obs.d_avg, "mask_converged": obs.converged})
+        if diverged:
+            self.next_step = DONE
+        elif step.ends:
+            self.results.update(
+                search_epochs=record["epoch"], converged=obs.converged, pre_prune_acc=record["test_acc"]
+            )
+            self.next_step = "prune"
+
+
+class TrialGroup:
+    """One engine training for several trials: the engine's own (its leader) and its members'."""
+
+    def __init__(self, engine: TrialEngine, members: Iterable[Member] = ()) -> None:
+        self.engine = engine
+        self.members = list(members)
+
+    @property
+    def configs(self) -> list[TrialConfig]:
+        return [self.engine.cfg, *(m.cfg for m in self.members)]
+
+    @property
+    def done(self) -> bool:
+        return self.engine.done
+
+    def step(self) -> list[TrialGroup]:
+        """One epoch for every trial of the group. Returns the groups that continue: this one and,
+        for each set of members whose next training differs from the leader's, a group forked
+        from the leader's state (members whose trial ended leave with the leader)."""
+        engine = self.engine
+        record = engine.step()
+        if record["phase"] == SEARCH:
+            scores = engine.sites.scores()
+            for member in self.members:
+                member.observe(record, scores, engine.results["diverged"])
+        else:
+            for member in self.members:
+                member.history.append(dict(record))
+                member.next_step = engine.next_step
+        return [self, *self._split()]
+
+    def summaries(self) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """Each trial's records and summary by config hash, as an independent trial would give them."""
+        out = {self.engine.cfg.hash(): (self.engine.history, self.engine.summary())}
+        for member in self.members:
+            summary = self.engine.summary() | {"method": member.cfg.method, "config_hash": member.cfg.hash()}
+            out[member.cfg.hash()] = (member.history, summary | member.results)
+        return out
+
+    def _split(self) -> list[TrialGroup]:
+        leader = self.engine.next_training()
+        parts: dict[Hashable, list[Member]] = defaultdict(list)
+        for member in self.members:
+            parts[member.next_training()].append(member)
+        self.members = parts.pop(leader, [])
+        groups = []
+        for members in parts.values():
+            first, *rest = members
+            truncation = (first.keep, first.factor)
+            twin = self.engine.fork(first.cfg, first.control, truncation, first.next_step, first.history, first.results)
+            groups.append(TrialGroup(twin, rest))
+        return groups
+
+
+def plan_groups(configs: Iterable[TrialConfig], data: DataBundle) -> list[TrialGroup]:
+    """The groups a set of trials starts in: one per training key and first decision (a trial that
+    truncates from its first step, or a dense one, parts from the others before any epoch)."""
+    by_key: dict[Hashable, list[TrialConfig]] = defaultdict(list)
+    for cfg in configs:
+        by_key[training_key(cfg)].append(cfg)
+    groups = []
+    for cfgs in by_key.values():
+        first = TrialEngine(cfgs[0], data)
+        scores, fresh = first.sites.scores(), {k: first.results[k] for k in SEARCH_RESULTS}
+        parts: dict[Hashable, list[Member]] = defaultdict(list)
+        for member in (_member(cfg, scores, fresh) for cfg in cfgs):
+            parts[member.next_training()].append(member)
+        for members in parts.values():
+            leader = first if members[0].cfg is cfgs[0] else TrialEngine(members[0].cfg, data)
+            groups.append(TrialGroup(leader, members[1:]))
+    return groups
+
+
+def _member(cfg: TrialConfig, scores: torch.Tensor, results: dict[str, Any]) -> Member:
+    """A trial before its first epoch, on a network whose initial unit scores are ``scores``."""
+    control = SearchControl(cfg, scores)
+    method = METHODS[cfg.method]
+    keep = control.mask(scores) if method.schedule == FROM_START else None
+    next_step = SEARCH if method.searches else TRAIN
+    return Member(cfg, control, keep, control.schedule.factor, next_step, dict(results))
+
+
+@dataclass
+class SharedRun:
+    """What a shared run produced: each trial's records and summary, and the epochs it trained."""
+
+    trials: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
+    epochs_trained: int  # epochs the group engines ran
+    search_epochs_trained: int  # ... of them search epochs
+    epochs_of_trials: int  # the sum of the trials' epochs: what running each alone trains
+    groups_at_start: int
+    groups_at_end: int  # more than at the start where decisions parted trials mid-way
+
+
+def run_shared(configs: Iterable[TrialConfig], data: DataBundle) -> SharedRun:
+    """Run every trial to its end, sharing what can be shared."""
+    active = plan_groups(configs, data)
+    at_start = len(active)
+    finished: list[TrialGroup] = []
+    trained = searched = 0
+    while active:
+        group = active.pop()
+        if group.done:
+            finished.append(group)
+            continue
+        trained += 1
+        searched += group.engine.next_step == SEARCH
+        active += group.step()
+    trials: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    for group in finished:
+        trials |= group.summaries()
+    epochs = sum(len(history) for history, _ in trials.values())
+    return SharedRun(trials, trained, searched, epochs, at_start, len(finished))
