@@ -5,7 +5,7 @@ otherwise. Each writes its JSON into ``--out-dir`` (default ``benchmarks/results
 ``BENCHMARKS.md`` quotes). ``--quick`` runs every benchmark on tiny settings into a temporary
 folder, to check that they all still work (minutes, not figures to quote).
 
-    python benchmarks/run_all.py                   # about 25 minutes on 2 CPU cores
+    python benchmarks/run_all.py                   # about 40 minutes on 2 CPU cores
     python benchmarks/run_all.py --quick           # a smoke run
     python benchmarks/run_all.py --only ray_overhead sweep_throughput
 """
