@@ -74,14 +74,19 @@ def check(address: str | None) -> str | None:
     return target
 
 
-def connect(address: str | None, target: str | None) -> None:
-    """Start a private local Ray instance (``target`` None) or join ``target`` (from :func:`check`)."""
+def connect(address: str | None, target: str | None, verbose: bool = False) -> None:
+    """Start a private local Ray instance (``target`` None) or join ``target`` (from :func:`check`).
+
+    Unless ``verbose``, the trials' own output stays in Ray's log files: the trials print nothing
+    worth reading, and Ray's workers, stopped at the end of a sweep, may print tracebacks of their
+    own shutdown. A trial's error reaches the terminal through Tune, which reports it from the driver.
+    """
     if ray.is_initialized():
         return
     # Ray logs that it turned token authentication on for a new instance: not the user's business.
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     try:
-        ray.init(address=target or "local", include_dashboard=False, configure_logging=False)
+        ray.init(address=target or "local", include_dashboard=False, configure_logging=False, log_to_driver=verbose)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {_first_line(exc)}") from None
 

@@ -69,11 +69,10 @@ def preflight(plan: Plan) -> None:
             build_model(cfg.model, bundle.num_classes, bundle.input_shape, bundle.vocab_size)
 
 
-def connect_ray(address: str | None, target: str | None) -> None:
-
+def connect_ray(address: str | None, target: str | None, verbose: bool = False) -> None:
     # One checkpoint kept per trial forces an experiment snapshot per checkpoint: wanted, not a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    cluster.connect(address, target)
+    cluster.connect(address, target, verbose)
 
 
 def check_resources(settings: SweepSettings) -> None:
@@ -371,7 +370,7 @@ def run_sweep(
     with driving(settings, resume, extra_files) as started:
         preflight(plan)
         check_tracking(settings.tracking_uri)
-        connect_ray(address, target)
+        connect_ray(address, target, verbose)
         check_resources(settings)
         if settings.parent_run_id is None:
             settings.experiment_id = store.experiment_id(settings.tracking_uri, experiment)
