@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,14 @@ from worm_tune.ticket.methods import METHODS
 from worm_tune.tune import store
 from worm_tune.tune.plan import (
     CHOSEN_FILE,
+    GROUP_KEY,
+    MEMBERS,
     SETTINGS_FILE,
     TRIAL_STATES_FILE,
     SweepSettings,
     config_overrides,
     make_plan,
+    staying,
 )
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
@@ -196,23 +200,22 @@ def from_ray(folder: Path) -> Sweep:
     for family in sorted(p for p in folder.iterdir() if p.is_dir()):
         states_file = family / TRIAL_STATES_FILE  # written when the family's experiment ends
         states = json.loads(states_file.read_text()) if states_file.is_file() else {}
-        for trial_dir in sorted(p for p in family.iterdir() if (p / "result.json").is_file()):
-            trial_id = trial_dir.name.rsplit("-", 1)[-1]
-            results = _results(trial_dir / "result.json")
-            params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").exists() else {}
-            cfg = base.replace(config_overrides(params))
-            summary = results[-1]["summary"] if results else {}
-            error = (trial_dir / "error.txt").exists()
-            status = store.trial_status(summary, error)
-            state = states.get(trial_id)
-            in_flight = driven and not summary.get("done") and not error  # its family has not ended yet
-            if (state is not None and state not in ("TERMINATED", "ERROR")) or (state is None and in_flight):
+        for trial in _ray_trials(family, states):
+            cfg = base.replace(config_overrides(trial.point))
+            summary = trial.results[-1]["summary"] if trial.results else {}
+            status = store.trial_status(summary, trial.error)
+            in_flight = driven and not summary.get("done") and not trial.error  # its family has not ended yet
+            if (trial.state is not None and trial.state not in ("TERMINATED", "ERROR")) or (
+                trial.state is None and in_flight
+            ):
                 status, running = "running", True
-            node = results[0].get("node_id") if results else None  # epoch 1's, as the MLflow tag
-            rows.append(_row(trial_id, "", status, cfg.hash(), node, cfg.to_flat(), summary))
-            for result in results:
+            elif trial.state is None and not summary.get("done") and not trial.error and trial.shared:
+                status = "interrupted"  # it left its group for one that had not started when the sweep stopped
+            node = trial.results[0].get("node_id") if trial.results else None  # epoch 1's, as the MLflow tag
+            rows.append(_row(trial.trial_id, "", status, cfg.hash(), node, cfg.to_flat(), summary))
+            for result in trial.results:
                 step = int(result["training_iteration"])
-                curves.append(_curve(trial_id, step, result.get("phase"), result.get("epoch"), result))
+                curves.append(_curve(trial.trial_id, step, result.get("phase"), result.get("epoch"), result))
     return Sweep(
         name=settings.name,
         source=f"Ray folder {folder}",
@@ -223,6 +226,44 @@ def from_ray(folder: Path) -> Sweep:
         tracking_uri=settings.tracking_uri,
         parent_run_id=settings.parent_run_id,
     )
+
+
+@dataclass
+class _RayTrial:
+    """One trial as a Ray folder records it: its id, Ray config, results (one per epoch), whether it
+    failed and its state as Ray last saved it (None: not recorded)."""
+
+    trial_id: str
+    point: dict[str, Any]
+    results: list[dict[str, Any]]
+    error: bool
+    state: str | None
+    shared: bool = False  # trained in a shared sweep's group trials
+
+
+def _ray_trials(family: Path, states: Mapping[str, str]) -> list[_RayTrial]:
+    """The trials of one Ray experiment folder. A shared sweep's group trial reports each member
+    under :data:`MEMBERS`: a member's results are its reports across the group trials it trained in
+    (by config hash, its MLflow run's trial id), its end that of the group it stayed in to the end."""
+    trials, reports, ends = [], defaultdict(dict), {}
+    for trial_dir in sorted(p for p in family.iterdir() if (p / "result.json").is_file()):
+        trial_id = trial_dir.name.rsplit("-", 1)[-1]
+        results = _results(trial_dir / "result.json")
+        params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").exists() else {}
+        error, state = (trial_dir / "error.txt").exists(), states.get(trial_id)
+        if GROUP_KEY not in params:
+            trials.append(_RayTrial(trial_id, params, results, error, state))
+            continue
+        for result in results:
+            for member in result[MEMBERS]:
+                reports[member["config_hash"]][int(member["training_iteration"])] = member
+        for member in staying(results[-1]) if results else ():
+            ends[member["config_hash"]] = (error, state)
+    for key, by_epoch in reports.items():
+        results = [by_epoch[k] for k in sorted(by_epoch)]
+        error, state = ends.get(key, (False, None))
+        trials.append(_RayTrial(key, results[-1]["point"], results, error, state, shared=True))
+    return trials
 
 
 def _ray_driver_state(folder: Path, settings: SweepSettings) -> str:

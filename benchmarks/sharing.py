@@ -15,6 +15,7 @@ thread unless ``--threads``. Writes ``benchmarks/results/sharing-<space>-<profil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from _common import machine, write
 
 from worm_tune.config import parse_assignments
 from worm_tune.data import load_data
-from worm_tune.engine import SEARCH, TrialEngine
+from worm_tune.engine import TrialEngine
 from worm_tune.group import run_shared
 from worm_tune.metrics import untimed
 from worm_tune.tune.spaces import load_space
@@ -53,26 +54,19 @@ def main() -> None:
     start = time.perf_counter()
     shared = run_shared(configs, data)
     shared_time = time.perf_counter() - start
-    search_of_trials = sum(1 for history, _ in shared.trials.values() for r in history if r["phase"] == SEARCH)
+    saving = shared.saving
     result: dict[str, Any] = {
         "machine": machine(),
+        "settings": {"space": args.space, "profile": args.profile, "set": args.set, "seeds": args.seeds},
         "trials": len(configs),
         "groups_at_start": shared.groups_at_start,
         "groups_at_end": shared.groups_at_end,
-        "epochs_trained": shared.epochs_trained,
-        "search_epochs_trained": shared.search_epochs_trained,
-        "epochs_of_trials": shared.epochs_of_trials,
-        "search_epochs_of_trials": search_of_trials,
+        **dataclasses.asdict(saving),
         "shared_seconds": round(shared_time, 1),
     }
-    result["saving_all"] = round(shared.epochs_of_trials / shared.epochs_trained, 2)
-    result["saving_search"] = round(search_of_trials / shared.search_epochs_trained, 2)
-    print(
-        f"shared: {shared.epochs_trained} epochs trained ({shared.search_epochs_trained} search) for trials "
-        f"totalling {shared.epochs_of_trials} ({search_of_trials} search): {result['saving_all']}x fewer in all, "
-        f"{result['saving_search']}x fewer search epochs; {shared_time:.0f} s",
-        flush=True,
-    )
+    result["saving_all"] = round(saving.epochs_of_trials / saving.epochs_trained, 2)
+    result["saving_search"] = round(saving.search_epochs_of_trials / saving.search_epochs_trained, 2)
+    print(f"{saving.line()}; {shared_time:.0f} s", flush=True)
     if args.independent:
         start = time.perf_counter()
         for cfg in configs:

@@ -63,6 +63,10 @@ def test_only_the_decision_fields_leave_the_training_key() -> None:
         assert training_key(BASE.replace({field: value})) == key, field
     for field, value in [("seed", 1), ("optim.lr", 0.1), ("data.batch_size", 64), ("search.max_epochs", 9)]:
         assert training_key(BASE.replace({field: value})) != key, field
+    # A CNN's masks are over channels whatever its pruning; a transformer's over heads or weights.
+    assert training_key(BASE.replace({"prune.kind": "structured"})) == key
+    vit = TrialConfig().replace({"model.arch": "vit", "data.dataset": "digits"})
+    assert training_key(vit.replace({"prune.kind": "structured"})) != training_key(vit)
 
 
 def test_the_next_training_differs_only_where_the_network_would() -> None:
@@ -101,7 +105,7 @@ def test_a_shared_grid_gives_every_trial_exactly_its_own_numbers(digits: DataBun
     """2 seeds x 2 ratios x 2 thresholds x (EarlyBird + WORM at 2 deltas): 24 trials."""
     shared = assert_exact(grid((0, 1)), digits)
     assert shared.groups_at_end > shared.groups_at_start  # decisions parted trials mid-way
-    assert 2 * shared.epochs_trained <= shared.epochs_of_trials
+    assert 2 * shared.saving.epochs_trained <= shared.saving.epochs_of_trials
 
 
 @pytest.mark.slow

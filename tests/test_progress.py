@@ -110,3 +110,33 @@ def test_trial_names_show_the_fields_a_grid_varies_or_an_optuna_search_tunes() -
         space="resnet18", name="n", storage="s", tracking_uri="u", profile="quick", search="optuna"
     )
     assert label_columns(make_plan(settings)) == ("worm.delta", "worm.factor")
+
+
+def group(gid: str, status: str, members: list[dict[str, Any]] | None = None, size: int = 2) -> Trial:
+    """A shared sweep's group trial, with its members' reports once it has reported."""
+    t = Trial("GroupTrainable", config={"group": gid, "trials": size, "from_epoch": 0}, stub=True)
+    t.set_status(status)
+    if members is not None:
+        t.update_last_result({"training_iteration": 3, "phase": "search", "epoch": 3, "members": tuple(members)})
+    return t
+
+
+def member(number: int, method: str, **extra: Any) -> dict[str, Any]:
+    point = {"trial": number, "method": method, "seed": 1, "worm.delta": 0.01 if method == "worm" else None}
+    return {"point": point, "config_hash": f"h{number}", "summary": summary(method), **extra}
+
+
+def test_a_shared_sweep_prints_a_line_per_trial_and_a_row_per_group(capsys: pytest.CaptureFixture[str]) -> None:
+    """A group trial's end is a line for each member that stayed in it (not those that left it for
+    a group of their own), counted among the sweep's trials; the table shows groups."""
+    printer = ProgressPrinter(18, COLUMNS, every_s=0.0, groups="/nowhere")
+    stayed, left = member(1, "earlybird"), member(2, "worm", moved_to="g003-x")
+    ended = group("g000-a", Trial.RUNNING, [stayed, left])
+    running = group("g003-x", Trial.RUNNING, [member(2, "worm")], size=1)
+    printer.on_trial_complete(0, [ended, running], ended)
+    ended.set_status(Trial.TERMINATED)
+    printer.on_step_end(1, [ended, running])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "[1/18] #1 earlybird s1: converged, 9 search epochs, final acc 54.17%, 32 s"
+    assert lines[2] == "1/18 done, 1 groups running, 0 waiting"
+    assert [c.strip() for c in lines[-1].strip("|").split("|")] == ["-", "g003-x: 1 trials", "search", "3", "-"]

@@ -85,8 +85,10 @@ SEEDS = 6
 
 @pytest.fixture(scope="module")
 def quick_sweep(local_ray: Any, store: dict[str, Any]) -> dict[str, Any]:
-    """The quick profile (6 paired seeds, EarlyBird and WORM) at one delta, tiny budgets."""
-    code = sweep.main(["resnet18", "--quick", *SWEEP_TINY, *ONE_DELTA, "--name", "quick", *store["args"]])
+    """The quick profile (6 paired seeds, EarlyBird and WORM) at one delta, tiny budgets, a Ray trial
+    per config (``--no-share``: this module tests that path; ``tests/test_sharing.py`` the shared one)."""
+    argv = ["resnet18", "--quick", *SWEEP_TINY, *ONE_DELTA, "--no-share", "--name", "quick", *store["args"]]
+    code = sweep.main(argv)
     assert code == 0
     parent, children = runs_of(store["uri"], "quick")
     return {"parent": parent, "children": children, **store}
@@ -435,6 +437,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
         "seed=0",
         "--max-concurrent",
         "1",
+        "--no-share",
         "--name",
         "resume",
         *store["args"],
@@ -569,7 +572,9 @@ def test_asha_stops_trials_and_they_have_no_convergence_epoch(
     assert len(children) == SEEDS and 0 < len(stopped) < SEEDS
     for run in stopped:  # stopped at ASHA's first rung (epoch 2), inside the search
         assert "search_epochs" not in results_of(run) and results_of(run)["epochs"] == 2
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| earlybird"))
+    out = capsys.readouterr().out
+    assert "grid search, asha scheduler: every trial trains on its own" in out
+    row = next(line for line in out.splitlines() if line.startswith("| earlybird"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # The rest ran to the end of their search, converged or not.
     assert cells[2] == str(SEEDS) and int(cells[3]) + int(cells[4]) == SEEDS - len(stopped)

@@ -87,7 +87,7 @@ def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], whe
     [
         (
             ["resnet50"],
-            "unknown search space 'resnet50'; known spaces: bert, resnet18, vgg11_bn, vgg16_bn, vit"
+            "unknown search space 'resnet50'; known spaces: bert, digits_study, resnet18, vgg11_bn, vgg16_bn, vit"
             " (or a path to a .toml file)",
         ),
         (["resnet18", "--quick", "--set", "search.ratioo=0.5"], "unknown config key 'search.ratioo'"),
@@ -107,6 +107,7 @@ def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], whe
         (["resnet18", "--resume"], "no sweep of space 'resnet18'"),
         (["resnet18", "--resume", "--name", "nope"], "no sweep named 'nope'"),
         (["resnet18", "--resume", "--quick"], "--resume continues a sweep with its saved settings; drop --quick"),
+        (["resnet18", "--resume", "--no-share"], "--resume continues a sweep with its saved settings; drop --no-share"),
         (["resnet18", "--tracking-uri", "./mlruns"], "is not supported"),
         (["resnet18", "--tracking-uri", "file:///tmp/mlruns"], "is not supported"),
     ],
@@ -346,3 +347,13 @@ def test_every_flag_a_message_suggests_is_one_its_command_takes(
         "--reports",
     } <= suggested  # the set is representative
     assert {m: unknown_flags(m) for m in messages if unknown_flags(m)} == {}
+
+
+@pytest.mark.parametrize(
+    ("flags", "share"),
+    [([], True), (["--no-share"], False), (["--scheduler", "asha"], False), (["--search", "optuna"], False)],
+)
+def test_a_grid_sweep_shares_unless_told_not_to_or_scheduled(tmp_path: Path, flags: list[str], share: bool) -> None:
+    """Sharing needs every trial to run to its end as planned: ASHA stops trials, Optuna picks configs."""
+    args = sweep.build_parser().parse_args(["resnet18", "--quick", *flags, "--storage", str(tmp_path)])
+    assert sweep.settings_from_args(args).share is share

@@ -19,10 +19,11 @@ are only known at run time.)
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -31,14 +32,17 @@ from worm_tune.data import DataBundle
 from worm_tune.engine import DONE, SEARCH, SEARCH_RESULTS, TRAIN, TrialEngine
 from worm_tune.ticket.control import SearchControl, next_training
 from worm_tune.ticket.methods import FROM_START, METHODS
+from worm_tune.ticket.sites import mask_units
 
 #: Fields a group's trials may differ in: each reads them only through its own decisions.
 DECISION_FIELDS = frozenset((*SEARCH_DECISION_FIELDS, *AFTER_SEARCH_FIELDS))
 
 
 def training_key(cfg: TrialConfig) -> Hashable:
-    """The fields a trial's training reads directly: trials with equal keys start in one group."""
-    return tuple(sorted((k, v) for k, v in cfg.to_flat().items() if k not in DECISION_FIELDS))
+    """The fields a trial's training reads directly, and what its masks are drawn over (a
+    transformer's heads or weights, by its ``prune.kind``): trials with equal keys start in one group."""
+    fields = tuple(sorted((k, v) for k, v in cfg.to_flat().items() if k not in DECISION_FIELDS))
+    return (*fields, ("mask units", mask_units(cfg)))
 
 
 @dataclass
@@ -55,6 +59,27 @@ class Member:
 
     def next_training(self) -> Hashable:
         return next_training(self.cfg, self.next_step, self.keep, self.factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "control": self.control.state_dict(),
+            "keep": self.keep,
+            "factor": self.factor,
+            "next_step": self.next_step,
+            "results": dict(self.results),
+            "history": [dict(m) for m in self.history],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], scores: torch.Tensor, runtime: dict[str, Any]) -> Member:
+        """The member ``state`` saved, on a network whose unit scores are ``scores`` now, with the
+        ``runtime`` fields of the process it continues in."""
+        cfg = TrialConfig.from_dict(state["config"]).replace(runtime)
+        control = SearchControl(cfg, scores)
+        control.load_state_dict(state["control"])
+        keep, factor, step = state["keep"], state["factor"], state["next_step"]
+        return cls(cfg, control, keep, factor, step, dict(state["results"]), [dict(m) for m in state["history"]])
 
     def observe(self, record: dict[str, Any], scores: torch.Tensor, diverged: bool) -> None:
         """Its decisions after its group's search epoch ``record``, from the network's unit ``scores``."""
@@ -87,6 +112,21 @@ class TrialGroup:
     @property
     def done(self) -> bool:
         return self.engine.done
+
+    def state_dict(self) -> dict[str, Any]:
+        """The group as a checkpoint: its engine's state and every member's."""
+        return {"engine": self.engine.state_dict(), "members": [m.state_dict() for m in self.members]}
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], data: DataBundle | None = None, runtime: dict[str, Any] | None = None
+    ) -> TrialGroup:
+        """The group ``state`` saved; ``runtime``: fields of the process it continues in (threads)."""
+        runtime = runtime or {}
+        engine = TrialEngine(TrialConfig.from_dict(state["engine"]["config"]).replace(runtime), data)
+        engine.load_state_dict(state["engine"])
+        scores = engine.sites.scores()
+        return cls(engine, [Member.from_state(m, scores, runtime) for m in state["members"]])
 
     def step(self) -> list[TrialGroup]:
         """One epoch for every trial of the group. Returns the groups that continue: this one and,
@@ -127,21 +167,27 @@ class TrialGroup:
         return groups
 
 
-def plan_groups(configs: Iterable[TrialConfig], data: DataBundle) -> list[TrialGroup]:
-    """The groups a set of trials starts in: one per training key and first decision (a trial that
-    truncates from its first step, or a dense one, parts from the others before any epoch)."""
+def by_training_key(configs: Iterable[TrialConfig]) -> list[list[TrialConfig]]:
+    """The configs in sets of equal :func:`training_key`, in order of first appearance."""
     by_key: dict[Hashable, list[TrialConfig]] = defaultdict(list)
     for cfg in configs:
         by_key[training_key(cfg)].append(cfg)
+    return list(by_key.values())
+
+
+def plan_groups(configs: Iterable[TrialConfig], data: DataBundle | None = None) -> list[TrialGroup]:
+    """The groups a set of trials starts in: one per training key and first decision (a trial that
+    truncates from its first step, or a dense one, parts from the others before any epoch).
+    ``data``: the trials' data, loaded by each set's first engine if not given."""
     groups = []
-    for cfgs in by_key.values():
+    for cfgs in by_training_key(configs):
         first = TrialEngine(cfgs[0], data)
         scores, fresh = first.sites.scores(), {k: first.results[k] for k in SEARCH_RESULTS}
         parts: dict[Hashable, list[Member]] = defaultdict(list)
         for member in (_member(cfg, scores, fresh) for cfg in cfgs):
             parts[member.next_training()].append(member)
         for members in parts.values():
-            leader = first if members[0].cfg is cfgs[0] else TrialEngine(members[0].cfg, data)
+            leader = first if members[0].cfg is cfgs[0] else TrialEngine(members[0].cfg, first.data)
             groups.append(TrialGroup(leader, members[1:]))
     return groups
 
@@ -155,34 +201,80 @@ def _member(cfg: TrialConfig, scores: torch.Tensor, results: dict[str, Any]) -> 
     return Member(cfg, control, keep, control.schedule.factor, next_step, dict(results))
 
 
+@dataclass(frozen=True)
+class Saving:
+    """What sharing saved: the training a sweep ran against the sum over its trials (what running
+    each alone trains), in epochs, search epochs and training FLOPs."""
+
+    epochs_trained: int
+    epochs_of_trials: int
+    search_epochs_trained: int
+    search_epochs_of_trials: int
+    flops_trained: float
+    flops_of_trials: float
+
+    #: The parent run's metrics section for these (``sharing/epochs_trained``, ...).
+    SECTION: ClassVar[str] = "sharing"
+
+    def metrics(self) -> dict[str, float]:
+        return {f"{self.SECTION}/{name}": float(value) for name, value in dataclasses.asdict(self).items()}
+
+    def line(self) -> str:
+        """One line for a terminal: each pair, and how many times fewer."""
+        pairs = [
+            ("epochs", self.epochs_trained, self.epochs_of_trials),
+            ("search epochs", self.search_epochs_trained, self.search_epochs_of_trials),
+            ("training FLOPs", self.flops_trained, self.flops_of_trials),
+        ]
+        parts = [
+            f"{what} {_count(done)} for the trials' {_count(summed)} ({_times(summed, done)})"
+            for what, done, summed in pairs
+        ]
+        return "sharing: trained " + "; ".join(parts)
+
+
+def _count(value: float) -> str:
+    return f"{value:.3g}" if value >= 1e6 else f"{value:g}"
+
+
+def _times(summed: float, done: float) -> str:
+    return f"{summed / done:.2f}x fewer" if done else "none trained"
+
+
 @dataclass
 class SharedRun:
-    """What a shared run produced: each trial's records and summary, and the epochs it trained."""
+    """What a shared run produced: each trial's records and summary, and the training it ran."""
 
     trials: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
-    epochs_trained: int  # epochs the group engines ran
-    search_epochs_trained: int  # ... of them search epochs
-    epochs_of_trials: int  # the sum of the trials' epochs: what running each alone trains
+    saving: Saving
     groups_at_start: int
     groups_at_end: int  # more than at the start where decisions parted trials mid-way
 
 
 def run_shared(configs: Iterable[TrialConfig], data: DataBundle) -> SharedRun:
-    """Run every trial to its end, sharing what can be shared."""
+    """Run every trial to its end, sharing what can be shared (depth first: few engines alive)."""
     active = plan_groups(configs, data)
-    at_start = len(active)
-    finished: list[TrialGroup] = []
+    at_start, at_end = len(active), 0
+    trials: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
     trained = searched = 0
+    flops = 0.0
     while active:
         group = active.pop()
         if group.done:
-            finished.append(group)
+            trials |= group.summaries()
+            at_end += 1
             continue
+        before = group.engine.results["train_flops"]
         trained += 1
         searched += group.engine.next_step == SEARCH
         active += group.step()
-    trials: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
-    for group in finished:
-        trials |= group.summaries()
-    epochs = sum(len(history) for history, _ in trials.values())
-    return SharedRun(trials, trained, searched, epochs, at_start, len(finished))
+        flops += group.engine.results["train_flops"] - before
+    saving = Saving(
+        epochs_trained=trained,
+        epochs_of_trials=sum(len(history) for history, _ in trials.values()),
+        search_epochs_trained=searched,
+        search_epochs_of_trials=sum(r["phase"] == SEARCH for history, _ in trials.values() for r in history),
+        flops_trained=flops,
+        flops_of_trials=sum(summary["train_flops"] for _, summary in trials.values()),
+    )
+    return SharedRun(trials, saving, at_start, at_end)

@@ -136,6 +136,6 @@ def untimed(value: Any) -> Any:
     share exactly (same seed, same thread count), and so what sharing must reproduce."""
     if isinstance(value, Mapping):
         return {k: untimed(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
+    if isinstance(value, list | tuple):
+        return type(value)(untimed(v) for v in value)
     return value

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", choices=("fifo", "asha"), default=None, help="asha stops trials early on test_acc"
     )
     add_run_flags(parser)
+    parser.add_argument(
+        "--no-share",
+        action="store_true",
+        help="train every trial on its own (a grid sweep without --scheduler trains each shared trajectory once)",
+    )
     parser.add_argument("--name", default=None, help="sweep name (default <space>[-quick]-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the latest, or --name)")
     parser.add_argument("--dry-run", action="store_true", help="check the data and weights, print the trials, exit")
@@ -69,6 +74,7 @@ _RESUME_FIXED = (
     "max_concurrent",
     "max_failures",
     "tracking_uri",
+    "no_share",
 )
 
 
@@ -93,6 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     check_run_flags(args)
     for text in args.objective or []:
         Objective.parse(text)
+    scheduler = args.scheduler or "fifo"
     return SweepSettings(
         space=str(Path(args.space).resolve()) if args.space.endswith(".toml") else args.space,
         name=name,
@@ -104,11 +111,12 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         num_samples=args.num_samples,
         objectives=list(args.objective or []),
         sampler_seed=args.sampler_seed or 0,
-        scheduler=args.scheduler or "fifo",
+        scheduler=scheduler,
         cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else 1.0,
         gpus_per_trial=args.gpus_per_trial or 0.0,
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures if args.max_failures is not None else 2,
+        share=search == "grid" and scheduler == "fifo" and not args.no_share,
     )
 
 

@@ -75,12 +75,20 @@ class ChannelSites:
         return out
 
 
-def representative_sites(model: nn.Module, cfg: TrialConfig) -> MaskSites:
+def mask_units(cfg: TrialConfig) -> str:
     """The units a trial's mask is drawn over: BN channels for a CNN; for a transformer the
     attention query/key weights (unstructured pruning, the paper) or its heads (structured)."""
     if cfg.model.arch in TRANSFORMERS:
+        return HeadSites.unit if cfg.prune.kind == "structured" else ElementSites.unit
+    return ChannelSites.unit
+
+
+def representative_sites(model: nn.Module, cfg: TrialConfig) -> MaskSites:
+    """The sites of the trial's :func:`mask_units`."""
+    units = mask_units(cfg)
+    if units != ChannelSites.unit:
         layers = attention_layers(model)
-        return HeadSites(layers) if cfg.prune.kind == "structured" else ElementSites(layers)
+        return HeadSites(layers) if units == HeadSites.unit else ElementSites(layers)
     named = bn_layers(model)
     convs = producing_convs(model) if cfg.worm.scope == "channel" else None
     return ChannelSites([bn for _, bn in named], [convs[name] for name, _ in named] if convs else None)

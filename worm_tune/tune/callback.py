@@ -18,9 +18,10 @@ from worm_tune import metrics
 from worm_tune.config import RUNTIME_FIELDS, TrialConfig
 from worm_tune.engine import SEARCH
 from worm_tune.ticket.methods import METHODS
-from worm_tune.tune.plan import config_overrides, trial_label
+from worm_tune.tune.plan import GROUP_KEY, MEMBERS, config_overrides, trial_label, trial_reports
 from worm_tune.tune.store import (
     PARENT_TAG,
+    TAG_GROUPS,
     TAG_KIND,
     TAG_SWEEP,
     TAG_TRIAL,
@@ -49,6 +50,7 @@ class MlflowCallback(tune.Callback):
         base: Mapping[str, Any],
         extra_tags: Mapping[str, Mapping[str, str]] | None = None,
         columns: Sequence[str] | None = None,
+        groups: str | None = None,
     ) -> None:
         self.uri, self.exp_id, self.parent_run_id, self.sweep = uri, exp_id, parent_run_id, sweep
         self.base = dict(base)
@@ -56,27 +58,81 @@ class MlflowCallback(tune.Callback):
         self.columns = None if columns is None else tuple(columns)
         #: Tags for the runs of particular config groups (``final`` links reruns to their sources).
         self.extra_tags = {k: dict(v) for k, v in (extra_tags or {}).items()}
+        #: A shared sweep's folder of group files (:mod:`worm_tune.tune.sharing`); None: unshared.
+        self.groups = groups
         self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
+        self._joined: set[tuple[str, str]] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_runs"], state["_last_epoch"] = {}, {}
+        state["_runs"], state["_last_epoch"], state["_joined"] = {}, {}, set()
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__ = {"groups": None, **state}  # a callback pickled before shared sweeps has no groups
+        self._joined = set()
+
     # -- Tune hooks ----------------------------------------------------------------------------
+    # A trial reports for itself, or (a shared sweep's group trial) for each member under
+    # MEMBERS: each reported trial has its own run, keyed by its Ray trial id or config hash.
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run_id(trial)
+        if GROUP_KEY not in trial.config:  # a group's members are known from its first report
+            self._run_id(trial.trial_id, trial.config, str(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run_id = self._run_id(trial)
+        if MEMBERS not in result:
+            self._log(trial.trial_id, trial.config, str(trial), result)
+            return
+        common = {"timestamp": result.get("timestamp", 0), "node_id": result.get("node_id")}
+        for member in result[MEMBERS]:
+            key = member["config_hash"]
+            if (trial.trial_id, key) not in self._joined:
+                self._join(trial, key, member["point"])
+            self._log(key, member["point"], None, member | common, notice=result.get("notice"))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for key, point, last in self._reported(trial):
+            self._finish(self._run_id(key, point), last, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for key, point, last in self._reported(trial):
+            self._finish(self._run_id(key, point), last, error=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for key, point, _ in self._reported(trial):
+            client(self.uri).set_tag(self._run_id(key, point), "failures", str(trial.num_failures))
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def _reported(self, trial: Any) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """The runs a trial reported to at its end, each with its key, Ray config and last report
+        (:func:`~worm_tune.tune.plan.trial_reports`)."""
+        reports = trial_reports(trial.config, trial.last_result or {}, self.groups)
+        if GROUP_KEY not in trial.config:
+            return [(trial.trial_id, dict(point), dict(last)) for point, last in reports]
+        return [(self._config(point).hash(), dict(point), dict(last)) for point, last in reports]
+
+    def _join(self, trial: Any, key: str, point: dict[str, Any]) -> None:
+        """Tag a member's run with the group trial it now trains in (and the epoch it joined after)."""
+        self._joined.add((trial.trial_id, key))
+        run_id = self._run_id(key, point)
+        mlflow_client = client(self.uri)
+        joined = mlflow_client.get_run(run_id).data.tags.get(TAG_GROUPS, "").split()
+        entry = f"{trial.trial_id}@{trial.config.get('from_epoch', 0)}"
+        if entry not in joined:
+            mlflow_client.set_tag(run_id, TAG_GROUPS, " ".join([*joined, entry]))
+
+    def _log(self, key: str, point: dict[str, Any], name: str | None, result: dict, notice: str | None = None) -> None:
+        run_id = self._run_id(key, point, name)
         epoch = int(result["training_iteration"])
-        if result.get("notice"):  # e.g. a damaged checkpoint: the trial restarted from scratch
-            client(self.uri).set_tag(run_id, "notice", str(result["notice"]))
-        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+        notice = notice or result.get("notice")
+        if notice:  # e.g. a damaged checkpoint: the trial restarted from scratch
+            client(self.uri).set_tag(run_id, "notice", str(notice))
+        if epoch <= self._last_epoch.get(key, 0):
             return  # already logged before a restart
-        self._last_epoch[trial.trial_id] = epoch
+        self._last_epoch[key] = epoch
         tags = []
         if epoch == 1:
             tags += [
@@ -86,68 +142,57 @@ class MlflowCallback(tune.Callback):
                 RunTag("unit", result["summary"]["unit"]),  # what truncated_units counts
             ]
             if result["summary"].get("data_digest"):
-                client(self.uri).log_inputs(run_id, [dataset_input(self._config(trial), result["summary"])])
+                client(self.uri).log_inputs(run_id, [dataset_input(self._config(point), result["summary"])])
         client(self.uri).log_batch(run_id, metrics=epoch_batch(result), tags=tags)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, error=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, error=True)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        client(self.uri).set_tag(self._run_id(trial), "failures", str(trial.num_failures))
-
-    # -- runs ----------------------------------------------------------------------------------
-
-    def _run_id(self, trial: Any) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
+    def _run_id(self, key: str, point: dict[str, Any], name: str | None = None) -> str:
+        """The run of the trial ``key`` (Ray config ``point``; Ray's ``name`` for it, if it has one),
+        found by its tag or created."""
+        if key in self._runs:
+            return self._runs[key]
         mlflow_client = client(self.uri)
         found = mlflow_client.search_runs(
             [self.exp_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{trial.trial_id}'",
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{key}'",
             max_results=1,
         )
         if found:
             run_id = found[0].info.run_id
-            self._last_epoch[trial.trial_id] = int(found[0].data.metrics.get("epoch", 0))
+            self._last_epoch[key] = int(found[0].data.metrics.get("epoch", 0))
             if found[0].info.status != "RUNNING":
                 mlflow_client.update_run(run_id, status="RUNNING")
         else:
-            run_id = self._create(trial)
-        self._runs[trial.trial_id] = run_id
+            run_id = self._create(key, point, name)
+        self._runs[key] = run_id
         return run_id
 
-    def _config(self, trial: Any) -> TrialConfig:
-        return TrialConfig.from_dict(self.base).replace(config_overrides(trial.config))
+    def _config(self, point: dict[str, Any]) -> TrialConfig:
+        return TrialConfig.from_dict(self.base).replace(config_overrides(point))
 
-    def _create(self, trial: Any) -> str:
-        cfg = self._config(trial)
+    def _create(self, key: str, point: dict[str, Any], name: str | None) -> str:
+        cfg = self._config(point)
         group = cfg.replace({"seed": 0}).hash()
+        columns = getattr(self, "columns", None)  # a callback pickled before names had columns has none
         tags = {
             PARENT_TAG: self.parent_run_id,
             TAG_KIND: "trial",
             TAG_SWEEP: self.sweep,
-            TAG_TRIAL: trial.trial_id,
+            TAG_TRIAL: key,
             "method": cfg.method,
             "seed": str(cfg.seed),
             "config_hash": cfg.hash(),
             "group_hash": group,
-            "trial_name": str(trial),
-            **({"trial": str(trial.config["trial"])} if "trial" in trial.config else {}),  # its --dry-run number
+            "trial_name": name or trial_label(point, columns),
+            **({"trial": str(point["trial"])} if "trial" in point else {}),  # its --dry-run number
             **self.extra_tags.get(group, {}),
             **runtime_tags(cfg),
         }
-        columns = getattr(self, "columns", None)  # a callback pickled before names had columns has none
-        run = client(self.uri).create_run(self.exp_id, run_name=trial_label(trial.config, columns), tags=tags)
+        run = client(self.uri).create_run(self.exp_id, run_name=trial_label(point, columns), tags=tags)
         log_params(self.uri, run.info.run_id, {k: v for k, v in cfg.to_flat().items() if k not in RUNTIME_FIELDS})
         return run.info.run_id
 
-    def _finish(self, trial: Any, error: bool) -> None:
-        run_id = self._run_id(trial)
+    def _finish(self, run_id: str, last: dict[str, Any], error: bool) -> None:
         mlflow_client = client(self.uri)
-        last = trial.last_result or {}
         summary = last.get("summary") or {}
         mlflow_client.log_batch(run_id, metrics=summary_batch(summary, int(last.get("training_iteration", 0))))
         # Tags say how the trial ended (its metrics say how it went).

@@ -32,6 +32,45 @@ TRIAL_STATES_FILE = "trial_states.json"
 #: The one Ray experiment (and folder) that holds every trial of a sweep. Sweeps saved before it ran one
 #: experiment per trainable family (``earlybird``, then ``worm``), named after the family.
 EXPERIMENT = "trials"
+#: A shared sweep's folder (in the sweep's) of the files its group trials start from (:mod:`worm_tune.tune.sharing`).
+GROUPS_DIR = "groups"
+#: The key of a group trial's Ray config that names its group, and so its file.
+GROUP_KEY = "group"
+
+
+#: A group trial's report: one per member that trained in the epoch, under this key (its own trial's report).
+MEMBERS = "members"
+
+
+def staying(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The members a group trial's result reports as still its own: not those that left at this epoch
+    for a group of their own (``moved_to``), whose later epochs and end another group trial reports."""
+    return [m for m in result.get(MEMBERS, ()) if not m.get("moved_to")]
+
+
+def group_file(folder: str | Path, gid: str, suffix: str = ".pt") -> Path:
+    """Where group ``gid`` of a shared sweep starts from: its members' Ray configs (``points``, by config
+    hash) and, for a group that parted from another, its state; ``.json``: the points alone."""
+    return Path(folder) / f"{gid}{suffix}"
+
+
+def group_points(folder: str | Path, gid: str) -> dict[str, dict[str, Any]]:
+    """The members of group ``gid`` as it started: config hash -> Ray config."""
+    return json.loads(group_file(folder, gid, ".json").read_text())
+
+
+def trial_reports(
+    config: Mapping[str, Any], last: Mapping[str, Any], groups: str | Path | None
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """The trials a Ray trial reported on at its end, each as (Ray config, last report): the trial
+    itself; or a group trial's members that stayed in it to the end; or, for a group trial that
+    ended (failed) before its first report, every member it started with (``groups``: the sweep's
+    folder of group files), with no report."""
+    if GROUP_KEY not in config:
+        return [(config, last)]
+    if MEMBERS in last:
+        return [(m["point"], m) for m in staying(last)]
+    return [] if groups is None else [(point, {}) for point in group_points(groups, config[GROUP_KEY]).values()]
 
 
 @dataclass
@@ -53,6 +92,8 @@ class SweepSettings:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_failures: int = 2
+    #: Train each distinct trajectory once (:mod:`worm_tune.tune.sharing`); False for sweeps saved before.
+    share: bool = False
     kind: str = "sweep"
     experiment_id: str | None = None
     parent_run_id: str | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from worm_tune.tune.plan import trial_label
+from worm_tune.tune.plan import GROUP_KEY, trial_label, trial_reports
 from worm_tune.tune.store import trial_status
 from worm_tune.usage import format_table
 
@@ -25,8 +25,11 @@ EVERY_S = 60.0
 class ProgressPrinter(tune.Callback):
     """Prints to stdout from the driver; picklable, so a resumed sweep prints the same way."""
 
-    def __init__(self, total: int, columns: Sequence[str] = (), every_s: float = EVERY_S) -> None:
+    def __init__(
+        self, total: int, columns: Sequence[str] = (), every_s: float = EVERY_S, groups: str | None = None
+    ) -> None:
         self.total = total
+        self.groups = groups  # a shared sweep's folder of group files
         self.columns = tuple(columns)  # what trial names show (:func:`~worm_tune.tune.plan.label_columns`)
         self.every_s = every_s
         self._last: float | None = None
@@ -48,24 +51,39 @@ class ProgressPrinter(tune.Callback):
         if not running or now - self._last < self.every_s:
             return
         self._last = now
-        rows = [[*self._name(t), *_where(t.last_result or {})] for t in running]
+        rows = [self._row(t) for t in running]
         counts = {s: sum(t.status == s for t in trials) for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR")}
         header = ["#", "trial", "phase", "epoch", "d_max"]
-        done = counts["TERMINATED"] + counts["ERROR"]
-        print(f"\n{done}/{self.total} done, {counts['RUNNING']} running, {counts['PENDING']} waiting", flush=True)
+        done = sum(len(self._reports(t)) for t in trials if t.status in ("TERMINATED", "ERROR"))
+        what = " groups" if getattr(self, "groups", None) else ""  # a shared sweep runs groups of trials
+        running, waiting = counts["RUNNING"], counts["PENDING"]
+        print(f"\n{done}/{self.total} done, {running}{what} running, {waiting} waiting", flush=True)
         print(format_table(header, rows), flush=True)
 
     def _finished(self, trials: list, trial: Any, error: bool) -> None:
-        last = trial.last_result or {}
-        summary = last.get("summary") or {}
-        done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
-        number, name = self._name(trial)
-        print(f"[{done}/{self.total}] #{number} {name}: {_outcome(trial_status(summary, error), summary)}", flush=True)
+        """A line per trial that ended: the trial's own, or each of a group trial's members."""
+        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR") and t is not trial]
+        done = sum(len(self._reports(t)) for t in ended)
+        for point, report in self._reports(trial):
+            done += 1
+            summary = report.get("summary") or {}
+            number, name = self._name(point)
+            print(
+                f"[{done}/{self.total}] #{number} {name}: {_outcome(trial_status(summary, error), summary)}", flush=True
+            )
 
-    def _name(self, trial: Any) -> tuple[str, str]:
-        """The trial's dry-run number (Optuna trials have none) and its name."""
-        config: Mapping[str, Any] = trial.config or {}
+    def _reports(self, trial: Any) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        return trial_reports(trial.config or {}, trial.last_result or {}, getattr(self, "groups", None))
+
+    def _name(self, config: Mapping[str, Any]) -> tuple[str, str]:
+        """A trial's dry-run number (Optuna trials have none) and its name, from its Ray config."""
         return str(config.get("trial", "-")), trial_label(config, self.columns)
+
+    def _row(self, trial: Any) -> list[str]:
+        config: Mapping[str, Any] = trial.config or {}
+        if GROUP_KEY in config:  # a shared sweep's group of trials
+            return ["-", f"{config[GROUP_KEY]}: {config['trials']} trials", *_where(trial.last_result or {})]
+        return [*self._name(config), *_where(trial.last_result or {})]
 
 
 def _where(result: Mapping[str, Any]) -> list[str]:

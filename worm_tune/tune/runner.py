@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from worm_tune.tune import cluster, store
 from worm_tune.tune.callback import MlflowCallback
 from worm_tune.tune.plan import (
     EXPERIMENT,
+    GROUP_KEY,
+    GROUPS_DIR,
     SETTINGS_FILE,
     TRIAL_STATES_FILE,
     Plan,
@@ -47,8 +49,10 @@ from worm_tune.tune.plan import (
     config_overrides,
     label_columns,
     trial_label,
+    trial_reports,
 )
 from worm_tune.tune.progress import ProgressPrinter
+from worm_tune.tune.sharing import GroupTrainable, SharedGrid, saving, start_groups
 from worm_tune.tune.spaces import load_space
 from worm_tune.tune.store import check_tracking, mark_interrupted, trial_status
 from worm_tune.tune.trainables import TRAINABLES
@@ -104,10 +108,13 @@ def execute(
     base_flat = plan.base.to_flat()
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     results: list[Any] = []
+    groups = settings.folder / GROUPS_DIR
     for experiment in experiments(settings, plan):
-        trainable = tune.with_resources(
-            tune.with_parameters(TRAINABLES[experiment], base=base_flat, quiet=not verbose), resources
-        )
+        if settings.share:
+            with_params = tune.with_parameters(GroupTrainable, base=base_flat, groups=str(groups), quiet=not verbose)
+        else:
+            with_params = tune.with_parameters(TRAINABLES[experiment], base=base_flat, quiet=not verbose)
+        trainable = tune.with_resources(with_params, resources)
         path = settings.folder / experiment
         if resume and tune.Tuner.can_restore(str(path)):
             with legacy_module_names():
@@ -122,11 +129,14 @@ def execute(
                 base_flat,
                 extra_tags,
                 label_columns(plan),
+                str(groups) if settings.share else None,
             )
-            printer = [] if verbose else [ProgressPrinter(_num_samples(plan, experiment), label_columns(plan))]
+            total = len(plan.configs()) if settings.share else _num_samples(plan, experiment)
+            groups_arg = str(groups) if settings.share else None
+            printer = [] if verbose else [ProgressPrinter(total, label_columns(plan), groups=groups_arg)]
             tuner = tune.Tuner(
                 trainable,
-                param_space=_param_space(plan, experiment),
+                param_space={} if settings.share else _param_space(plan, experiment),  # groups: SharedGrid's
                 tune_config=_tune_config(settings, plan, experiment),
                 run_config=tune.RunConfig(
                     name=experiment,
@@ -140,7 +150,8 @@ def execute(
         with _ray_console(verbose):
             grid = tuner.fit()
         results.extend(grid)
-        cut_short = _cut_short(path, _num_samples(plan, experiment))
+        shared = {cfg.hash() for cfg in plan.configs()} if settings.share else None
+        cut_short = _cut_short(path, _num_samples(plan, experiment), plan.base, shared, groups)
         if cut_short is not None:
             mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
@@ -212,7 +223,9 @@ def _num_samples(plan: Plan, experiment: str) -> int:
     return plan.optuna.num_samples if plan.optuna is not None else len(_points(plan, experiment))
 
 
-def _cut_short(path: Path, num_samples: int) -> set[str] | None:
+def _cut_short(
+    path: Path, num_samples: int, base: TrialConfig, shared: set[str] | None = None, groups: Path | None = None
+) -> set[str] | None:
     """The ids of the trials an interrupt cut short, or None if the experiment ran to its end.
 
     Ray Tune catches Ctrl-C, saves the experiment state, then stops every trial (calling
@@ -220,11 +233,19 @@ def _cut_short(path: Path, num_samples: int) -> set[str] | None:
     saved state tells the two apart: there, cut-short trials are still running or pending, and a
     searcher that was stopped early has made fewer trials than asked for. The states are also
     written to ``TRIAL_STATES_FILE`` in the experiment's folder, for readers without Ray.
+
+    A shared sweep (``shared``: its trials' config hashes, which key their runs; ``groups``: its folder
+    of group files) ran to its end when the groups that ended reported every trial's end; those they
+    did not were cut short.
     """
     trials = ExperimentAnalysis(str(path)).trials
     states = {t.trial_id: t.status for t in trials}
     write_atomic(path / TRIAL_STATES_FILE, lambda tmp: tmp.write_text(json.dumps(states, indent=2)))
     cut = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
+    if shared is not None:
+        reports = [trial_reports(t.config, t.last_result or {}, groups) for t in trials if t.trial_id not in cut]
+        ended = {base.replace(config_overrides(point)).hash() for ended in reports for point, _ in ended}
+        return set(shared) - ended or None
     return cut if cut or len(trials) < num_samples else None
 
 
@@ -252,7 +273,10 @@ def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
 
     search_alg: Any = None
     scheduler: Any = None
-    if plan.optuna is None:
+    if settings.share:
+        points = _points(plan, experiment)
+        search_alg = SharedGrid(start_groups(points, plan.base, settings.folder / GROUPS_DIR))
+    elif plan.optuna is None:
         search_alg = BasicVariantGenerator(
             points_to_evaluate=_points(plan, experiment), max_concurrent=settings.max_concurrent or 0
         )
@@ -276,11 +300,12 @@ def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
             grace_period=cfg.search.window,
         )
     return tune.TuneConfig(
+        # A shared sweep's groups are at most its trials: each trial leads at most one group.
         num_samples=_num_samples(plan, experiment),
         search_alg=search_alg,
         scheduler=scheduler,
         # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
-        max_concurrent_trials=settings.max_concurrent if plan.optuna is not None else None,
+        max_concurrent_trials=settings.max_concurrent if plan.optuna is not None or settings.share else None,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=functools.partial(trial_name, columns=label_columns(plan)),
         reuse_actors=True,
@@ -288,24 +313,25 @@ def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
 
 
 def trial_name(trial: Any, columns: tuple[str, ...]) -> str:
-    """Ray's name for a trial: the MLflow run's (see :func:`~worm_tune.tune.plan.trial_label`)."""
+    """Ray's name for a trial: the MLflow run's (see :func:`~worm_tune.tune.plan.trial_label`), or a group's."""
+    if GROUP_KEY in trial.config:
+        return f"{trial.config[GROUP_KEY]} ({trial.config['trials']} trials)"
     return trial_label(trial.config, columns)
 
 
 def trial_dirname(trial: Any) -> str:
-    return f"{trial.config.get('method')}-{trial.trial_id}"
+    return f"{trial.config.get('method', GROUP_KEY)}-{trial.trial_id}"
 
 
-def summary_table(results: list[Any], base: TrialConfig) -> str:
+def summary_table(results: list[Any], base: TrialConfig, groups: Path | None = None) -> str:
     """Per method and pruning ratio: how trials ended, mean search epochs, accuracies and time."""
 
     groups: dict[tuple[str, float], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-    for result in results:
-        metrics = result.metrics or {}
-        summary = metrics.get("summary") or {}
-        ratio = base.replace(config_overrides(result.config or {})).search.ratio
-        status = trial_status(summary, result.error is not None)
-        groups[(summary.get("method") or metrics.get("method") or "?", ratio)].append((status, summary))
+    for point, report, error in outcomes(results, groups):
+        summary = report.get("summary") or {}
+        ratio = base.replace(config_overrides(point)).search.ratio
+        status = trial_status(summary, error)
+        groups[(summary.get("method") or report.get("method") or "?", ratio)].append((status, summary))
     header = ["method", "ratio", "trials", "converged", "not conv.", "stopped", "diverged", "errors"]
     header += ["search epochs", "acc pre-prune", "acc final", "time (s)"]
     rows = []
@@ -335,6 +361,16 @@ def summary_table(results: list[Any], base: TrialConfig) -> str:
         )
     note = "search epochs: mean over converged trials; a stopped or diverged trial has no convergence epoch."
     return format_table(header, rows) + "\n\n" + note
+
+
+def outcomes(results: list[Any], groups: Path | None = None) -> list[tuple[Mapping[str, Any], Mapping[str, Any], bool]]:
+    """Each trial's Ray config, last report and whether it failed, from the Ray results
+    (:func:`~worm_tune.tune.plan.trial_reports`; ``groups``: a shared sweep's folder of group files)."""
+    out = []
+    for result in results:
+        for point, last in trial_reports(result.config or {}, result.metrics or {}, groups):
+            out.append((point, last, result.error is not None))
+    return out
 
 
 def _mean(values: list[float | None], fmt: str) -> str:
@@ -389,6 +425,13 @@ def run_sweep(
                 f"MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
                 flush=True,
             )
+            if (
+                settings.kind == "sweep"
+                and not settings.share
+                and (settings.search, settings.scheduler) != ("grid", "fifo")
+            ):
+                how = f"{settings.search} search, {settings.scheduler} scheduler"
+                print(f"{how}: every trial trains on its own (sharing is for grids without a scheduler)", flush=True)
             results = execute(settings, plan, resume, extra_tags, verbose)
         except KeyboardInterrupt:
             store.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
@@ -401,12 +444,17 @@ def run_sweep(
         except BaseException:
             store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED")
             raise
-        table = summary_table(results, plan.base)
-        print("\n" + table, flush=True)
+        groups = settings.folder / GROUPS_DIR if settings.share else None
+        table = summary_table(results, plan.base, groups)
         mlflow_client = store.client(settings.tracking_uri)
+        if settings.share:
+            saved = saving(r.metrics for r in results)
+            store.log_metrics(settings.tracking_uri, settings.parent_run_id, saved.metrics())
+            table += "\n" + saved.line()
+        print("\n" + table, flush=True)
         with store.at_store(settings.tracking_uri):
             mlflow_client.log_text(settings.parent_run_id, table + "\n", "summary.md")
-        errors = sum(r.error is not None for r in results)
+        errors = sum(error for _, _, error in outcomes(results, groups))
         store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
         if reports is not None and analyse is not None:
             analyse(settings, reports, prog)

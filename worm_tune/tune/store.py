@@ -17,6 +17,7 @@ import os
 import shlex
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ ARTIFACTS_DIR = "mlartifacts"
 
 #: Tags on every run this package writes; the analysis and ``final`` find runs by them.
 TAG_KIND, TAG_SWEEP, TAG_TRIAL = "worm_tune.kind", "worm_tune.sweep", "worm_tune.trial_id"
+#: A shared sweep's trial run: the group trials it trained in, as ``<Ray trial id>@<epoch it joined after>``.
+TAG_GROUPS = "worm_tune.groups"
 #: The experiment tag MLflow 3's UI reads to open an experiment on its model-training view (runs,
 #: charts) rather than the GenAI one (traces, evaluations), which a new experiment gets by default.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -272,13 +275,21 @@ def child_runs(uri: str, parent: Any) -> list[Any]:
 
 
 def mark_interrupted(uri: str, parent_run_id: str, trial_ids: set[str]) -> None:
-    """Reopen-able state for the runs of trials an interrupt cut short: KILLED, tagged
-    ``interrupted`` (Tune closed them as if stopped); ``--resume`` sets them running again."""
+    """Reopen-able state for the runs of trials an interrupt cut short (by Ray trial id, or a shared
+    sweep's config hash): KILLED, tagged ``interrupted`` (Tune closed them as if stopped);
+    ``--resume`` sets them running again."""
     parent = client(uri).get_run(parent_run_id)
     for run in child_runs(uri, parent):
         if run.data.tags.get(TAG_TRIAL) in trial_ids:
             client(uri).set_tag(run.info.run_id, "status", "interrupted")
             client(uri).set_terminated(run.info.run_id, "KILLED")
+
+
+def log_metrics(uri: str, run_id: str, values: Mapping[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    client(uri).log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in values.items()])
 
 
 def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
