@@ -13,6 +13,7 @@ agree between the two (timings aside). Writes ``benchmarks/results/sharing-sweep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,7 @@ def main() -> None:
 
     parent, shared = runs(uri, "shared")
     _, alone = runs(uri, "alone")
-    logged = {k.removeprefix(f"{Saving.SECTION}/"): v for k, v in parent.data.metrics.items()}
-    saving = Saving(**{name: logged[name] for name in Saving.__dataclass_fields__})
+    saving = Saving.from_metrics(parent.data.metrics)
     summaries = {
         kind: {r.data.tags["config_hash"]: metrics.logged_summary(r.data.metrics) for r in trial_runs}
         for kind, trial_runs in (("shared", shared), ("alone", alone))
@@ -67,7 +67,7 @@ def main() -> None:
         "machine": machine(),
         "command": " ".join(["python benchmarks/sharing_sweep.py", args.space, *profile]),
         "trials": len(shared),
-        **{k: v for k, v in logged.items() if k in Saving.__dataclass_fields__},
+        **dataclasses.asdict(saving),
         "shared_seconds": round(seconds["shared"], 1),
         "alone_seconds": round(seconds["alone"], 1),
         "saving_epochs": round(saving.epochs_of_trials / saving.epochs_trained, 2),

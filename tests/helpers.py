@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import signal
+import socket
+import urllib.request
 from typing import Any
 
 import torch
@@ -64,3 +66,19 @@ def curve_of(client: Any, run: Any, name: str) -> list[tuple[int, float]]:
     keys = [key for key in run.data.metrics if key.rpartition("/")[2] == name]
     points = [(m.step, m.value) for key in keys for m in client.get_metric_history(run.info.run_id, key)]
     return sorted(points)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    """Whether the MLflow server at ``url`` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -80,7 +80,7 @@ def test_a_group_saved_and_restored_goes_on_exactly() -> None:
 def test_the_saving_line_says_each_pair_and_the_ratio() -> None:
     saving = Saving(10, 25, 6, 18, 2e9, 5e9)
     assert saving.line() == (
-        "sharing: trained epochs 10 for the trials' 25 (2.50x fewer); search epochs 6 for the trials' 18 "
-        "(3.00x fewer); training FLOPs 2e+09 for the trials' 5e+09 (2.50x fewer)"
+        "sharing: trained 10 epochs for the trials' 25 (2.50x fewer); 6 search epochs for the trials' 18 "
+        "(3.00x fewer); 2e+09 training FLOPs for the trials' 5e+09 (2.50x fewer)"
     )
     assert saving.metrics()["sharing/search_epochs_of_trials"] == 18.0

@@ -164,13 +164,12 @@ def test_a_shared_sweep_gives_every_trial_exactly_its_own_numbers(
     # The terminal: a line per trial, then the saving.
     out = shared["out"]
     assert sum(f"/{TRIALS}] #" in line for line in out.splitlines()) == TRIALS
-    assert "sharing: trained epochs" in out
+    assert "sharing: trained " in out
 
 
 def test_the_parent_run_logs_what_sharing_saved(store: dict[str, Any], alone: str, shared: dict[str, Any]) -> None:
     parent, _ = runs_of(store["uri"], shared["name"])
-    logged = {k.removeprefix(f"{Saving.SECTION}/"): v for k, v in parent.data.metrics.items()}
-    saving = Saving(**{name: logged[name] for name in Saving.__dataclass_fields__})
+    saving = Saving.from_metrics(parent.data.metrics)
     # The sums over trials are what running each alone trained: the --no-share sweep's epochs.
     _, reference = runs_of(store["uri"], alone)
     epochs = [results_of(r)["epochs"] for r in reference.values()]

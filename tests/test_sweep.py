@@ -28,7 +28,17 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.stats import wilcoxon_p
-from tests.helpers import ONE_DELTA, QUICK_PAIR, SUMMARY, SWEEP_TINY, curve_of, default_sigint, results_of
+from tests.helpers import (
+    ONE_DELTA,
+    QUICK_PAIR,
+    SUMMARY,
+    SWEEP_TINY,
+    curve_of,
+    default_sigint,
+    free_port,
+    healthy,
+    results_of,
+)
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TIMING_KEYS, TrialEngine
@@ -620,7 +630,7 @@ def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any]
 def test_an_mlflow_server_given_by_environment_variable(
     local_ray: Any, store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = _free_port()
+    port = free_port()
     backend, artifacts = f"sqlite:///{store['root'] / 'server.db'}", str(store["root"] / "server-artifacts")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend]
     command += ["--artifacts-destination", artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -633,7 +643,7 @@ def test_an_mlflow_server_given_by_environment_variable(
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while not _healthy(uri) and time.monotonic() < deadline:
+        while not healthy(uri) and time.monotonic() < deadline:
             time.sleep(1)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         argv = [*QUICK_PAIR, "--set", "method=worm"]
@@ -650,24 +660,6 @@ def test_an_mlflow_server_given_by_environment_variable(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(uri: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_a_quick_vit_sweep_runs_through_ray_mlflow_and_the_report(local_ray: Any, store: dict[str, Any]) -> None:

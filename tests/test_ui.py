@@ -17,11 +17,9 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import SWEEP_TINY, results_of
+from tests.helpers import SWEEP_TINY, free_port, healthy, results_of
 from worm_tune.cli import sweep
 from worm_tune.metrics import SUMMARY_SECTION
 from worm_tune.tune.store import PARENT_TAG, TAG_SWEEP
@@ -73,7 +71,7 @@ def moved_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     (parent,) = [r for r in runs if PARENT_TAG not in r.data.tags]
     children = {r.info.run_name: r for r in runs if PARENT_TAG in r.data.tags}
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     server = subprocess.Popen(
         command, cwd=moved, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -81,7 +79,7 @@ def moved_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while not _healthy(url):
+        while not healthy(url):
             assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
             time.sleep(1)
         yield {
@@ -188,17 +186,3 @@ def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         shutil.copy2(tmp_path / name, Path(folder) / name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False

@@ -219,6 +219,11 @@ class Saving:
     def metrics(self) -> dict[str, float]:
         return {f"{self.SECTION}/{name}": float(value) for name, value in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_metrics(cls, logged: dict[str, float]) -> Saving:
+        """Read back from a parent run's metrics (:meth:`metrics`)."""
+        return cls(**{f.name: logged[f"{cls.SECTION}/{f.name}"] for f in dataclasses.fields(cls)})
+
     def line(self) -> str:
         """One line for a terminal: each pair, and how many times fewer."""
         pairs = [
@@ -227,7 +232,7 @@ class Saving:
             ("training FLOPs", self.flops_trained, self.flops_of_trials),
         ]
         parts = [
-            f"{what} {_count(done)} for the trials' {_count(summed)} ({_times(summed, done)})"
+            f"{_count(done)} {what} for the trials' {_count(summed)} ({_times(summed, done)})"
             for what, done, summed in pairs
         ]
         return "sharing: trained " + "; ".join(parts)

@@ -326,16 +326,16 @@ def trial_dirname(trial: Any) -> str:
 def summary_table(results: list[Any], base: TrialConfig, groups: Path | None = None) -> str:
     """Per method and pruning ratio: how trials ended, mean search epochs, accuracies and time."""
 
-    groups: dict[tuple[str, float], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    cells: dict[tuple[str, float], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for point, report, error in outcomes(results, groups):
         summary = report.get("summary") or {}
         ratio = base.replace(config_overrides(point)).search.ratio
         status = trial_status(summary, error)
-        groups[(summary.get("method") or report.get("method") or "?", ratio)].append((status, summary))
+        cells[(summary.get("method") or report.get("method") or "?", ratio)].append((status, summary))
     header = ["method", "ratio", "trials", "converged", "not conv.", "stopped", "diverged", "errors"]
     header += ["search epochs", "acc pre-prune", "acc final", "time (s)"]
     rows = []
-    for (method, ratio), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+    for (method, ratio), items in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         count = defaultdict(int)
         for status, _ in items:
             count[status] += 1
