@@ -45,6 +45,14 @@ def test_the_searcher_starts_each_group_once_and_finishes_when_none_runs(tmp_pat
     assert pickle.loads(pickle.dumps(restored)).known == {"a", "b", "c", "d"}
 
 
+def test_a_groups_parts_start_before_groups_not_yet_started() -> None:
+    """Parts of a group that parted run next, beside each other, not after every other seed."""
+    searcher = SharedGrid([ray_config(g, 2, 0) for g in ("a", "b", "c")])
+    assert searcher.suggest("t1")[GROUP_KEY] == "a"
+    searcher.on_trial_result("t1", {"splits": (ray_config("a1", 1, 6), ray_config("a2", 1, 6))})
+    assert [searcher.suggest(t)[GROUP_KEY] for t in ("t2", "t3", "t4", "t5")] == ["a1", "a2", "b", "c"]
+
+
 def test_a_group_is_named_by_its_members_and_epoch() -> None:
     assert group_id(["x", "y"], 3) == group_id(["y", "x"], 3)
     assert group_id(["x", "y"], 3) != group_id(["x", "y"], 4)

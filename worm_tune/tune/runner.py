@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -88,6 +89,18 @@ def check_resources(settings: SweepSettings) -> None:
     ):
         if per_trial > 0 and have.get(key, 0) < per_trial:
             raise UsageError(f"{flag} {per_trial:g} is more than the cluster has ({have.get(key, 0):g} {key})")
+
+
+def slots(settings: SweepSettings) -> int:
+    """How many trials the cluster can run at once (as it is now: an autoscaling cluster that grows
+    later needs ``--max-concurrent``)."""
+    have = ray.cluster_resources()
+    fits = [
+        have.get(key, 0) / per_trial
+        for key, per_trial in (("CPU", settings.cpus_per_trial), ("GPU", settings.gpus_per_trial))
+        if per_trial > 0
+    ]
+    return max(1, math.floor(min(fits, default=1)))
 
 
 def execute(
@@ -299,13 +312,21 @@ def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
             max_t=cfg.search.max_epochs + cfg.retrain.max_epochs,
             grace_period=cfg.search.window,
         )
+    max_concurrent = settings.max_concurrent
+    if settings.share and max_concurrent is None:
+        # Tune keeps one trial pending at a time for a searcher of its own unless a limit is set:
+        # a group would wait for the actor before it to start, and a worker node still starting
+        # its actor be passed over. As many as the cluster can run at once may be pending; no
+        # more, or Tune would hold start groups in its own queue ahead of the parts of groups
+        # that parted, which the searcher starts first.
+        max_concurrent = slots(settings)
     return tune.TuneConfig(
         # A shared sweep's groups are at most its trials: each trial leads at most one group.
         num_samples=_num_samples(plan, experiment),
         search_alg=search_alg,
         scheduler=scheduler,
         # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
-        max_concurrent_trials=settings.max_concurrent if plan.optuna is not None or settings.share else None,
+        max_concurrent_trials=max_concurrent if plan.optuna is not None or settings.share else None,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=functools.partial(trial_name, columns=label_columns(plan)),
         reuse_actors=True,

@@ -199,7 +199,7 @@ class GroupTrainable(tune.Trainable):
 
 
 class SharedGrid(Searcher):
-    """The searcher of a shared sweep: the start groups first, then each split once reported.
+    """The searcher of a shared sweep: the start groups, each split started once, as soon as reported.
 
     Returns None while nothing is queued but groups still run (Ray asks again later), and
     ``FINISHED`` once every group has ended with nothing left to start.
@@ -228,10 +228,14 @@ class SharedGrid(Searcher):
         self.live.discard(trial_id)
 
     def _queue(self, splits: Iterable[dict[str, Any]] | None) -> None:
+        """Queue a group's new parts ahead of the groups not yet started: trials that part then
+        run side by side (their wall times comparable), and a sweep cut short holds whole seeds."""
+        new = []
         for split in splits or ():
             if split[GROUP_KEY] not in self.known:
                 self.known.add(split[GROUP_KEY])
-                self.queue.append(dict(split))
+                new.append(dict(split))
+        self.queue[:0] = new
 
     def save(self, checkpoint_path: str) -> None:
         state = {"queue": self.queue, "known": self.known, "live": self.live}
