@@ -50,9 +50,8 @@ def test_a_sweep_spreads_its_trials_over_both_nodes(tmp_path: Path) -> None:
 
 
 def test_a_shared_sweep_spreads_its_groups_over_both_nodes(tmp_path: Path) -> None:
-    """Six seeds start as six group trials (a seed's pair trains as one until WORM's trigger),
-    scheduled over both nodes; a group that parts is restored from the sweep's storage wherever
-    its new trial lands."""
+    """Six seeds start as six group trials (with these budgets a seed's pair never parts), and
+    two of them run at once, one on each node."""
     nodes, runs = two_node_sweep(tmp_path, "shared")
     assert len(runs) == 12
     assert {r.data.tags["node_id"] for r in runs} == nodes

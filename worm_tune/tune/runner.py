@@ -80,13 +80,15 @@ def connect_ray(address: str | None, target: str | None, verbose: bool = False) 
     cluster.connect(address, target, verbose)
 
 
+def _per_trial(settings: SweepSettings) -> tuple[tuple[str, float, str], ...]:
+    """Each Ray resource a trial asks for: its name, the amount and the flag that sets it."""
+    return (("CPU", settings.cpus_per_trial, "--cpus-per-trial"), ("GPU", settings.gpus_per_trial, "--gpus-per-trial"))
+
+
 def check_resources(settings: SweepSettings) -> None:
 
     have = ray.cluster_resources()
-    for key, per_trial, flag in (
-        ("CPU", settings.cpus_per_trial, "--cpus-per-trial"),
-        ("GPU", settings.gpus_per_trial, "--gpus-per-trial"),
-    ):
+    for key, per_trial, flag in _per_trial(settings):
         if per_trial > 0 and have.get(key, 0) < per_trial:
             raise UsageError(f"{flag} {per_trial:g} is more than the cluster has ({have.get(key, 0):g} {key})")
 
@@ -95,11 +97,7 @@ def slots(settings: SweepSettings) -> int:
     """How many trials the cluster can run at once (as it is now: an autoscaling cluster that grows
     later needs ``--max-concurrent``)."""
     have = ray.cluster_resources()
-    fits = [
-        have.get(key, 0) / per_trial
-        for key, per_trial in (("CPU", settings.cpus_per_trial), ("GPU", settings.gpus_per_trial))
-        if per_trial > 0
-    ]
+    fits = [have.get(key, 0) / per_trial for key, per_trial, _ in _per_trial(settings) if per_trial > 0]
     return max(1, math.floor(min(fits, default=1)))
 
 
@@ -314,11 +312,10 @@ def _tune_config(settings: SweepSettings, plan: Plan, experiment: str) -> Any:
         )
     max_concurrent = settings.max_concurrent
     if settings.share and max_concurrent is None:
-        # Tune keeps one trial pending at a time for a searcher of its own unless a limit is set:
-        # a group would wait for the actor before it to start, and a worker node still starting
-        # its actor be passed over. As many as the cluster can run at once may be pending; no
-        # more, or Tune would hold start groups in its own queue ahead of the parts of groups
-        # that parted, which the searcher starts first.
+        # Tune keeps one trial pending at a time for a searcher of its own unless a limit is set
+        # (a two-node cluster then ran one group at a time). With a limit, it takes suggestions
+        # until that many are running or pending: as many as the cluster runs, no more, or Tune
+        # would hold start groups in its own queue ahead of the parts the searcher starts first.
         max_concurrent = slots(settings)
     return tune.TuneConfig(
         # A shared sweep's groups are at most its trials: each trial leads at most one group.

@@ -229,7 +229,7 @@ class SharedGrid(Searcher):
 
     def _queue(self, splits: Iterable[dict[str, Any]] | None) -> None:
         """Queue a group's new parts ahead of the groups not yet started: trials that part then
-        run side by side (their wall times comparable), and a sweep cut short holds whole seeds."""
+        run side by side (their wall times comparable), and seeds finish one after another."""
         new = []
         for split in splits or ():
             if split[GROUP_KEY] not in self.known:
