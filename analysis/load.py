@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import pandas as pd
 from worm_tune import locks, metrics
 from worm_tune.config import TrialConfig, field_types
 from worm_tune.ticket.methods import METHODS
+from worm_tune.tickets import TICKET_FILE, Ticket
 from worm_tune.tune import store
 from worm_tune.tune.plan import (
     CHOSEN_FILE,
@@ -145,6 +147,17 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         tracking_uri=uri,
         parent_run_id=parent.info.run_id,
     )
+
+
+def ticket(uri: str, run_id: str) -> Ticket:
+    """A trial's ticket (:class:`~worm_tune.tickets.Ticket`: the mask it pruned with) from its MLflow
+    run. ``LookupError`` if it has none: a dense trial, or one that ended before its prune."""
+    client = store.client(uri)
+    with store.at_store(uri):
+        if TICKET_FILE not in {a.path for a in client.list_artifacts(run_id)}:
+            raise LookupError(f"run {run_id} logged no {TICKET_FILE}: a dense trial, or one that ended before pruning")
+        with tempfile.TemporaryDirectory() as tmp:
+            return Ticket.load(client.download_artifacts(run_id, TICKET_FILE, tmp))
 
 
 def _epochs(client: Any, run_id: str, keys: set[str], after: str) -> list[tuple[int, str, int, dict[str, float]]]:

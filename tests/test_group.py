@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import ENGINE_TINY
+from tests.helpers import ENGINE_TINY, round_trip
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.engine import TrialEngine
-from worm_tune.group import plan_groups, run_shared, training_key
+from worm_tune.group import plan_groups, replay, run_shared, training_key
 from worm_tune.metrics import untimed
 from worm_tune.ticket.control import next_training
 
@@ -119,3 +119,44 @@ def test_sharing_is_exact_for_the_other_methods_and_rules(digits: DataBundle) ->
         BASE.replace({"method": "dense", "seed": 2}),
     ]
     assert_exact(configs, digits)
+
+
+# -- replay: a part's state from its members' configs ----------------------------------------
+
+
+def parts_of(configs: list[TrialConfig], data: DataBundle) -> list[Any]:
+    """Every group a shared run of ``configs`` forks mid-way, as (its configs, its epoch, its state)."""
+    active, parts = plan_groups(configs, data), []
+    while active:
+        group = active.pop()
+        if group.done:
+            continue
+        forked = group.step()[1:]
+        parts += [(p.configs, p.engine.global_epoch, round_trip(p.state_dict())) for p in forked]  # a copy
+        active += [group, *forked]
+    return parts
+
+
+def test_a_replayed_part_is_the_state_its_fork_had(digits: DataBundle) -> None:
+    """What a group trial restarts from when its part file is gone: the same tensors, records and
+    decisions as the fork, for every part a seed's grid forks (at its search's end and at triggers)."""
+    parts = parts_of(grid((0,)), digits)
+    assert len(parts) >= 2 and len({epoch for _, epoch, _ in parts}) >= 2
+    for configs, epoch, forked in parts:
+        replayed = replay(configs, epoch, digits).state_dict()
+        assert [m["config"] for m in replayed["members"]] == [m["config"] for m in forked["members"]]
+        assert untimed(replayed["engine"]["history"]) == untimed(forked["engine"]["history"])
+        for member, other in zip(replayed["members"], forked["members"], strict=True):
+            assert untimed(member["history"]) == untimed(other["history"])
+            assert member["next_step"] == other["next_step"] and member["results"] == other["results"]
+        for key in ("model", "optimizer"):
+            a, b = replayed["engine"][key], forked["engine"][key]
+            assert str(a) == str(b) if key == "optimizer" else all(torch.equal(a[k], b[k]) for k in a), key
+        for key in ("phase", "epoch", "global_epoch", "pending_prune", "prune_keep", "prune_masks"):
+            assert str(replayed["engine"][key]) == str(forked["engine"][key]), key
+
+
+def test_a_replay_of_trials_that_never_shared_a_group_is_refused(digits: DataBundle) -> None:
+    eb, worm = grid((0,))[:2]
+    with pytest.raises(RuntimeError, match="never shared a group"):
+        replay([eb, worm.replace({"seed": 1})], 1, digits)

@@ -41,6 +41,7 @@ from worm_tune.ticket.methods import FROM_START, METHODS
 from worm_tune.ticket.pruning import SparsityEnforcer, remove_structure, sparsity, unstructured_masks
 from worm_tune.ticket.sites import representative_sites
 from worm_tune.ticket.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
+from worm_tune.tickets import KEEP, Ticket
 
 STATE_VERSION = 1
 
@@ -223,6 +224,16 @@ class TrialEngine:
             "data_digest": self.data_digest,
             "threads": self.threads,
         }
+
+    def ticket(self) -> Ticket | None:
+        """The mask this trial pruned with (None before the prune, or for a dense trial)."""
+        if self.prune_keep is not None:
+            masks, unit = {KEEP: self.prune_keep.cpu().numpy()}, self.sites.unit
+        elif self.prune_masks is not None:
+            masks, unit = {name: m.cpu().numpy() for name, m in self.prune_masks.items()}, "weight"
+        else:
+            return None
+        return Ticket(masks, unit, self.results["search_epochs"])
 
     # -- phases ------------------------------------------------------------------------------
 

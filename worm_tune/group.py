@@ -192,6 +192,26 @@ def plan_groups(configs: Iterable[TrialConfig], data: DataBundle | None = None) 
     return groups
 
 
+def replay(configs: Iterable[TrialConfig], epoch: int, data: DataBundle | None = None) -> TrialGroup:
+    """The group ``configs`` formed after ``epoch`` epochs, recomputed from their start.
+
+    Trials that share a group at some epoch shared one all the way there (groups only split), and
+    training is deterministic, so this is the state a shared run forked off at that epoch: what a
+    group trial restarts from when the file of that state is lost or damaged. The leader is the
+    first config, as in the fork.
+    """
+    (group, *others) = plan_groups(configs, data)
+    while not others and group.engine.global_epoch < epoch and not group.done:
+        others = group.step()[1:]
+    if others or group.engine.global_epoch != epoch:
+        where = f"at epoch {group.engine.global_epoch}"
+        raise RuntimeError(
+            f"replaying {len(group.configs) + sum(len(o.configs) for o in others)} trials to epoch "
+            f"{epoch}: they parted {where}, so they never shared a group there"
+        )
+    return group
+
+
 def _member(cfg: TrialConfig, scores: torch.Tensor, results: dict[str, Any]) -> Member:
     """A trial before its first epoch, on a network whose initial unit scores are ``scores``."""
     control = SearchControl(cfg, scores)

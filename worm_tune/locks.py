@@ -30,6 +30,17 @@ class LockHeld(Exception):
         self.holder = holder
 
 
+def busy(name: str, holder: str) -> str:
+    """The line that refuses a second driver of sweep ``name``: a command's early probe
+    (:func:`holder`) says what the runner says when :class:`DriverLock` is refused."""
+    return f"sweep {name} is being run by {holder}; wait for it, or stop it first"
+
+
+#: How long :meth:`DriverLock.acquire` retries a taken lock: :func:`holder` takes it (shared) for an
+#: instant, and a driver that meets such a probe must not be refused for it.
+PROBE_GRACE_S = 0.5
+
+
 class DriverLock:
     """The exclusive lock a sweep's driver holds on the sweep's folder for its whole run."""
 
@@ -38,16 +49,22 @@ class DriverLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        """Take the lock at once or raise :class:`LockHeld`; creates the folder if needed."""
+        """Take the lock (within :data:`PROBE_GRACE_S`) or raise :class:`LockHeld`; creates the folder if needed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
-            handle.close()
-            raise LockHeld(text or "another process") from None
+        deadline = time.monotonic() + PROBE_GRACE_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                handle.seek(0)
+                text = handle.read().strip()
+                handle.close()
+                raise LockHeld(text or "another process") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +32,12 @@ def check_writable(path: Path, flag: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        if exc.errno == errno.ENOENT and existing == path:
+            # The folder exists, yet a new file in it has "no such file or directory": a virtual file
+            # system (/proc, /sys) that takes no files, which strerror alone would hide.
+            raise PathError(
+                f"{flag} {path} cannot be written: its file system refuses new files (as /proc does)"
+            ) from None
         raise PathError(f"{flag} {path} cannot be written ({exc.strerror or exc})") from None
     if len(str(path.resolve())) > 3000 or any(len(part) > 255 for part in path.parts):
         raise PathError(f"{flag} {path} is invalid: a folder name is longer than 255 characters")

@@ -11,8 +11,10 @@ import argparse
 import re
 from pathlib import Path
 
+from worm_tune import locks
 from worm_tune.config import ConfigError
 from worm_tune.paths import PathError
+from worm_tune.tune.plan import KEEP_CHOICES
 from worm_tune.tune.spaces import SpaceError
 from worm_tune.tune.store import TrackingError
 from worm_tune.usage import UsageError, check_range
@@ -43,6 +45,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-analysis", action="store_true", help="do not write the report at the end")
     parser.add_argument(
+        "--keep-checkpoints",
+        choices=KEEP_CHOICES,
+        default=None,
+        help="what stays of a finished trial's Ray checkpoints: none (default; its numbers and ticket are in "
+        "MLflow), last or all",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="Ray Tune's own console output instead of a line per finished trial"
     )
 
@@ -62,3 +71,12 @@ def check_name(name: str) -> None:
             f"--name {shown!r} is invalid: use up to {NAME_MAX} letters, digits, '.', '_' and '-' "
             "(starting with a letter or digit)"
         )
+
+
+def check_not_driven(folder: Path, name: str) -> None:
+    """Refuse at once a sweep (or rerun) whose driver runs now: a probe of its driver lock, made
+    before seconds of imports and cluster checks. The runner still takes the lock itself and holds
+    it for the whole run; this only answers the usual case sooner."""
+    holder = locks.holder(folder)
+    if holder is not None:
+        raise UsageError(locks.busy(name, holder))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune import metrics
-from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_run_flags
+from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_not_driven, check_run_flags
 from worm_tune.config import RUNTIME_FIELDS, TrialConfig, parse_assignments
 from worm_tune.ticket.methods import applies
 from worm_tune.tune import store
@@ -43,8 +43,6 @@ from worm_tune.tune.spaces import OBJECTIVES, Objective
 from worm_tune.usage import Parser, UsageError, check_range, format_table, run_command
 
 PROG = "python -m worm_tune.final"
-#: The exit status of a run cut short by Ctrl-C.
-INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -189,17 +187,19 @@ def start(
     The machinery (:mod:`worm_tune.cli.launch`: Ray, torch) is imported here, not at the top: it
     takes seconds that ``--help`` and bad usage should not wait for.
     """
+    if not args.dry_run:
+        check_not_driven(settings.folder, settings.name)  # before the machinery's seconds of imports
     from worm_tune.cli import launch
 
     if args.dry_run:
         launch.check(plan)
         print(trial_table(plan))
         return 0
-    code = launch.launch(PROG, args, settings, plan, tags["experiment"], params, tags=tags, **options)
-    if code != INTERRUPTED:  # an interrupted rerun logs its networks once resumed
-        # A sweep's experiment is named after its space.
-        log_models(settings, Objective.parse(params["objective"]), tags["experiment"])
-    return code
+    # Once the reruns end (an interrupted rerun logs its networks once resumed), before their last
+    # checkpoints, which the networks are built from, are reclaimed. A sweep's experiment is named after its space.
+    objective, experiment = Objective.parse(params["objective"]), tags["experiment"]
+    options["on_end"] = lambda ended: log_models(ended, objective, experiment)
+    return launch.launch(PROG, args, settings, plan, experiment, params, tags=tags, **options)
 
 
 def log_models(settings: SweepSettings, objective: Objective, name: str) -> None:
@@ -245,8 +245,9 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
         raise UsageError(f"{name!r} already exists in {storage}; pass --resume to continue it or another --name")
 
     uri = store.resolve_tracking_uri(args.tracking_uri)
-    store.check_tracking(uri)
-    parent = store.find_parent_run(uri, args.sweep)
+    # A SQLite store not there yet holds no sweep: refused without creating it (a refused command
+    # leaves no new file behind).
+    parent = store.find_parent_run(uri, args.sweep) if store.check_tracking(uri, create=False) else None
     if parent is None:
         raise UsageError(f"no sweep named {args.sweep!r} in {uri}")
     if parent.info.status == "RUNNING":
@@ -281,6 +282,7 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
         gpus_per_trial=args.gpus_per_trial or 0.0,
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures if args.max_failures is not None else 2,
+        keep_checkpoints=args.keep_checkpoints or "none",
     )
     params = {
         "name": name,

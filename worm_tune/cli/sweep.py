@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_run_flags
+from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_not_driven, check_run_flags
 from worm_tune.config import parse_assignments
 from worm_tune.tune.plan import SETTINGS_FILE, Plan, SweepSettings, make_plan, trial_table
 from worm_tune.tune.spaces import Objective, available_spaces
@@ -75,6 +75,7 @@ _RESUME_FIXED = (
     "max_failures",
     "tracking_uri",
     "no_share",
+    "keep_checkpoints",
 )
 
 
@@ -117,6 +118,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures if args.max_failures is not None else 2,
         share=search == "grid" and scheduler == "fifo" and not args.no_share,
+        keep_checkpoints=args.keep_checkpoints or "none",
     )
 
 
@@ -152,6 +154,8 @@ def start(args: argparse.Namespace, settings: SweepSettings, plan: Plan) -> int:
     The machinery (:mod:`worm_tune.cli.launch`: Ray, torch, MLflow) is imported here, not at the
     top: it takes seconds that ``--help`` and bad usage should not wait for.
     """
+    if not args.dry_run:
+        check_not_driven(settings.folder, settings.name)  # before the machinery's seconds of imports
     from worm_tune.cli import launch
 
     if args.dry_run:

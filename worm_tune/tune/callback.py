@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
@@ -18,6 +19,7 @@ from worm_tune import metrics
 from worm_tune.config import RUNTIME_FIELDS, TrialConfig
 from worm_tune.engine import SEARCH
 from worm_tune.ticket.methods import METHODS
+from worm_tune.tickets import TICKET_FILE
 from worm_tune.tune.plan import GROUP_KEY, MEMBERS, config_overrides, trial_label, trial_reports
 from worm_tune.tune.store import (
     PARENT_TAG,
@@ -85,7 +87,11 @@ class MlflowCallback(tune.Callback):
         if MEMBERS not in result:
             self._log(trial.trial_id, trial.config, str(trial), result)
             return
-        common = {"timestamp": result.get("timestamp", 0), "node_id": result.get("node_id")}
+        common = {
+            "timestamp": result.get("timestamp", 0),
+            "node_id": result.get("node_id"),
+            "gpu_ids": result.get("gpu_ids"),
+        }
         for member in result[MEMBERS]:
             key = member["config_hash"]
             if (trial.trial_id, key) not in self._joined:
@@ -93,12 +99,14 @@ class MlflowCallback(tune.Callback):
             self._log(key, member["point"], None, member | common, notice=result.get("notice"))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        ticket = ticket_file(trial)
         for key, point, last in self._reported(trial):
-            self._finish(self._run_id(key, point), last, error=False)
+            self._finish(self._run_id(key, point), last, error=False, ticket=ticket)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        ticket = ticket_file(trial)
         for key, point, last in self._reported(trial):
-            self._finish(self._run_id(key, point), last, error=True)
+            self._finish(self._run_id(key, point), last, error=True, ticket=ticket)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for key, point, _ in self._reported(trial):
@@ -137,6 +145,7 @@ class MlflowCallback(tune.Callback):
         if epoch == 1:
             tags += [
                 RunTag("node_id", str(result.get("node_id"))),
+                RunTag("gpu_ids", str(result.get("gpu_ids") or "")),  # the GPUs Ray gave it: "" for none
                 RunTag("init_weights", result["summary"]["init_weights"]),
                 RunTag("threads", str(result["summary"].get("threads"))),
                 RunTag("unit", result["summary"]["unit"]),  # what truncated_units counts
@@ -191,7 +200,7 @@ class MlflowCallback(tune.Callback):
         log_params(self.uri, run.info.run_id, {k: v for k, v in cfg.to_flat().items() if k not in RUNTIME_FIELDS})
         return run.info.run_id
 
-    def _finish(self, run_id: str, last: dict[str, Any], error: bool) -> None:
+    def _finish(self, run_id: str, last: dict[str, Any], error: bool, ticket: Path | None = None) -> None:
         mlflow_client = client(self.uri)
         summary = last.get("summary") or {}
         mlflow_client.log_batch(run_id, metrics=summary_batch(summary, int(last.get("training_iteration", 0))))
@@ -206,6 +215,8 @@ class MlflowCallback(tune.Callback):
             with at_store(self.uri):
                 mlflow_client.log_dict(run_id, summary, "summary.json")
                 mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")
+                if ticket is not None:
+                    mlflow_client.log_artifact(run_id, str(ticket))
         mlflow_client.set_terminated(run_id, "FAILED" if error else "FINISHED")
 
     def _trajectory(self, run_id: str) -> str:
@@ -219,6 +230,14 @@ class MlflowCallback(tune.Callback):
         for epoch in sorted(set().union(*history.values())):
             lines.append(",".join([str(epoch), *(_csv(history[name].get(epoch)) for name in metrics.CURVES)]))
         return "\n".join(lines) + "\n"
+
+
+def ticket_file(trial: Any) -> Path | None:
+    """The ticket in a trial's last checkpoint (:data:`~worm_tune.tickets.TICKET_FILE`), if it pruned:
+    one file for every trial a group trial reports, since members that prune differently part first."""
+    checkpoint = trial.checkpoint
+    path = Path(checkpoint.path) / TICKET_FILE if checkpoint is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def runtime_tags(cfg: TrialConfig) -> dict[str, str]:

@@ -32,6 +32,8 @@ TRIAL_STATES_FILE = "trial_states.json"
 #: The one Ray experiment (and folder) that holds every trial of a sweep. Sweeps saved before it ran one
 #: experiment per trainable family (``earlybird``, then ``worm``), named after the family.
 EXPERIMENT = "trials"
+#: ``--keep-checkpoints``: what stays of a finished trial's Ray checkpoints (:mod:`worm_tune.tune.footprint`).
+KEEP_CHOICES = ("none", "last", "all")
 #: A shared sweep's folder (in the sweep's) of the files its group trials start from (:mod:`worm_tune.tune.sharing`).
 GROUPS_DIR = "groups"
 #: The key of a group trial's Ray config that names its group, and so its file.
@@ -94,6 +96,8 @@ class SweepSettings:
     max_failures: int = 2
     #: Train each distinct trajectory once (:mod:`worm_tune.tune.sharing`); False for sweeps saved before.
     share: bool = False
+    #: What stays of a finished trial's checkpoints (:mod:`worm_tune.tune.footprint`): none, last or all.
+    keep_checkpoints: str = "none"
     kind: str = "sweep"
     experiment_id: str | None = None
     parent_run_id: str | None = None

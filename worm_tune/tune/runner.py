@@ -37,6 +37,8 @@ from worm_tune.models import build_model
 from worm_tune.paths import check_writable
 from worm_tune.tune import cluster, store
 from worm_tune.tune.callback import MlflowCallback
+from worm_tune.tune.footprint import SECTION as FOOTPRINT_SECTION
+from worm_tune.tune.footprint import Footprint, folder_bytes, num_to_keep, reclaim
 from worm_tune.tune.plan import (
     EXPERIMENT,
     GROUP_KEY,
@@ -105,6 +107,7 @@ def execute(
     settings: SweepSettings,
     plan: Plan,
     resume: bool,
+    footprint: Footprint,
     extra_tags: dict[str, dict[str, str]] | None = None,
     verbose: bool = False,
 ) -> list[Any]:
@@ -113,6 +116,7 @@ def execute(
     A sweep saved before :data:`EXPERIMENT` existed resumes as it began, one experiment per family,
     and stops after one that was interrupted, so ``--resume`` picks up from there. ``verbose``: Ray
     Tune's own console output instead of :class:`ProgressPrinter`'s (a resumed sweep keeps its own).
+    ``footprint`` reclaims finished trials' files and measures the folder (a resumed sweep's too).
     """
 
     assert settings.experiment_id is not None and settings.parent_run_id is not None
@@ -130,7 +134,7 @@ def execute(
         if resume and tune.Tuner.can_restore(str(path)):
             with legacy_module_names():
                 tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
-            _retarget(tuner, settings)
+            _retarget(tuner, settings, footprint)
         else:
             callback = MlflowCallback(
                 settings.tracking_uri,
@@ -152,9 +156,12 @@ def execute(
                 run_config=tune.RunConfig(
                     name=experiment,
                     storage_path=str(settings.folder),
-                    callbacks=[callback, *printer],
+                    # The footprint after MLflow: a finished trial's files go once it and its ticket are logged.
+                    callbacks=[callback, footprint, *printer],
                     failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=num_to_keep(settings.keep_checkpoints), checkpoint_frequency=1
+                    ),
                     verbose=1 if verbose else 0,
                 ),
             )
@@ -199,17 +206,26 @@ def experiments(settings: SweepSettings, plan: Plan) -> list[str]:
     return [EXPERIMENT]
 
 
-def _retarget(tuner: tune.Tuner, settings: SweepSettings) -> None:
-    """Point a restored Tuner's MLflow callback at the sweep's store as ``sweep.json`` names it now.
+def _retarget(tuner: tune.Tuner, settings: SweepSettings, footprint: Footprint) -> None:
+    """Point a restored Tuner's MLflow callback at the sweep's store as ``sweep.json`` names it now,
+    and its footprint callback at the folder, with this run's measurements (added after the MLflow
+    callback if the sweep was saved before there was one).
 
-    Ray brings the callback back as it was pickled, store URI included, and the sweep's folder (with
+    Ray brings the callbacks back as they were pickled, store URI included, and the sweep's folder (with
     its SQLite store) may have moved since: copied off a cluster, or restored from a backup. Ray's
     Tuner has no public way to re-specify callbacks on restore, hence the reach into its run config.
     """
-    for callback in tuner._local_tuner.get_run_config().callbacks or []:
+    run_config = tuner._local_tuner.get_run_config()
+    callbacks = run_config.callbacks = list(run_config.callbacks or [])
+    for i, callback in enumerate(callbacks):
         if isinstance(callback, MlflowCallback):
             callback.uri, callback.exp_id = settings.tracking_uri, settings.experiment_id
             callback.parent_run_id, callback.sweep = settings.parent_run_id, settings.name
+        if isinstance(callback, Footprint):
+            callbacks[i] = footprint
+    if footprint not in callbacks:
+        after = next((i + 1 for i, c in enumerate(callbacks) if isinstance(c, MlflowCallback)), 0)
+        callbacks.insert(after, footprint)
 
 
 #: Where the classes a Tuner pickles (the MLflow callback) lived before the package was split into
@@ -410,10 +426,12 @@ def run_sweep(
     reports: Path | None = None,
     analyse: Callable[[SweepSettings, Path, str], None] | None = None,
     extra_files: dict[str, str] | None = None,
+    on_end: Callable[[SweepSettings], None] | None = None,
     verbose: bool = False,
 ) -> int:
     """Check, lock, connect, open (or reopen) the parent run, execute, summarise, write the report
-    into ``reports`` (unless None) and say what to run next; the exit code.
+    into ``reports`` (unless None), call ``on_end`` (``final`` logs its networks from the last
+    checkpoints), reclaim and measure the folder, and say what to run next; the exit code.
 
     Everything that can fail on bad input fails before the parent run exists; anything that fails
     after it leaves it FAILED (or KILLED on Ctrl-C), never RUNNING.
@@ -423,9 +441,13 @@ def run_sweep(
     target = cluster.check(address)  # in seconds, before the slower checks
     with driving(settings, resume, extra_files) as started:
         preflight(plan)
-        check_tracking(settings.tracking_uri)
+        # A refused start leaves no new file at the tracking URI: a new SQLite store is made only
+        # once nothing can refuse the start; an unusable one is still found before Ray starts.
+        known = check_tracking(settings.tracking_uri, create=False)
         connect_ray(address, target, verbose)
         check_resources(settings)
+        if not known:
+            check_tracking(settings.tracking_uri)
         if settings.parent_run_id is None:
             settings.experiment_id = store.experiment_id(settings.tracking_uri, experiment)
             about = {**store.provenance(prog, sys.argv[1:]), **_note(settings), **(tags or {})}
@@ -450,7 +472,14 @@ def run_sweep(
             ):
                 how = f"{settings.search} search, {settings.scheduler} scheduler"
                 print(f"{how}: every trial trains on its own (sharing is for grids without a scheduler)", flush=True)
-            results = execute(settings, plan, resume, extra_tags, verbose)
+            groups = settings.folder / GROUPS_DIR if settings.share else None
+            footprint = Footprint(
+                str(settings.folder),
+                str(groups) if groups else None,
+                settings.keep_checkpoints,
+                settings.kind == "final",
+            )
+            results = execute(settings, plan, resume, footprint, extra_tags, verbose)
         except KeyboardInterrupt:
             store.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
             where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
@@ -462,7 +491,6 @@ def run_sweep(
         except BaseException:
             store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED")
             raise
-        groups = settings.folder / GROUPS_DIR if settings.share else None
         table = summary_table(results, plan.base, groups)
         mlflow_client = store.client(settings.tracking_uri)
         if settings.share:
@@ -476,6 +504,9 @@ def run_sweep(
         store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if errors else "FINISHED")
         if reports is not None and analyse is not None:
             analyse(settings, reports, prog)
+        if on_end is not None:
+            on_end(settings)
+        print("\n" + end_footprint(settings, plan, footprint), flush=True)
         print("\n" + next_steps(settings), flush=True)
     if errors:
         print(
@@ -484,6 +515,28 @@ def run_sweep(
         )
         return 1
     return 0
+
+
+def end_footprint(settings: SweepSettings, plan: Plan, footprint: Footprint) -> str:
+    """Reclaim what the finished sweep no longer needs (:func:`~worm_tune.tune.footprint.reclaim`),
+    log the folder's size at the end and its peak to the parent run; the line that says both."""
+    groups = settings.folder / GROUPS_DIR if settings.share else None
+    for experiment in experiments(settings, plan):
+        reclaim(settings.folder / experiment, groups, settings.keep_checkpoints)
+    final = folder_bytes(settings.folder)
+    logged = store.client(settings.tracking_uri).get_run(settings.parent_run_id).data.metrics
+    peak = max(final, footprint.peak, int(logged.get(f"{FOOTPRINT_SECTION}/bytes_peak", 0)))  # a resumed sweep's too
+    sizes = {f"{FOOTPRINT_SECTION}/bytes_final": float(final), f"{FOOTPRINT_SECTION}/bytes_peak": float(peak)}
+    store.log_metrics(settings.tracking_uri, settings.parent_run_id, sizes)
+    kept = {"none": "no checkpoints", "last": "each trial's last checkpoint", "all": "every checkpoint"}
+    return (
+        f"storage: {settings.folder} holds {megabytes(final)} ({kept[settings.keep_checkpoints]} kept; "
+        f"--keep-checkpoints to keep more), {megabytes(peak)} at its peak"
+    )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:,.1f} kB"
 
 
 def _note(settings: SweepSettings) -> dict[str, str]:

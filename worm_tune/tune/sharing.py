@@ -27,16 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray import tune
 from ray.tune.search import Searcher
 
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.config import TrialConfig
 from worm_tune.engine import SEARCH
 from worm_tune.faults import maybe_crash
-from worm_tune.group import Saving, TrialGroup, by_training_key, plan_groups
-from worm_tune.tune.plan import GROUP_KEY, MEMBERS, config_overrides, group_file, staying
-from worm_tune.tune.trainables import CHECKPOINT_FILE, RAY_STORAGE_LOGGER, epoch_result, reported
+from worm_tune.group import Saving, TrialGroup, by_training_key, plan_groups, replay
+from worm_tune.tune.plan import GROUP_KEY, MEMBERS, config_overrides, group_file, group_points, staying
+from worm_tune.tune.trainables import (
+    CHECKPOINT_FILE,
+    RAY_STORAGE_LOGGER,
+    RestartsWhenLost,
+    check_gpus,
+    epoch_result,
+    gpu_ids,
+    reported,
+    save_checkpoint_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +85,7 @@ def _write_group(folder: Path, gid: str, state: dict[str, Any]) -> None:
     save_state(state, group_file(folder, gid))
 
 
-class GroupTrainable(tune.Trainable):
+class GroupTrainable(RestartsWhenLost):
     """Trains one :class:`~worm_tune.group.TrialGroup`; reports every member; writes its splits."""
 
     def setup(self, config: dict[str, Any], base: dict[str, Any], groups: str, quiet: bool = False) -> None:
@@ -85,7 +93,8 @@ class GroupTrainable(tune.Trainable):
             logging.getLogger(RAY_STORAGE_LOGGER).setLevel(logging.WARNING)
         self.base = TrialConfig.from_dict(base)
         self.folder = Path(groups)
-        self.gid = config[GROUP_KEY]
+        self.gid, self.from_epoch = config[GROUP_KEY], int(config.get("from_epoch", 0))
+        check_gpus(self.base.device)
         self.node_id = ray.get_runtime_context().get_node_id()
         self._notice: str | None = None
         self._checkpoint_size: int | None = None
@@ -93,26 +102,45 @@ class GroupTrainable(tune.Trainable):
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Run the next group in this process (Ray's ``reuse_actors``): no new worker to start."""
-        self.gid = new_config[GROUP_KEY]
+        self.gid, self.from_epoch = new_config[GROUP_KEY], int(new_config.get("from_epoch", 0))
         self._checkpoint_size = None
         self._start()
         return True
 
     def _start(self) -> None:
         """The group as its file has it: a saved group, or the trials of a start file (which may
-        part before their first epoch: those parts are this trial's first splits)."""
-        state = load_state(group_file(self.folder, self.gid))
-        self.points: dict[str, dict[str, Any]] = state["points"]
+        part before their first epoch: those parts are this trial's first splits).
+
+        A part's file is deleted once its trial has a checkpoint (see
+        :class:`~worm_tune.tune.footprint.Footprint`). Where it is missing or damaged, the group
+        is recomputed from its members' configs (:func:`~worm_tune.group.replay`): the same state.
+        """
         cpus = self.trial_resources.required_resources.get("CPU", 1) if self.trial_resources else 1
         runtime = {} if self.base.threads else {"threads": max(1, math.floor(cpus))}
         self._pending: list[TrialGroup] = []
+        self.searched, self.replayed = 0, 0  # search epochs this trial trained; epochs it trained again
+        try:
+            state = load_state(group_file(self.folder, self.gid))
+        except CheckpointError as exc:
+            state = {"points": group_points(self.folder, self.gid)}
+            if self.from_epoch:
+                self._notice = (
+                    f"group file {self.gid}.pt: {exc.reason}; replayed its {self.from_epoch} epochs from the start"
+                )
+                logger.warning("%s: %s", self.trial_name, self._notice)
+        self.points: dict[str, dict[str, Any]] = state["points"]
+        cfgs = [self.base.replace(config_overrides(p) | runtime).validate() for p in self.points.values()]
         if "group" in state:
             self.group = TrialGroup.from_state(state["group"], runtime=runtime)
+            self.flops_at_start = self.group.engine.results["train_flops"]
+        elif self.from_epoch:
+            self.group = replay(cfgs, self.from_epoch)
+            self.replayed = self.from_epoch
+            self.searched = sum(r["phase"] == SEARCH for r in self.group.engine.history)
+            self.flops_at_start = 0.0  # the replayed epochs were trained (again) by this trial
         else:
-            cfgs = [self.base.replace(config_overrides(p) | runtime).validate() for p in self.points.values()]
             self.group, *self._pending = plan_groups(cfgs)
-        self.searched = 0  # search epochs this trial trained
-        self.flops_at_start = self.group.engine.results["train_flops"]
+            self.flops_at_start = self.group.engine.results["train_flops"]
 
     def step(self) -> dict[str, Any]:
         """One epoch of the group's network. The report holds every member that trained in it,
@@ -141,8 +169,10 @@ class GroupTrainable(tune.Trainable):
             MEMBERS: tuple(members),
             "splits": tuple(splits),
             "search_epochs_trained": self.searched,
+            "epochs_replayed": self.replayed,
             "flops_trained": engine.results["train_flops"] - self.flops_at_start,
             "node_id": self.node_id,
+            "gpu_ids": gpu_ids(),
             "pid": os.getpid(),
             "done": self.group.done,
         }
@@ -176,9 +206,10 @@ class GroupTrainable(tune.Trainable):
             "points": {cfg.hash(): self.points[cfg.hash()] for cfg in self.group.configs},
             "searched": self.searched,
             "flops_at_start": self.flops_at_start,
+            "replayed": self.replayed,
         }
-        path = Path(checkpoint_dir) / CHECKPOINT_FILE
-        self._checkpoint_size = save_state(state, path, need=self._checkpoint_size)
+        ticket = self.group.engine.ticket()  # every member's: members that prune differently part first
+        self._checkpoint_size = save_checkpoint_files(checkpoint_dir, state, ticket, self._checkpoint_size)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Resume from ``engine.pt``; a damaged one restarts the group from its file."""
@@ -186,9 +217,12 @@ class GroupTrainable(tune.Trainable):
             state = load_state(Path(checkpoint_dir) / CHECKPOINT_FILE)
         except CheckpointError as exc:
             epoch = f" of epoch {self._iteration}" if self._iteration else ""
-            self._notice = f"checkpoint {CHECKPOINT_FILE}{epoch} was damaged ({exc.reason}); restarted from scratch"
-            logger.warning("%s: %s", self.trial_name, self._notice)
+            damaged = f"checkpoint {CHECKPOINT_FILE}{epoch} was damaged ({exc.reason})"
             self._start()
+            self._notice = f"{damaged}; restarted from the group's start" + (
+                f" ({self._notice})" if self._notice else ""
+            )
+            logger.warning("%s: %s", self.trial_name, self._notice)
             self._iteration, self._time_total = 0, 0.0
             self._timesteps_total = self._episodes_total = None
             return
@@ -196,6 +230,7 @@ class GroupTrainable(tune.Trainable):
         self.group = TrialGroup.from_state(state["group"], self.group.engine.data, runtime)
         self.points, self._pending = state["points"], []
         self.searched, self.flops_at_start = state["searched"], state["flops_at_start"]
+        self.replayed = state.get("replayed", 0)
 
 
 class SharedGrid(Searcher):
@@ -251,7 +286,7 @@ def saving(last_results: Iterable[Mapping[str, Any]]) -> Saving:
     groups = [r for r in last_results if r and MEMBERS in r]
     members = [m for r in groups for m in staying(r)]
     return Saving(
-        epochs_trained=sum(int(r["training_iteration"]) for r in groups),
+        epochs_trained=sum(int(r["training_iteration"]) + int(r.get("epochs_replayed", 0)) for r in groups),
         epochs_of_trials=sum(int(m["training_iteration"]) for m in members),
         search_epochs_trained=sum(int(r["search_epochs_trained"]) for r in groups),
         search_epochs_of_trials=sum(int(m["search_epochs_run"]) for m in members),

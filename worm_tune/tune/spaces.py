@@ -144,6 +144,8 @@ def resolve_space_path(name: str, directory: Path = SPACES_DIR) -> Path:
     """A space by name (``resnet18``) or by path to a ``.toml`` file."""
     path = Path(name)
     if path.suffix == ".toml":
+        if path.is_dir():  # not "does not exist": the name is there, as a folder
+            raise SpaceError(f"search space {name!r} is a folder, not a space file (a .toml file)")
         if not path.is_file():
             raise SpaceError(f"search space file {name!r} does not exist")
         return path.resolve()

@@ -96,32 +96,47 @@ def client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def check_tracking(uri: str) -> None:
-    """Open the store once (creating a SQLite file if needed); raise :class:`TrackingError` if unusable."""
+def check_tracking(uri: str, create: bool = True) -> bool:
+    """Open the store once (creating a SQLite file if needed); raise :class:`TrackingError` if unusable.
+
+    ``create=False`` is the check of a command that may yet be refused, which must leave no empty
+    ``mlflow.db`` (nor its lock file) behind: a SQLite file not there yet only has its folder checked,
+    and an existing one is opened under its lock only if the lock file is there already. Returns
+    whether the store exists (False: a new SQLite store, which a later ``create=True`` call makes).
+    """
     # Creating a new SQLite store logs its schema migration at INFO: noise for a sweep's user.
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
     path = sqlite_path(uri)
     if path is not None and not path.parent.is_dir():
         raise TrackingError(f"tracking URI {uri!r} is unusable: folder {str(path.parent)!r} does not exist")
+    if path is not None and not create and not path.exists():
+        return False
     try:
         # MLflow creates a new SQLite store's schema on first use; two processes doing it at once
         # collide ("table runs already exists"), so the first use is serialised by a file lock.
-        with _store_lock(uri), _no_http_retries():
+        with _store_lock(uri, create), _no_http_retries():
             client(uri).search_experiments(max_results=1)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(f"tracking URI {uri!r} is unreachable: {reason[:200]}") from None
+    return True
 
 
 @contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """For a SQLite store: an exclusive lock on ``<db>.lock`` beside it; other stores need none."""
+def _store_lock(uri: str, create: bool = True) -> Iterator[None]:
+    """For a SQLite store: an exclusive lock on ``<db>.lock`` beside it; other stores need none.
+
+    ``create=False``: no lock if the lock file is missing. A store made here gets its lock file before
+    its database, so a database without one was not made here and is not being migrated by a start of
+    ours; creating the lock file would leave a new file beside a store that a refused command touched.
+    """
     path = sqlite_path(uri)
-    if path is None:
+    lock = None if path is None else path.with_name(path.name + ".lock")
+    if lock is None or not (create or lock.exists()):
         yield
         return
-    with locks.exclusive(path.with_name(path.name + ".lock")):
+    with locks.exclusive(lock):
         yield
 
 

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import ray
+import torch
 from ray import tune
 
 from worm_tune import metrics
-from worm_tune.checkpoints import CheckpointError, load_state, save_state
+from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import maybe_crash
 from worm_tune.ticket.methods import METHODS, methods_of
+from worm_tune.tickets import TICKET_FILE, Ticket
 from worm_tune.tune.plan import EXPERIMENT, config_overrides
 
 CHECKPOINT_FILE = "engine.pt"
@@ -41,6 +43,17 @@ def reported(method: str) -> tuple[str, ...]:
     return metrics.epoch_metrics(truncating=METHODS[method].truncates)
 
 
+def save_checkpoint_files(folder: str, state: dict[str, Any], ticket: Ticket | None, need: int | None) -> int:
+    """A Ray checkpoint's files: the state (``engine.pt``) and, once the trial has pruned, its ticket
+    (``ticket.npz``, a few kB, which the driver logs to MLflow without loading the state); the
+    state's size, the free space the next checkpoint needs."""
+    size = save_state(state, Path(folder) / CHECKPOINT_FILE, need=need)
+    if ticket is not None:
+        blob = ticket.to_bytes()
+        write_atomic(Path(folder) / TICKET_FILE, lambda tmp: tmp.write_bytes(blob), need=len(blob))
+    return size
+
+
 def epoch_result(record: dict[str, Any], summary: dict[str, Any], epoch_metrics: tuple[str, ...]) -> dict[str, Any]:
     """One report: where the trial is, the method's per-epoch metrics, and every summary metric as a number
     (NaN while unknown) so schedulers and Optuna can read it; the full summary rides along under "summary"."""
@@ -53,7 +66,40 @@ def epoch_result(record: dict[str, Any], summary: dict[str, Any], epoch_metrics:
     }
 
 
-class TicketTrainable(tune.Trainable):
+class RestartsWhenLost(tune.Trainable):
+    """A trainable whose checkpoint folder may be gone (deleted once its trial finished, see
+    :mod:`worm_tune.tune.footprint`, and the trial then resumed by a driver killed before Ray saved
+    its end): that is a damaged checkpoint (its ``load_checkpoint`` restarts the trial from its
+    start, with the same numbers), not Ray's ``ValueError`` failing every retry."""
+
+    def restore(self, checkpoint_path: Any) -> None:
+        checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)
+        path, filesystem = getattr(checkpoint, "path", None), getattr(checkpoint, "filesystem", None)
+        if path is not None and getattr(filesystem, "type_name", "local") == "local" and not Path(path).exists():
+            self._iteration = getattr(checkpoint_path, "metrics", {}).get("training_iteration", 0)
+            self.load_checkpoint(path)
+            return
+        super().restore(checkpoint_path)
+
+
+def gpu_ids() -> str:
+    """The GPUs Ray gave this trial, as a tag ("" for none): fractional trials share one id."""
+    return ",".join(str(i) for i in ray.get_gpu_ids())
+
+
+def check_gpus(device: str) -> None:
+    """A trial Ray gave GPUs to must see one, unless its config asks for the CPU: else one line
+    (the engine's ``auto`` would train on the CPU without a word, at a fraction of the speed)."""
+    given = gpu_ids()
+    if given and device != "cpu" and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        raise RuntimeError(
+            f"Ray gave this trial GPU {given} (CUDA_VISIBLE_DEVICES={visible}) but torch sees no CUDA device; "
+            "run where the GPU is visible, or --set device=cpu to train on the CPU"
+        )
+
+
+class TicketTrainable(RestartsWhenLost):
     """Wraps one engine, of any method."""
 
     METHODS: ClassVar[tuple[str, ...]] = tuple(METHODS)
@@ -83,6 +129,7 @@ class TicketTrainable(tune.Trainable):
             # As many threads as the CPUs Ray gave the trial, so concurrent trials share the cores.
             cpus = self.trial_resources.required_resources.get("CPU", 1) if self.trial_resources else 1
             cfg = cfg.replace({"threads": max(1, math.floor(cpus))})
+        check_gpus(cfg.device)
         self.cfg = cfg
         self.engine = TrialEngine(cfg)
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -96,6 +143,7 @@ class TicketTrainable(tune.Trainable):
             seed=self.cfg.seed,
             config_hash=self.cfg.hash(),
             node_id=self.node_id,
+            gpu_ids=gpu_ids(),
             pid=os.getpid(),
             done=self.engine.done,
         )
@@ -105,8 +153,8 @@ class TicketTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         # Each Ray checkpoint is a new folder, so the space check needs the last size passed in.
-        path = Path(checkpoint_dir) / CHECKPOINT_FILE
-        self._checkpoint_size = save_state(self.engine.state_dict(), path, need=self._checkpoint_size)
+        state, ticket = self.engine.state_dict(), self.engine.ticket()
+        self._checkpoint_size = save_checkpoint_files(checkpoint_dir, state, ticket, self._checkpoint_size)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Resume from ``engine.pt``; a damaged one restarts the trial rather than failing every retry."""
