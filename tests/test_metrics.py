@@ -52,6 +52,7 @@ class FakeTune:
     trial_id: str
     config: dict[str, Any] = field(default_factory=dict)
     last_result: dict[str, Any] | None = None
+    checkpoint: Any = None  # its last Ray checkpoint (where its ticket is)
 
 
 @pytest.fixture(scope="module")

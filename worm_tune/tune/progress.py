@@ -91,6 +91,8 @@ class ProgressPrinter(tune.Callback):
 
 def _last_error(trial: Any) -> str:
     """The last line of a failed trial's traceback (the exception and its message), from Ray's error file."""
+    if getattr(trial, "storage", None) is None:  # a trial never started has no folder
+        return ""
     try:
         lines = Path(trial.error_file).read_text().strip().splitlines() if trial.error_file else []
     except OSError:

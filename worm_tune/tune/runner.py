@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -165,11 +166,11 @@ def execute(
                     verbose=1 if verbose else 0,
                 ),
             )
+        shared = {cfg.hash() for cfg in plan.configs()} if settings.share else None
         with _ray_console(verbose):
             grid = tuner.fit()
+            cut_short = _cut_short(path, _num_samples(plan, experiment), plan.base, shared, groups)
         results.extend(grid)
-        shared = {cfg.hash() for cfg in plan.configs()} if settings.share else None
-        cut_short = _cut_short(path, _num_samples(plan, experiment), plan.base, shared, groups)
         if cut_short is not None:
             mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
@@ -180,15 +181,22 @@ def execute(
 def _ray_console(verbose: bool) -> Iterator[None]:
     """Ray Tune's console output, or none: even at ``verbose=0`` its default output engine prints an
     experiment header and a TensorBoard hint into a temporary session folder; its older engine, at
-    ``verbose=0``, prints nothing, and :class:`ProgressPrinter` speaks instead."""
+    ``verbose=0``, prints nothing, and :class:`ProgressPrinter` speaks instead. A failed trial's
+    traceback stays in its folder (``error.txt``): the printer's line for it ends with the error."""
     if verbose:
         yield
         return
     saved = os.environ.get(RAY_NEW_OUTPUT)
     os.environ[RAY_NEW_OUTPUT] = "0"
+    loggers = [logging.getLogger(name) for name in RAY_FAILURE_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         if saved is None:
             os.environ.pop(RAY_NEW_OUTPUT, None)
         else:
@@ -197,6 +205,9 @@ def _ray_console(verbose: bool) -> Iterator[None]:
 
 #: The environment switch between Ray Tune's two console output engines.
 RAY_NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
+#: Where Ray Tune logs a failed trial: its traceback, "Trials did not complete", and the missing results
+#: of a trial that failed before its first. The summary and the trial's line say it instead.
+RAY_FAILURE_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.tune", "ray.tune.analysis.experiment_analysis")
 
 
 def experiments(settings: SweepSettings, plan: Plan) -> list[str]:
@@ -363,9 +374,9 @@ def summary_table(results: list[Any], base: TrialConfig, groups: Path | None = N
     cells: dict[tuple[str, float], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for point, report, error in outcomes(results, groups):
         summary = report.get("summary") or {}
-        ratio = base.replace(config_overrides(point)).search.ratio
+        cfg = base.replace(config_overrides(point))  # a trial that failed before its first report has no summary
         status = trial_status(summary, error)
-        cells[(summary.get("method") or report.get("method") or "?", ratio)].append((status, summary))
+        cells[(cfg.method, cfg.search.ratio)].append((status, summary))
     header = ["method", "ratio", "trials", "converged", "not conv.", "stopped", "diverged", "errors"]
     header += ["search epochs", "acc pre-prune", "acc final", "time (s)"]
     rows = []
