@@ -47,6 +47,11 @@ BENCHMARKS = (
         ["resnet18", "--quick"],
         ["resnet18", "--quick", "--set", "seed=0", "--set", "data.train_subset=64", "--set", "search.max_epochs=4"],
     ),
+    Benchmark(
+        "footprint",
+        ["resnet18", "--quick"],
+        ["resnet18", "--quick", "--set", "seed=0", "--set", "data.train_subset=64", "--set", "search.max_epochs=4"],
+    ),
     Benchmark("gpu_throughput", [], ["--epochs", "1", "--train", "2048", "--test", "512"], gpu=True),
     Benchmark(
         "fast_path_accuracy",

@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis import load
 from tests.helpers import ENGINE_TINY
+from worm_tune import metrics
+from worm_tune.checkpoints import load_state
 from worm_tune.cli import sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
@@ -228,3 +233,68 @@ def test_each_trial_logs_its_ticket_and_it_is_the_mask_its_engine_pruned(
     client = MlflowClient(where["uri"])
     with at_store(where["uri"]):  # artifact locations are relative to the store's folder
         assert all(TICKET_FILE in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
+
+
+# -- a full storage ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, where: dict[str, Any]) -> Iterator[Path]:
+    """A real tmpfs room for two and a half of the grid's checkpoints: a sweep fills it mid-way."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to mount a tmpfs with")
+    size = int(2.5 * state_size(where))
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def numbers(uri: str, run: Any) -> dict[str, list[tuple[int, float]]]:
+    """Every metric a trial run logged, as (step, value) over the run, less wall times."""
+    client = MlflowClient(uri)
+    return {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        for key in run.data.metrics
+        if metrics.parse_logged(key)[1] not in metrics.TIMING
+    }
+
+
+@pytest.mark.slow
+def test_a_full_storage_stops_the_sweep_in_one_line_and_the_resume_ends_it_exactly(
+    local_ray: Any, where: dict[str, Any], shared: str, small_disk: Path
+) -> None:
+    flags = ["--storage", str(small_disk), "--tracking-uri", where["uri"], "--no-analysis"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = sweep.main([where["space"], "--name", "full", *flags])
+    assert code == 1, out.getvalue() + err.getvalue()
+    ours = [line for line in err.getvalue().splitlines() if line.startswith("python -m worm_tune.sweep: ")]
+    assert len(ours) == 1, err.getvalue()
+    assert ours[0].startswith(f"python -m worm_tune.sweep: no space left on {small_disk} (tmpfs)"), ours[0]
+    assert "then resume with: python -m worm_tune.sweep" in ours[0]
+    assert "Traceback" not in out.getvalue() + err.getvalue()
+    # Nothing truncated that a resume would trust: every state file loads, every Ray state file parses.
+    folder = small_disk / "full"
+    for state in folder.rglob("*.pt"):
+        load_state(state)
+    for state in folder.glob("trials/experiment_state-*.json"):
+        json.loads(state.read_text())
+
+    subprocess.run(["mount", "-o", "remount,size=2g", str(small_disk)], check=True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = sweep.main([where["space"], "--resume", "--name", "full", "--storage", str(small_disk), "--no-analysis"])
+    assert code == 0, out.getvalue()
+    _, resumed = runs_of(where["uri"], "full")
+    _, reference = runs_of(where["uri"], "shared")
+    expected = {r.data.tags["config_hash"]: r for r in reference}
+    assert sorted(r.data.tags["config_hash"] for r in resumed) == sorted(expected)
+    for run in resumed:
+        got, want = numbers(where["uri"], run), numbers(where["uri"], expected[run.data.tags["config_hash"]])
+        assert got == want, run.info.run_name  # every step once, with the undisturbed run's values

@@ -172,6 +172,7 @@ def test_the_callback_logs_the_schema_and_the_analysis_reads_it_back(trials: dic
             callback.on_trial_result(0, [], tune_trial, result | {"node_id": "here"})
             tune_trial.last_result = result
         callback.on_trial_complete(0, [], tune_trial)
+        assert callback.flush(60) == 0  # the writes are made by the callback's writer thread
 
     client = MlflowClient(uri)
     sweep = load.from_mlflow(uri, store.find_parent_run(uri, "schema"))

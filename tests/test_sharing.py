@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,3 +244,64 @@ def test_an_interrupt_in_the_middle_of_a_split_resumes_to_the_same_numbers(
     for run in runs.values():  # every epoch logged once
         steps = [s for s, _ in numbers(store["uri"], run)["epoch"]]
         assert steps == list(range(1, int(results_of(run)["epochs"]) + 1))
+
+
+def test_lost_and_damaged_files_are_replayed_to_the_same_numbers(
+    local_ray: Any, store: dict[str, Any], alone: str
+) -> None:
+    """Ctrl-C once groups have parted; then every file a trial would restart from is gone or damaged:
+    the pending parts' files (half deleted, half truncated) and the running group trials' checkpoints
+    (deleted). ``--resume`` replays each from its members' configs and ends with every trial's
+    numbers as ``--no-share`` gives them, each epoch logged once."""
+    address = ray.get_runtime_context().gcs_address
+    argv = [store["space"], "--name", "replayed", "--max-concurrent", "1", "--no-analysis", *store["args"]]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worm_tune.sweep", *argv, "--address", address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=default_sigint,
+    )
+    folder = store["root"] / "ray" / "replayed"
+    deadline = time.monotonic() + 300
+    started = False
+    while not started and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        # A part's trial has a checkpoint (so its file is gone: it is replayed if that checkpoint is
+        # lost), and parts wait (their parent has ended, one trial at a time: nothing writes them again).
+        waiting = [p for p in (folder / GROUPS_DIR).glob("g*.pt") if not p.name.startswith("g000-")]
+        started = bool(waiting) and any(
+            json.loads(params.read_text()).get("from_epoch", 0) > 0 and any(params.parent.glob("checkpoint_*"))
+            for params in folder.glob("trials/*/params.json")
+        )
+    assert started, proc.stderr.read() if proc.poll() is not None else "no part started while others waited"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    parts = [p for p in (folder / GROUPS_DIR).glob("g*.pt") if not p.name.startswith("g000-")]
+    checkpoints = list(folder.glob("trials/*/checkpoint_*"))
+    assert parts and checkpoints  # what the resume would have restarted from
+    for i, part in enumerate(parts):
+        if i % 2:
+            part.write_bytes(part.read_bytes()[:1000])
+        else:
+            part.unlink()
+    for checkpoint in checkpoints:
+        shutil.rmtree(checkpoint)
+
+    resume = [store["space"], "--resume", "--name", "replayed", *store["args"][:2], "--no-analysis"]
+    done = subprocess.run(
+        [sys.executable, "-m", "worm_tune.sweep", *resume, "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = assert_same_trials(store["uri"], "replayed", alone)
+    for run in runs.values():  # every epoch logged once
+        steps = [s for s, _ in numbers(store["uri"], run)["epoch"]]
+        assert steps == list(range(1, int(results_of(run)["epochs"]) + 1))
+    notices = [r.data.tags.get("notice", "") for r in runs.values()]
+    assert any("replayed its" in n for n in notices), notices  # a replayed part says so on its runs
+    assert not list(folder.rglob("*.pt")) and not list(folder.rglob("checkpoint_*"))

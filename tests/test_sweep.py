@@ -42,6 +42,7 @@ from tests.helpers import (
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TIMING_KEYS, TrialEngine
+from worm_tune.tickets import TICKET_FILE
 from worm_tune.tune.spaces import load_space
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL, at_store
 
@@ -654,7 +655,7 @@ def test_an_mlflow_server_given_by_environment_variable(
         parent, (run,) = runs_of(uri, "served")
         assert parent.info.status == "FINISHED" and run.data.tags["status"] in ("converged", "not_converged")
         artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
-        assert artifacts == {"mask_distance.csv", "summary.json"}
+        assert artifacts == {"mask_distance.csv", "summary.json", TICKET_FILE}
         logged = {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id, "report")}
         assert "report/report.md" in logged and "report/trials.csv" in logged
     finally:

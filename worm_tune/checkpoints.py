@@ -46,9 +46,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], object], need: int | 
     tmp = path.with_name(path.name + ".tmp")
     if need is None:
         need = path.stat().st_size if path.exists() else 0
-    free = shutil.disk_usage(path.parent).free
-    if free < need:
-        raise CheckpointError(_no_space_message(path, f"about {_size(need)}", free))
+    require_space(path, need)
     try:
         write(tmp)
         size = tmp.stat().st_size
@@ -61,11 +59,26 @@ def write_atomic(path: str | Path, write: Callable[[Path], object], need: int | 
             raise
         if _out_of_space(exc, free):
             # The partial file is a lower bound on the new file's size; the old file's is an estimate.
-            needed = f"more than {_size(partial)}" if partial > need else f"about {_size(need)}"
+            needed = f"more than {size_text(partial)}" if partial > need else f"about {size_text(need)}"
             raise CheckpointError(_no_space_message(path, needed, free)) from exc
         reason = _reason(exc)
         raise CheckpointError(f"cannot write {path}: {reason}", reason) from exc
     return size
+
+
+def require_space(path: str | Path, need: int) -> None:
+    """Raise the one-line :class:`CheckpointError` unless the file system that will hold ``path`` has
+    ``need`` bytes free: for a file another writer copies there (Ray copies a checkpoint from a
+    temporary folder to the sweep's storage), checked before the copy can fill the disk."""
+    path = Path(path)
+    free = shutil.disk_usage(_existing(path.parent)).free
+    if free < need:
+        raise CheckpointError(_no_space_message(path, f"about {size_text(need)}", free))
+
+
+def is_out_of_space(message: str) -> bool:
+    """Whether an error's message says a file system is full: this module's words, or the OS's."""
+    return any(words in message for words in ("no space left on ", "No space left on device", "Disk quota exceeded"))
 
 
 def save_state(state: Mapping[str, Any], path: str | Path, need: int | None = None) -> int:
@@ -103,10 +116,16 @@ def _out_of_space(exc: OSError | RuntimeError, free: int) -> bool:
 
 
 def _no_space_message(path: Path, needed: str, free: int) -> str:
-    return f"no space left on {_filesystem(path)} writing {path}: need {needed}, {_size(free)} free"
+    return f"no space left on {filesystem(path)} writing {path}: need {needed}, {size_text(free)} free"
 
 
-def _filesystem(path: Path) -> str:
+def _existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def filesystem(path: Path) -> str:
     """The mount point holding ``path``, with its device and type from /proc/mounts when readable."""
     mount = path.absolute()
     while not mount.exists():
@@ -142,7 +161,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

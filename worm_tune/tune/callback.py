@@ -1,18 +1,40 @@
-"""MLflow logging for sweeps, from the Ray driver only.
+"""MLflow logging for sweeps, from the Ray driver only, through a buffer that outlasts the store.
 
 Every write goes through the driver (:class:`MlflowCallback` is a Tune callback), never through
 the trials: one writer means no SQLite locking however many trials run at once, and trials on
 other nodes need no access to the tracking store.
+
+The Tune hooks never call MLflow: they copy what they need of the trial into an event (its ticket
+is linked beside the spool: the footprint callback deletes its checkpoint right after), append it to
+a spool file in the sweep's folder and put it in a bounded queue; one thread of the callback writes
+the events in order. A tracking server that goes away (issue 22: a 30 s outage blocked the driver for 62 s in
+MLflow's retries) delays the writes, not the trials: the writer retries the same event, with a
+backoff, until the server is back. A driver killed meanwhile leaves its unwritten events in the
+spool, and the next start of the sweep (``--resume``) writes them first. Each event is idempotent
+(an epoch already logged is skipped, a summary already logged is not logged again, tags and
+artifacts are overwritten with the same), so writing one twice after a crash changes nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import collections
+import contextlib
 import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
+from mlflow.exceptions import MlflowException
 from ray import tune
 
 from worm_tune import metrics
@@ -28,11 +50,44 @@ from worm_tune.tune.store import (
     TAG_SWEEP,
     TAG_TRIAL,
     _as_metric,
-    at_store,
     client,
     log_params,
+    sqlite_path,
     trial_status,
 )
+
+#: Events the queue holds before a hook waits for the writer (each a trial's epoch, start or end).
+BUFFER = 10_000
+#: The writer's wait before it tries an event again while the store is away: doubling up to the cap (s).
+RETRY_S, RETRY_MAX_S = 1.0, 30.0
+#: How often an event the store refuses as wrong (not as away) is tried before it is skipped.
+REFUSED_TRIES = 3
+#: MLflow's own HTTP retries and timeout for this process while a writer runs against a server (unless
+#: set already): a few seconds per try, not the minutes of its defaults; the writer retries for as long
+#: as the server is away.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+#: How long the end of a sweep waits for the writes of its last events (s).
+FLUSH_S = 60.0
+#: In a sweep's folder: the events in the order they came (one JSON line each), and the number of the
+#: last one written to MLflow.
+SPOOL_FILE, DONE_FILE = "mlflow-spool.jsonl", "mlflow-spool.done"
+#: Beside them: the tickets of spooled trial ends (their checkpoints are deleted as the trials end).
+TICKETS_DIR = "mlflow-spool-tickets"
+#: Written lines a spool keeps before it is rewritten with its unwritten ones only (once all are
+#: written it is emptied at once).
+COMPACT_LINES = 1000
+#: Error codes of MLflow for a request that is wrong in itself: trying it again would not help.
+REFUSED = {
+    "BAD_REQUEST",
+    "MALFORMED_REQUEST",
+    "INVALID_PARAMETER_VALUE",
+    "INVALID_STATE",
+    "RESOURCE_DOES_NOT_EXIST",
+    "RESOURCE_ALREADY_EXISTS",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "ENDPOINT_NOT_FOUND",
+}
 
 
 class MlflowCallback(tune.Callback):
@@ -40,7 +95,12 @@ class MlflowCallback(tune.Callback):
 
     Picklable (it is saved with the Tuner and restored on ``--resume``): it holds URIs and ids,
     and looks child runs up by tag, so a resumed sweep continues the same runs without logging
-    an epoch twice.
+    an epoch twice. Its writer thread, queue and caches are not pickled; they start on first use.
+
+    ``folder``: the sweep's folder, where the spool is kept (None: events wait in memory only, and
+    a killed driver loses what was not written). A hook waits only while :data:`BUFFER` events wait
+    to be written (a store away for that long); otherwise it returns at once. :meth:`flush` waits
+    for the writes.
     """
 
     def __init__(
@@ -53,6 +113,7 @@ class MlflowCallback(tune.Callback):
         extra_tags: Mapping[str, Mapping[str, str]] | None = None,
         columns: Sequence[str] | None = None,
         groups: str | None = None,
+        folder: str | None = None,
     ) -> None:
         self.uri, self.exp_id, self.parent_run_id, self.sweep = uri, exp_id, parent_run_id, sweep
         self.base = dict(base)
@@ -62,55 +123,287 @@ class MlflowCallback(tune.Callback):
         self.extra_tags = {k: dict(v) for k, v in (extra_tags or {}).items()}
         #: A shared sweep's folder of group files (:mod:`worm_tune.tune.sharing`); None: unshared.
         self.groups = groups
+        #: The sweep's folder, where the spool of events not yet written is kept.
+        self.folder = folder
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """The state of one process: the writer and the runs it has looked up (never pickled)."""
         self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
         self._joined: set[tuple[str, str]] = set()
+        self._queue: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=BUFFER)
+        self._replay: collections.deque[tuple[int, str]] = collections.deque()  # a spool's unwritten, first
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the spool file: hooks append, the writer empties it
+        self._written = threading.Condition()  # notified as each event is written
+        self._pending = 0  # events taken and not yet written (or skipped)
+        self._seq = self._done = 0  # the numbers of the last event taken and the last written
+        self._lines = 0  # lines in the spool file
+        self._spool: Path | None = None
+        self._stop = threading.Event()
+        #: Why the store could not be written the last time it could not (one line), while it cannot.
+        self.unreachable: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_runs"], state["_last_epoch"], state["_joined"] = {}, {}, set()
-        return state
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__ = {"groups": None, **state}  # a callback pickled before shared sweeps has no groups
-        self._joined = set()
+        # A callback pickled before shared sweeps has no groups, before the spool no folder; one pickled
+        # before the writer holds its (empty) caches, which _fresh replaces.
+        public = {k: v for k, v in state.items() if not k.startswith("_")}
+        self.__dict__ = {"groups": None, "folder": None, "unreachable": None, **public}
+        self._fresh()
 
     # -- Tune hooks ----------------------------------------------------------------------------
     # A trial reports for itself, or (a shared sweep's group trial) for each member under
     # MEMBERS: each reported trial has its own run, keyed by its Ray trial id or config hash.
+    # Each hook copies what it needs of the trial now: the writer must not touch it later.
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if GROUP_KEY not in trial.config:  # a group's members are known from its first report
-            self._run_id(trial.trial_id, trial.config, str(trial))
+            self._submit({"op": "start", "key": trial.trial_id, "point": dict(trial.config), "name": str(trial)})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if MEMBERS not in result:
-            self._log(trial.trial_id, trial.config, str(trial), result)
+            point, name = dict(trial.config), str(trial)
+            self._submit({"op": "result", "key": trial.trial_id, "point": point, "name": name, "result": _slim(result)})
             return
         common = {
             "timestamp": result.get("timestamp", 0),
             "node_id": result.get("node_id"),
             "gpu_ids": result.get("gpu_ids"),
         }
+        join = {"trial": trial.trial_id, "from_epoch": trial.config.get("from_epoch", 0)}
         for member in result[MEMBERS]:
-            key = member["config_hash"]
-            if (trial.trial_id, key) not in self._joined:
-                self._join(trial, key, member["point"])
-            self._log(key, member["point"], None, member | common, notice=result.get("notice"))
+            event = {"op": "result", "key": member["config_hash"], "point": member["point"], "name": None}
+            event |= {"result": _slim(member | common), "notice": result.get("notice"), "join": join}
+            self._submit(event)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        ticket = ticket_file(trial)
-        for key, point, last in self._reported(trial):
-            self._finish(self._run_id(key, point), last, error=False, ticket=ticket)
+        self._ended(trial, error=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        ticket = ticket_file(trial)
-        for key, point, last in self._reported(trial):
-            self._finish(self._run_id(key, point), last, error=True, ticket=ticket)
+        self._ended(trial, error=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for key, point, _ in self._reported(trial):
-            client(self.uri).set_tag(self._run_id(key, point), "failures", str(trial.num_failures))
+            self._submit({"op": "recover", "key": key, "point": point, "failures": str(trial.num_failures)})
+
+    def _ended(self, trial: Any, error: bool) -> None:
+        """A trial's end: its ticket is kept now, before the footprint callback deletes its checkpoint."""
+        events = [
+            {"op": "finish", "key": key, "point": point, "last": _slim(last), "error": error}
+            for key, point, last in self._reported(trial)
+        ]
+        self._submit(*events, ticket=ticket_file(trial))
+
+    # -- the buffer ----------------------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        """Wait until every event so far is written (at most ``timeout_s`` seconds); the number still
+        unwritten. Starts the writer if need be: a restored sweep's spool may hold a killed driver's."""
+        self._start()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._written:
+            while self._pending and (deadline is None or time.monotonic() < deadline):
+                self._written.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return self._pending
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """:meth:`flush`, then stop the writer (what is unwritten stays in the spool, for the next
+        writer of the folder); the number unwritten."""
+        left = self.flush(timeout_s)
+        self._stop.set()
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)  # wakes a writer waiting for an event
+            self._thread.join(timeout=60)
+        return left
+
+    @property
+    def spool(self) -> Path | None:
+        """The file that keeps the events not yet written (None: kept in memory only)."""
+        return None if self.folder is None else Path(self.folder) / SPOOL_FILE
+
+    def _start(self) -> None:
+        """Start the writer (once): first the spool's events a killed driver did not write, then the new."""
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._spool = self.spool
+            if self._spool is not None:
+                self._read_spool(self._spool)
+            if self.uri.startswith(("http://", "https://")):
+                for key, value in HTTP_SETTINGS.items():
+                    os.environ.setdefault(key, value)
+            self._thread = threading.Thread(target=self._write_all, name="mlflow-writer", daemon=True)
+            self._thread.start()
+
+    def _read_spool(self, spool: Path) -> None:
+        done = spool.with_name(DONE_FILE)
+        with contextlib.suppress(OSError, ValueError):
+            self._done = int(done.read_text())
+        self._seq = self._done
+        lines = spool.read_text().splitlines() if spool.exists() else []
+        for line in lines:
+            try:
+                seq = int(json.loads(line)["seq"])
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill: its hook never returned
+                continue
+            self._seq = max(self._seq, seq)
+            if seq > self._done:
+                self._replay.append((seq, line))
+        self._pending += len(self._replay)
+        self._lines = len(lines)
+        if not self._replay:
+            self._clear()
+
+    def _clear(self) -> None:
+        """Remove the spool, its count and its tickets: every event in it is written (the next
+        event starts them again; its number counts on from the last one's)."""
+        assert self._spool is not None
+        with contextlib.suppress(OSError):  # left for the next time all is written
+            self._spool.unlink(missing_ok=True)
+            self._spool.with_name(DONE_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self._spool.with_name(TICKETS_DIR), ignore_errors=True)
+            self._lines = 0
+
+    def _submit(self, *events: dict[str, Any], ticket: Path | None = None) -> None:
+        """Spool events (and the ``ticket`` file they log), then queue them (waiting only while the
+        queue is full: the writer never waits for the spool's lock)."""
+        self._start()
+        with self._lock:  # spool order is queue order; the spool is not emptied meanwhile
+            kept = None if ticket is None else self._keep(ticket)
+            for event in events:
+                self._seq += 1
+                line = json.dumps({"seq": self._seq, **event, "ticket": kept}, default=_plain)
+                if self._spool is not None:
+                    try:
+                        with self._spool.open("a") as spool:
+                            spool.write(line + "\n")
+                        self._lines += 1
+                    except OSError as exc:  # a full disk: kept in memory, written all the same unless killed
+                        print(f"MLflow: cannot spool an update ({exc}); it is kept in memory", file=sys.stderr)
+                with self._written:
+                    self._pending += 1
+                self._queue.put((self._seq, line))
+
+    def _keep(self, ticket: Path) -> dict[str, str]:
+        """A ticket file as the events that log it refer to it: a link (or copy) beside the spool, which
+        outlives the checkpoint; or, without a spool, its bytes."""
+        if self._spool is not None:
+            folder, name = self._spool.with_name(TICKETS_DIR), f"{uuid.uuid4().hex}{ticket.suffix}"
+            try:
+                folder.mkdir(exist_ok=True)
+                try:
+                    os.link(ticket, folder / name)
+                except OSError:  # another file system, or no hard links
+                    shutil.copyfile(ticket, folder / name)
+                return {"file": name}
+            except OSError:
+                pass
+        return {"data": base64.b64encode(ticket.read_bytes()).decode("ascii")}
+
+    def _ticket(self, kept: Mapping[str, str] | None) -> bytes | None:
+        """The bytes of a kept ticket (:meth:`_keep`)."""
+        if kept is None:
+            return None
+        if "data" in kept:
+            return base64.b64decode(kept["data"])
+        assert self._spool is not None
+        try:
+            return (self._spool.with_name(TICKETS_DIR) / kept["file"]).read_bytes()
+        except FileNotFoundError:  # removed by hand: the run is logged without it
+            print(f"MLflow: ticket {kept['file']} is gone from {TICKETS_DIR}; logged without it", file=sys.stderr)
+            return None
+
+    def _write_all(self) -> None:
+        """The writer thread: each event in order, each until it is written."""
+        while not self._stop.is_set():
+            item = self._replay.popleft() if self._replay else self._queue.get()
+            if item is None or not self._write(json.loads(item[1])):
+                return  # closed
+            self._written_up_to(item[0])
+
+    def _write(self, event: dict[str, Any]) -> bool:
+        """Write one event, trying again while the store is away; False if closed meanwhile."""
+        delay, refused = RETRY_S, 0
+        while not self._stop.is_set():
+            try:
+                self._apply(event)
+                self.unreachable = None
+                return True
+            except Exception as exc:  # whatever the store or its client raises: sorted below
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                if _refused(exc):
+                    refused += 1
+                    if refused >= REFUSED_TRIES:
+                        print(f"MLflow refused an update of trial {event['key']} ({why}); skipped", file=sys.stderr)
+                        return True
+                else:
+                    self.unreachable = why
+            self._stop.wait(delay)
+            delay = min(2 * delay, RETRY_MAX_S)
+        return False
+
+    def _written_up_to(self, seq: int) -> None:
+        """Record that every event up to ``seq`` is written; empty the spool once all are."""
+        self._done = seq
+        if self._spool is not None:
+            with contextlib.suppress(OSError):
+                tmp = self._spool.with_name(DONE_FILE + ".tmp")
+                tmp.write_text(str(seq))
+                os.replace(tmp, self._spool.with_name(DONE_FILE))
+            self._compact()
+        with self._written:
+            self._pending -= 1
+            self._written.notify_all()
+
+    def _compact(self) -> None:
+        """Keep the spool small: removed once all is written, else rewritten with the unwritten only
+        once it holds :data:`COMPACT_LINES` written lines. Skipped while a hook holds the spool."""
+        assert self._spool is not None
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            unwritten = self._seq - self._done
+            if unwritten == 0:
+                self._clear()
+            elif self._lines - unwritten >= COMPACT_LINES:
+                keep = [json.loads(line) for line in self._spool.read_text().splitlines() if _seq_of(line) > self._done]
+                tmp = self._spool.with_name(SPOOL_FILE + ".tmp")
+                tmp.write_text("".join(json.dumps(event) + "\n" for event in keep))
+                os.replace(tmp, self._spool)
+                self._lines = len(keep)
+                needed = {(event.get("ticket") or {}).get("file") for event in keep}
+                for path in self._spool.with_name(TICKETS_DIR).glob("*"):
+                    if path.name not in needed:
+                        path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a full disk: the spool is emptied later
+        finally:
+            self._lock.release()
+
+    # -- the writes (in the writer thread) -----------------------------------------------------
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        """One event's writes; each is harmless to repeat (after a failed try, or a killed driver)."""
+        key, point, op = event["key"], event["point"], event["op"]
+        if op == "start":
+            self._run_id(key, point, event["name"])
+        elif op == "result":
+            join = event.get("join")
+            if join is not None and (join["trial"], key) not in self._joined:
+                self._join(join["trial"], join["from_epoch"], key, point)
+            self._log(key, point, event["name"], event["result"], notice=event.get("notice"))
+        elif op == "finish":
+            ticket = self._ticket(event["ticket"])
+            self._finish(self._run_id(key, point), event["last"], error=event["error"], ticket=ticket)
+        elif op == "recover":
+            client(self.uri).set_tag(self._run_id(key, point), "failures", event["failures"])
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -122,15 +415,15 @@ class MlflowCallback(tune.Callback):
             return [(trial.trial_id, dict(point), dict(last)) for point, last in reports]
         return [(self._config(point).hash(), dict(point), dict(last)) for point, last in reports]
 
-    def _join(self, trial: Any, key: str, point: dict[str, Any]) -> None:
+    def _join(self, trial_id: str, from_epoch: int, key: str, point: dict[str, Any]) -> None:
         """Tag a member's run with the group trial it now trains in (and the epoch it joined after)."""
-        self._joined.add((trial.trial_id, key))
         run_id = self._run_id(key, point)
         mlflow_client = client(self.uri)
         joined = mlflow_client.get_run(run_id).data.tags.get(TAG_GROUPS, "").split()
-        entry = f"{trial.trial_id}@{trial.config.get('from_epoch', 0)}"
+        entry = f"{trial_id}@{from_epoch}"
         if entry not in joined:
             mlflow_client.set_tag(run_id, TAG_GROUPS, " ".join([*joined, entry]))
+        self._joined.add((trial_id, key))
 
     def _log(self, key: str, point: dict[str, Any], name: str | None, result: dict, notice: str | None = None) -> None:
         run_id = self._run_id(key, point, name)
@@ -140,7 +433,6 @@ class MlflowCallback(tune.Callback):
             client(self.uri).set_tag(run_id, "notice", str(notice))
         if epoch <= self._last_epoch.get(key, 0):
             return  # already logged before a restart
-        self._last_epoch[key] = epoch
         tags = []
         if epoch == 1:
             tags += [
@@ -153,6 +445,7 @@ class MlflowCallback(tune.Callback):
             if result["summary"].get("data_digest"):
                 client(self.uri).log_inputs(run_id, [dataset_input(self._config(point), result["summary"])])
         client(self.uri).log_batch(run_id, metrics=epoch_batch(result), tags=tags)
+        self._last_epoch[key] = epoch  # once logged: a failed try is tried again
 
     def _run_id(self, key: str, point: dict[str, Any], name: str | None = None) -> str:
         """The run of the trial ``key`` (Ray config ``point``; Ray's ``name`` for it, if it has one),
@@ -167,6 +460,8 @@ class MlflowCallback(tune.Callback):
         )
         if found:
             run_id = found[0].info.run_id
+            if not found[0].data.params:  # created by a try that failed before its params were logged
+                self._log_params(run_id, point)
             self._last_epoch[key] = int(found[0].data.metrics.get("epoch", 0))
             if found[0].info.status != "RUNNING":
                 mlflow_client.update_run(run_id, status="RUNNING")
@@ -197,13 +492,20 @@ class MlflowCallback(tune.Callback):
             **runtime_tags(cfg),
         }
         run = client(self.uri).create_run(self.exp_id, run_name=trial_label(point, columns), tags=tags)
-        log_params(self.uri, run.info.run_id, {k: v for k, v in cfg.to_flat().items() if k not in RUNTIME_FIELDS})
+        self._log_params(run.info.run_id, point)
         return run.info.run_id
 
-    def _finish(self, run_id: str, last: dict[str, Any], error: bool, ticket: Path | None = None) -> None:
+    def _log_params(self, run_id: str, point: dict[str, Any]) -> None:
+        flat = self._config(point).to_flat()
+        log_params(self.uri, run_id, {k: v for k, v in flat.items() if k not in RUNTIME_FIELDS})
+
+    def _finish(self, run_id: str, last: dict[str, Any], error: bool, ticket: bytes | None = None) -> None:
         mlflow_client = client(self.uri)
         summary = last.get("summary") or {}
-        mlflow_client.log_batch(run_id, metrics=summary_batch(summary, int(last.get("training_iteration", 0))))
+        epoch = int(last.get("training_iteration", 0))
+        batch = summary_batch(summary, epoch)
+        if batch and not _logged_at(self.uri, run_id, batch[0].key, epoch):  # not by a try before a crash
+            mlflow_client.log_batch(run_id, metrics=batch)
         # Tags say how the trial ended (its metrics say how it went).
         mlflow_client.set_tag(run_id, "status", trial_status(summary, error))
         method = METHODS.get(summary.get("method", ""))
@@ -212,11 +514,13 @@ class MlflowCallback(tune.Callback):
         if summary.get("trigger_epoch") is not None:
             mlflow_client.set_tag(run_id, "trigger_epoch", str(summary["trigger_epoch"]))
         if summary:
-            with at_store(self.uri):
-                mlflow_client.log_dict(run_id, summary, "summary.json")
-                mlflow_client.log_text(run_id, self._trajectory(run_id), "mask_distance.csv")
-                if ticket is not None:
-                    mlflow_client.log_artifact(run_id, str(ticket))
+            files = {
+                "summary.json": json.dumps(summary, indent=2, default=str).encode(),  # as MlflowClient.log_dict
+                "mask_distance.csv": self._trajectory(run_id).encode(),
+            }
+            if ticket is not None:
+                files[TICKET_FILE] = ticket
+            log_files(self.uri, run_id, files)
         mlflow_client.set_terminated(run_id, "FAILED" if error else "FINISHED")
 
     def _trajectory(self, run_id: str) -> str:
@@ -230,6 +534,75 @@ class MlflowCallback(tune.Callback):
         for epoch in sorted(set().union(*history.values())):
             lines.append(",".join([str(epoch), *(_csv(history[name].get(epoch)) for name in metrics.CURVES)]))
         return "\n".join(lines) + "\n"
+
+
+#: What the writer needs of a Ray result (:meth:`MlflowCallback._log`, :func:`epoch_batch`, ``_finish``).
+RESULT_KEYS = {"training_iteration", "timestamp", "node_id", "gpu_ids", "notice", "phase", "summary"}
+
+
+def _slim(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a result (or a last report) the writer reads: the spool stays small."""
+    return {k: v for k, v in result.items() if k in RESULT_KEYS or k in metrics.BY_NAME}
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what a result may hold besides JSON's types: numpy scalars, tuples of them."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _seq_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the store refused a write as wrong in itself (trying it again would not help), as opposed
+    to being away, busy or failing (unreachable server, timeout, 5xx, a locked or full SQLite file)."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code in REFUSED
+    return not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] not in (
+        "sqlalchemy",
+        "requests",
+        "urllib3",
+    )
+
+
+def _logged_at(uri: str, run_id: str, key: str, step: int) -> bool:
+    """Whether the run has metric ``key`` at ``step``."""
+    return any(m.step == step for m in client(uri).get_metric_history(run_id, key))
+
+
+def log_files(uri: str, run_id: str, files: Mapping[str, bytes]) -> None:
+    """Log files (name: bytes) as artifacts of a run, from any thread.
+
+    A SQLite store records artifact locations relative to its folder (:func:`~worm_tune.tune.store.at_store`
+    changes the working directory to reach them: not for a thread); here the location is made absolute.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, data in files.items():
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            paths.append(str(path))
+        db = sqlite_path(uri)
+        if db is None:
+            for path in paths:
+                client(uri).log_artifact(run_id, path)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        location = client(uri).get_run(run_id).info.artifact_uri
+        if "://" not in location and not Path(location).is_absolute():
+            location = str(db.parent / location)
+        repo = get_artifact_repository(location)
+        for path in paths:
+            repo.log_artifact(path)
 
 
 def ticket_file(trial: Any) -> Path | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from worm_tune.tune.plan import GROUP_KEY, trial_label, trial_reports
 from worm_tune.tune.store import trial_status
+from worm_tune.tune.trainables import last_error
 from worm_tune.usage import format_table
 
 #: Seconds between two tables of the running trials.
@@ -69,7 +69,7 @@ class ProgressPrinter(tune.Callback):
             done += 1
             summary = report.get("summary") or {}
             number, name = self._name(point)
-            why = f": {_last_error(trial)}" if error and _last_error(trial) else ""
+            why = f": {last_error(trial)}" if error and last_error(trial) else ""
             print(
                 f"[{done}/{self.total}] #{number} {name}: {_outcome(trial_status(summary, error), summary)}{why}",
                 flush=True,
@@ -87,17 +87,6 @@ class ProgressPrinter(tune.Callback):
         if GROUP_KEY in config:  # a shared sweep's group of trials
             return ["-", f"{config[GROUP_KEY]}: {config['trials']} trials", *_where(trial.last_result or {})]
         return [*self._name(config), *_where(trial.last_result or {})]
-
-
-def _last_error(trial: Any) -> str:
-    """The last line of a failed trial's traceback (the exception and its message), from Ray's error file."""
-    if getattr(trial, "storage", None) is None:  # a trial never started has no folder
-        return ""
-    try:
-        lines = Path(trial.error_file).read_text().strip().splitlines() if trial.error_file else []
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
 
 
 def _where(result: Mapping[str, Any]) -> list[str]:

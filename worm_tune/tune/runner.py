@@ -30,16 +30,16 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from worm_tune.checkpoints import write_atomic
+from worm_tune.checkpoints import CheckpointError, write_atomic
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
 from worm_tune.locks import DriverLock, LockHeld
 from worm_tune.models import build_model
 from worm_tune.paths import check_writable
 from worm_tune.tune import cluster, store
-from worm_tune.tune.callback import MlflowCallback
+from worm_tune.tune.callback import FLUSH_S, MlflowCallback
 from worm_tune.tune.footprint import SECTION as FOOTPRINT_SECTION
-from worm_tune.tune.footprint import Footprint, folder_bytes, num_to_keep, reclaim
+from worm_tune.tune.footprint import Footprint, folder_bytes, num_to_keep, reclaim, repair_experiment_state
 from worm_tune.tune.plan import (
     EXPERIMENT,
     GROUP_KEY,
@@ -111,8 +111,9 @@ def execute(
     footprint: Footprint,
     extra_tags: dict[str, dict[str, str]] | None = None,
     verbose: bool = False,
-) -> list[Any]:
-    """Run (or resume) the sweep's Ray experiment; return the ``ray.tune.Result`` of each trial.
+) -> tuple[list[Any], MlflowCallback]:
+    """Run (or resume) the sweep's Ray experiment; return the ``ray.tune.Result`` of each trial, and
+    the MLflow callback that writes them (its writes may still be under way: see ``flush``).
 
     A sweep saved before :data:`EXPERIMENT` existed resumes as it began, one experiment per family,
     and stops after one that was interrupted, so ``--resume`` picks up from there. ``verbose``: Ray
@@ -125,7 +126,8 @@ def execute(
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     results: list[Any] = []
     groups = settings.folder / GROUPS_DIR
-    for experiment in experiments(settings, plan):
+    names = experiments(settings, plan)
+    for experiment in names:
         if settings.share:
             with_params = tune.with_parameters(GroupTrainable, base=base_flat, groups=str(groups), quiet=not verbose)
         else:
@@ -133,6 +135,8 @@ def execute(
         trainable = tune.with_resources(with_params, resources)
         path = settings.folder / experiment
         if resume and tune.Tuner.can_restore(str(path)):
+            for repaired in repair_experiment_state(settings.folder):
+                print(f"{repaired.name} was damaged (a full disk?): resuming from its last good copy", flush=True)
             with legacy_module_names():
                 tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
             _retarget(tuner, settings, footprint)
@@ -146,6 +150,7 @@ def execute(
                 extra_tags,
                 label_columns(plan),
                 str(groups) if settings.share else None,
+                str(settings.folder),
             )
             total = len(plan.configs()) if settings.share else _num_samples(plan, experiment)
             groups_arg = str(groups) if settings.share else None
@@ -157,7 +162,7 @@ def execute(
                 run_config=tune.RunConfig(
                     name=experiment,
                     storage_path=str(settings.folder),
-                    # The footprint after MLflow: a finished trial's files go once it and its ticket are logged.
+                    # The footprint after MLflow: a finished trial's files go once its ticket is read for MLflow.
                     callbacks=[callback, footprint, *printer],
                     failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                     checkpoint_config=tune.CheckpointConfig(
@@ -169,12 +174,28 @@ def execute(
         shared = {cfg.hash() for cfg in plan.configs()} if settings.share else None
         with _ray_console(verbose):
             grid = tuner.fit()
-            cut_short = _cut_short(path, _num_samples(plan, experiment), plan.base, shared, groups)
+            try:
+                cut_short = _cut_short(path, _num_samples(plan, experiment), plan.base, shared, groups)
+            except (OSError, ValueError, CheckpointError):  # Ray's last snapshot, cut short by a full disk
+                if footprint.full is None:
+                    raise
+                cut_short = set()
         results.extend(grid)
+        writer = _mlflow_callback(tuner)
         if cut_short is not None:
-            mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
+            # Marked interrupted once the trials' ends are written (a store away: --resume writes them).
+            if writer.flush(FLUSH_S) == 0 and cut_short:
+                mark_interrupted(settings.tracking_uri, settings.parent_run_id, cut_short)
             raise KeyboardInterrupt
-    return results
+        if experiment != names[-1]:
+            writer.close(FLUSH_S)  # the next experiment's callback writes what is left of the spool
+    return results, writer
+
+
+def _mlflow_callback(tuner: tune.Tuner) -> MlflowCallback:
+    """A Tuner's MLflow callback (a restored one's too: see :func:`_retarget`)."""
+    callbacks = tuner._local_tuner.get_run_config().callbacks or []
+    return next(c for c in callbacks if isinstance(c, MlflowCallback))
 
 
 @contextlib.contextmanager
@@ -232,6 +253,7 @@ def _retarget(tuner: tune.Tuner, settings: SweepSettings, footprint: Footprint) 
         if isinstance(callback, MlflowCallback):
             callback.uri, callback.exp_id = settings.tracking_uri, settings.experiment_id
             callback.parent_run_id, callback.sweep = settings.parent_run_id, settings.name
+            callback.folder = str(settings.folder)  # where its spool is (a sweep saved before had none)
         if isinstance(callback, Footprint):
             callbacks[i] = footprint
     if footprint not in callbacks:
@@ -468,6 +490,9 @@ def run_sweep(
         else:
             store.client(settings.tracking_uri).update_run(settings.parent_run_id, status="RUNNING")
         started()  # from here on the folder names a parent run: it stays, and the run ends FAILED on errors
+        groups = settings.folder / GROUPS_DIR if settings.share else None
+        until_end = settings.kind == "final"  # its networks are built from the last checkpoints
+        footprint = Footprint(str(settings.folder), groups and str(groups), settings.keep_checkpoints, until_end)
         try:
             settings.save()
             count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
@@ -483,25 +508,34 @@ def run_sweep(
             ):
                 how = f"{settings.search} search, {settings.scheduler} scheduler"
                 print(f"{how}: every trial trains on its own (sharing is for grids without a scheduler)", flush=True)
-            groups = settings.folder / GROUPS_DIR if settings.share else None
-            footprint = Footprint(
-                str(settings.folder),
-                str(groups) if groups else None,
-                settings.keep_checkpoints,
-                settings.kind == "final",
-            )
-            results = execute(settings, plan, resume, footprint, extra_tags, verbose)
+            results, writer = execute(settings, plan, resume, footprint, extra_tags, verbose)
         except KeyboardInterrupt:
-            store.end_run(settings.tracking_uri, settings.parent_run_id, "KILLED")
+            # Ctrl-C, or a storage found full (the footprint stopped the sweep: no trial is lost).
+            try:
+                store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED" if footprint.full else "KILLED")
+            except Exception:  # the store is away too: --resume sets the run going again, and ends it
+                print(f"{prog}: the MLflow run was not ended: {settings.tracking_uri} is unreachable", file=sys.stderr)
             where = f" --storage {settings.storage}" if Path(settings.storage) != Path("ray_results").resolve() else ""
-            print(
-                f"{prog}: interrupted; resume with: {prog} {settings.space} --resume --name {settings.name}{where}",
-                file=sys.stderr,
-            )
+            resume_hint = f"{prog} {settings.space} --resume --name {settings.name}{where}"
+            if footprint.full:
+                print(
+                    f"{prog}: {footprint.full}; stopped: free space, then resume with: {resume_hint}", file=sys.stderr
+                )
+                return 1
+            print(f"{prog}: interrupted; resume with: {resume_hint}", file=sys.stderr)
             return 130
         except BaseException:
             store.end_run(settings.tracking_uri, settings.parent_run_id, "FAILED")
             raise
+        unwritten = writer.flush(FLUSH_S)
+        if unwritten:  # the store is away: the summary still, then what --resume will do
+            print(
+                f"{prog}: {unwritten} MLflow updates not yet written ({settings.tracking_uri} unreachable); "
+                f"they are kept in {writer.spool} and written by --resume",
+                file=sys.stderr,
+            )
+            print("\n" + summary_table(results, plan.base, groups), flush=True)
+            return 1
         table = summary_table(results, plan.base, groups)
         mlflow_client = store.client(settings.tracking_uri)
         if settings.share:

@@ -44,6 +44,7 @@ from worm_tune.tune.trainables import (
     gpu_ids,
     reported,
     save_checkpoint_files,
+    storage_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ class GroupTrainable(RestartsWhenLost):
             "replayed": self.replayed,
         }
         ticket = self.group.engine.ticket()  # every member's: members that prune differently part first
-        self._checkpoint_size = save_checkpoint_files(checkpoint_dir, state, ticket, self._checkpoint_size)
+        size, storage = self._checkpoint_size, storage_folder(self)
+        self._checkpoint_size = save_checkpoint_files(checkpoint_dir, state, ticket, size, storage)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Resume from ``engine.pt``; a damaged one restarts the group from its file."""

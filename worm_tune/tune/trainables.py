@@ -23,7 +23,7 @@ import torch
 from ray import tune
 
 from worm_tune import metrics
-from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
+from worm_tune.checkpoints import CheckpointError, load_state, require_space, save_state, write_atomic
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
 from worm_tune.faults import maybe_crash
@@ -43,10 +43,16 @@ def reported(method: str) -> tuple[str, ...]:
     return metrics.epoch_metrics(truncating=METHODS[method].truncates)
 
 
-def save_checkpoint_files(folder: str, state: dict[str, Any], ticket: Ticket | None, need: int | None) -> int:
+def save_checkpoint_files(
+    folder: str, state: dict[str, Any], ticket: Ticket | None, need: int | None, storage: str | None = None
+) -> int:
     """A Ray checkpoint's files: the state (``engine.pt``) and, once the trial has pruned, its ticket
     (``ticket.npz``, a few kB, which the driver logs to MLflow without loading the state); the
-    state's size, the free space the next checkpoint needs."""
+    state's size, the free space the next checkpoint needs. Ray writes them in a temporary folder and
+    copies them to the trial's folder in the sweep's storage (``storage``, when on this machine): the
+    space is checked on both, so a full storage is one line before the copy can leave a truncated file."""
+    if need and storage is not None and Path(storage).is_absolute():
+        require_space(Path(storage) / CHECKPOINT_FILE, need)
     size = save_state(state, Path(folder) / CHECKPOINT_FILE, need=need)
     if ticket is not None:
         blob = ticket.to_bytes()
@@ -80,6 +86,23 @@ class RestartsWhenLost(tune.Trainable):
             self.load_checkpoint(path)
             return
         super().restore(checkpoint_path)
+
+
+def storage_folder(trainable: tune.Trainable) -> str | None:
+    """The trial's folder in the sweep's storage, where Ray copies its checkpoints (None outside Tune)."""
+    storage = getattr(trainable, "_storage", None)
+    return None if storage is None else storage.trial_fs_path
+
+
+def last_error(trial: Any) -> str:
+    """The last line of a failed trial's traceback (the exception and its message), from Ray's error file."""
+    if getattr(trial, "storage", None) is None:  # a trial never started has no folder
+        return ""
+    try:
+        lines = Path(trial.error_file).read_text().strip().splitlines() if trial.error_file else []
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def gpu_ids() -> str:
@@ -154,7 +177,8 @@ class TicketTrainable(RestartsWhenLost):
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         # Each Ray checkpoint is a new folder, so the space check needs the last size passed in.
         state, ticket = self.engine.state_dict(), self.engine.ticket()
-        self._checkpoint_size = save_checkpoint_files(checkpoint_dir, state, ticket, self._checkpoint_size)
+        size, storage = self._checkpoint_size, storage_folder(self)
+        self._checkpoint_size = save_checkpoint_files(checkpoint_dir, state, ticket, size, storage)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Resume from ``engine.pt``; a damaged one restarts the trial rather than failing every retry."""
