@@ -35,8 +35,9 @@ from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.tickets import TICKET_FILE
 from worm_tune.tune import store
-from worm_tune.tune.callback import DONE_FILE, SPOOL_FILE, TICKETS_DIR, MlflowCallback
+from worm_tune.tune.callback import MlflowCallback
 from worm_tune.tune.plan import EXPERIMENT
+from worm_tune.tune.spool import DONE_FILE, SPOOL_FILE, TICKETS_DIR
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP
 
 GRID = """

@@ -4,31 +4,21 @@ Every write goes through the driver (:class:`MlflowCallback` is a Tune callback)
 the trials: one writer means no SQLite locking however many trials run at once, and trials on
 other nodes need no access to the tracking store.
 
-The Tune hooks never call MLflow: they copy what they need of the trial into an event (its ticket
-is linked beside the spool: the footprint callback deletes its checkpoint right after), append it to
-a spool file in the sweep's folder and put it in a bounded queue; one thread of the callback writes
-the events in order. A tracking server that goes away (issue 22: a 30 s outage blocked the driver for 62 s in
-MLflow's retries) delays the writes, not the trials: the writer retries the same event, with a
-backoff, until the server is back. A driver killed meanwhile leaves its unwritten events in the
-spool, and the next start of the sweep (``--resume``) writes them first. Each event is idempotent
-(an epoch already logged is skipped, a summary already logged is not logged again, tags and
-artifacts are overwritten with the same), so writing one twice after a crash changes nothing.
+The Tune hooks never call MLflow: they copy what they need of the trial into an event and hand it
+to a :class:`~worm_tune.tune.spool.Spool` (its ticket too: the footprint callback deletes the
+trial's checkpoint right after), whose thread writes the events in order. A tracking server that
+goes away delays the writes, not the trials, and a driver killed meanwhile leaves its unwritten
+events for ``--resume``. Each event is idempotent (an epoch already logged is skipped, a summary
+already logged is not logged again, tags and artifacts are overwritten with the same), so writing
+one twice after a crash changes nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import collections
-import contextlib
 import json
 import os
-import queue
-import shutil
-import sys
 import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +33,7 @@ from worm_tune.engine import SEARCH
 from worm_tune.ticket.methods import METHODS
 from worm_tune.tickets import TICKET_FILE
 from worm_tune.tune.plan import GROUP_KEY, MEMBERS, config_overrides, trial_label, trial_reports
+from worm_tune.tune.spool import Spool
 from worm_tune.tune.store import (
     PARENT_TAG,
     TAG_GROUPS,
@@ -56,26 +47,12 @@ from worm_tune.tune.store import (
     trial_status,
 )
 
-#: Events the queue holds before a hook waits for the writer (each a trial's epoch, start or end).
-BUFFER = 10_000
-#: The writer's wait before it tries an event again while the store is away: doubling up to the cap (s).
-RETRY_S, RETRY_MAX_S = 1.0, 30.0
-#: How often an event the store refuses as wrong (not as away) is tried before it is skipped.
-REFUSED_TRIES = 3
 #: MLflow's own HTTP retries and timeout for this process while a writer runs against a server (unless
 #: set already): a few seconds per try, not the minutes of its defaults; the writer retries for as long
 #: as the server is away.
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 #: How long the end of a sweep waits for the writes of its last events (s).
 FLUSH_S = 60.0
-#: In a sweep's folder: the events in the order they came (one JSON line each), and the number of the
-#: last one written to MLflow.
-SPOOL_FILE, DONE_FILE = "mlflow-spool.jsonl", "mlflow-spool.done"
-#: Beside them: the tickets of spooled trial ends (their checkpoints are deleted as the trials end).
-TICKETS_DIR = "mlflow-spool-tickets"
-#: Written lines a spool keeps before it is rewritten with its unwritten ones only (once all are
-#: written it is emptied at once).
-COMPACT_LINES = 1000
 #: Error codes of MLflow for a request that is wrong in itself: trying it again would not help.
 REFUSED = {
     "BAD_REQUEST",
@@ -132,18 +109,8 @@ class MlflowCallback(tune.Callback):
         self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
         self._joined: set[tuple[str, str]] = set()
-        self._queue: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=BUFFER)
-        self._replay: collections.deque[tuple[int, str]] = collections.deque()  # a spool's unwritten, first
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # the spool file: hooks append, the writer empties it
-        self._written = threading.Condition()  # notified as each event is written
-        self._pending = 0  # events taken and not yet written (or skipped)
-        self._seq = self._done = 0  # the numbers of the last event taken and the last written
-        self._lines = 0  # lines in the spool file
-        self._spool: Path | None = None
-        self._stop = threading.Event()
-        #: Why the store could not be written the last time it could not (one line), while it cannot.
-        self.unreachable: str | None = None
+        self._writer: Spool | None = None
+        self._writer_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -152,7 +119,7 @@ class MlflowCallback(tune.Callback):
         # A callback pickled before shared sweeps has no groups, before the spool no folder; one pickled
         # before the writer holds its (empty) caches, which _fresh replaces.
         public = {k: v for k, v in state.items() if not k.startswith("_")}
-        self.__dict__ = {"groups": None, "folder": None, "unreachable": None, **public}
+        self.__dict__ = {"groups": None, "folder": None, **public}
         self._fresh()
 
     # -- Tune hooks ----------------------------------------------------------------------------
@@ -198,194 +165,40 @@ class MlflowCallback(tune.Callback):
         ]
         self._submit(*events, ticket=ticket_file(trial))
 
-    # -- the buffer ----------------------------------------------------------------------------
+    # -- the writer ----------------------------------------------------------------------------
+
+    @property
+    def writer(self) -> Spool:
+        """The spool and thread that make this callback's writes, started on first use: first what a
+        killed driver left in the spool of :attr:`folder`, then the new events."""
+        with self._writer_lock:
+            if self._writer is None:
+                if self.uri.startswith(("http://", "https://")):
+                    for key, value in HTTP_SETTINGS.items():
+                        os.environ.setdefault(key, value)
+                self._writer = Spool(self.folder, self._apply, _refused)
+            return self._writer
 
     def flush(self, timeout_s: float | None = None) -> int:
-        """Wait until every event so far is written (at most ``timeout_s`` seconds); the number still
-        unwritten. Starts the writer if need be: a restored sweep's spool may hold a killed driver's."""
-        self._start()
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._written:
-            while self._pending and (deadline is None or time.monotonic() < deadline):
-                self._written.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            return self._pending
+        """Wait until every event so far is written (at most ``timeout_s`` seconds); how many are not."""
+        return self.writer.flush(timeout_s)
 
     def close(self, timeout_s: float | None = None) -> int:
-        """:meth:`flush`, then stop the writer (what is unwritten stays in the spool, for the next
-        writer of the folder); the number unwritten."""
-        left = self.flush(timeout_s)
-        self._stop.set()
-        if self._thread is not None:
-            with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)  # wakes a writer waiting for an event
-            self._thread.join(timeout=60)
-        return left
+        """:meth:`flush`, then stop the writer (what is unwritten stays in the spool); how many are not written."""
+        return self.writer.close(timeout_s)
 
     @property
     def spool(self) -> Path | None:
         """The file that keeps the events not yet written (None: kept in memory only)."""
-        return None if self.folder is None else Path(self.folder) / SPOOL_FILE
+        return self.writer.path
 
-    def _start(self) -> None:
-        """Start the writer (once): first the spool's events a killed driver did not write, then the new."""
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._spool = self.spool
-            if self._spool is not None:
-                self._read_spool(self._spool)
-            if self.uri.startswith(("http://", "https://")):
-                for key, value in HTTP_SETTINGS.items():
-                    os.environ.setdefault(key, value)
-            self._thread = threading.Thread(target=self._write_all, name="mlflow-writer", daemon=True)
-            self._thread.start()
-
-    def _read_spool(self, spool: Path) -> None:
-        done = spool.with_name(DONE_FILE)
-        with contextlib.suppress(OSError, ValueError):
-            self._done = int(done.read_text())
-        self._seq = self._done
-        lines = spool.read_text().splitlines() if spool.exists() else []
-        for line in lines:
-            try:
-                seq = int(json.loads(line)["seq"])
-            except (ValueError, KeyError, TypeError):  # a line cut short by a kill: its hook never returned
-                continue
-            self._seq = max(self._seq, seq)
-            if seq > self._done:
-                self._replay.append((seq, line))
-        self._pending += len(self._replay)
-        self._lines = len(lines)
-        if not self._replay:
-            self._clear()
-
-    def _clear(self) -> None:
-        """Remove the spool, its count and its tickets: every event in it is written (the next
-        event starts them again; its number counts on from the last one's)."""
-        assert self._spool is not None
-        with contextlib.suppress(OSError):  # left for the next time all is written
-            self._spool.unlink(missing_ok=True)
-            self._spool.with_name(DONE_FILE).unlink(missing_ok=True)
-            shutil.rmtree(self._spool.with_name(TICKETS_DIR), ignore_errors=True)
-            self._lines = 0
+    @property
+    def unreachable(self) -> str | None:
+        """Why the store could not be written the last time it could not (one line), while it cannot."""
+        return None if self._writer is None else self._writer.unreachable
 
     def _submit(self, *events: dict[str, Any], ticket: Path | None = None) -> None:
-        """Spool events (and the ``ticket`` file they log), then queue them (waiting only while the
-        queue is full: the writer never waits for the spool's lock)."""
-        self._start()
-        with self._lock:  # spool order is queue order; the spool is not emptied meanwhile
-            kept = None if ticket is None else self._keep(ticket)
-            for event in events:
-                self._seq += 1
-                line = json.dumps({"seq": self._seq, **event, "ticket": kept}, default=_plain)
-                if self._spool is not None:
-                    try:
-                        with self._spool.open("a") as spool:
-                            spool.write(line + "\n")
-                        self._lines += 1
-                    except OSError as exc:  # a full disk: kept in memory, written all the same unless killed
-                        print(f"MLflow: cannot spool an update ({exc}); it is kept in memory", file=sys.stderr)
-                with self._written:
-                    self._pending += 1
-                self._queue.put((self._seq, line))
-
-    def _keep(self, ticket: Path) -> dict[str, str]:
-        """A ticket file as the events that log it refer to it: a link (or copy) beside the spool, which
-        outlives the checkpoint; or, without a spool, its bytes."""
-        if self._spool is not None:
-            folder, name = self._spool.with_name(TICKETS_DIR), f"{uuid.uuid4().hex}{ticket.suffix}"
-            try:
-                folder.mkdir(exist_ok=True)
-                try:
-                    os.link(ticket, folder / name)
-                except OSError:  # another file system, or no hard links
-                    shutil.copyfile(ticket, folder / name)
-                return {"file": name}
-            except OSError:
-                pass
-        return {"data": base64.b64encode(ticket.read_bytes()).decode("ascii")}
-
-    def _ticket(self, kept: Mapping[str, str] | None) -> bytes | None:
-        """The bytes of a kept ticket (:meth:`_keep`)."""
-        if kept is None:
-            return None
-        if "data" in kept:
-            return base64.b64decode(kept["data"])
-        assert self._spool is not None
-        try:
-            return (self._spool.with_name(TICKETS_DIR) / kept["file"]).read_bytes()
-        except FileNotFoundError:  # removed by hand: the run is logged without it
-            print(f"MLflow: ticket {kept['file']} is gone from {TICKETS_DIR}; logged without it", file=sys.stderr)
-            return None
-
-    def _write_all(self) -> None:
-        """The writer thread: each event in order, each until it is written."""
-        while not self._stop.is_set():
-            item = self._replay.popleft() if self._replay else self._queue.get()
-            if item is None or not self._write(json.loads(item[1])):
-                return  # closed
-            self._written_up_to(item[0])
-
-    def _write(self, event: dict[str, Any]) -> bool:
-        """Write one event, trying again while the store is away; False if closed meanwhile."""
-        delay, refused = RETRY_S, 0
-        while not self._stop.is_set():
-            try:
-                self._apply(event)
-                self.unreachable = None
-                return True
-            except Exception as exc:  # whatever the store or its client raises: sorted below
-                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                if _refused(exc):
-                    refused += 1
-                    if refused >= REFUSED_TRIES:
-                        print(f"MLflow refused an update of trial {event['key']} ({why}); skipped", file=sys.stderr)
-                        return True
-                else:
-                    self.unreachable = why
-            self._stop.wait(delay)
-            delay = min(2 * delay, RETRY_MAX_S)
-        return False
-
-    def _written_up_to(self, seq: int) -> None:
-        """Record that every event up to ``seq`` is written; empty the spool once all are."""
-        self._done = seq
-        if self._spool is not None:
-            with contextlib.suppress(OSError):
-                tmp = self._spool.with_name(DONE_FILE + ".tmp")
-                tmp.write_text(str(seq))
-                os.replace(tmp, self._spool.with_name(DONE_FILE))
-            self._compact()
-        with self._written:
-            self._pending -= 1
-            self._written.notify_all()
-
-    def _compact(self) -> None:
-        """Keep the spool small: removed once all is written, else rewritten with the unwritten only
-        once it holds :data:`COMPACT_LINES` written lines. Skipped while a hook holds the spool."""
-        assert self._spool is not None
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            unwritten = self._seq - self._done
-            if unwritten == 0:
-                self._clear()
-            elif self._lines - unwritten >= COMPACT_LINES:
-                keep = [json.loads(line) for line in self._spool.read_text().splitlines() if _seq_of(line) > self._done]
-                tmp = self._spool.with_name(SPOOL_FILE + ".tmp")
-                tmp.write_text("".join(json.dumps(event) + "\n" for event in keep))
-                os.replace(tmp, self._spool)
-                self._lines = len(keep)
-                needed = {(event.get("ticket") or {}).get("file") for event in keep}
-                for path in self._spool.with_name(TICKETS_DIR).glob("*"):
-                    if path.name not in needed:
-                        path.unlink(missing_ok=True)
-        except OSError:
-            pass  # a full disk: the spool is emptied later
-        finally:
-            self._lock.release()
+        self.writer.submit(*events, ticket=ticket)
 
     # -- the writes (in the writer thread) -----------------------------------------------------
 
@@ -400,7 +213,7 @@ class MlflowCallback(tune.Callback):
                 self._join(join["trial"], join["from_epoch"], key, point)
             self._log(key, point, event["name"], event["result"], notice=event.get("notice"))
         elif op == "finish":
-            ticket = self._ticket(event["ticket"])
+            ticket = self.writer.ticket(event["ticket"])
             self._finish(self._run_id(key, point), event["last"], error=event["error"], ticket=ticket)
         elif op == "recover":
             client(self.uri).set_tag(self._run_id(key, point), "failures", event["failures"])
@@ -543,22 +356,6 @@ RESULT_KEYS = {"training_iteration", "timestamp", "node_id", "gpu_ids", "notice"
 def _slim(result: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a result (or a last report) the writer reads: the spool stays small."""
     return {k: v for k, v in result.items() if k in RESULT_KEYS or k in metrics.BY_NAME}
-
-
-def _plain(value: Any) -> Any:
-    """JSON for what a result may hold besides JSON's types: numpy scalars, tuples of them."""
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=str)
-    return str(value)
-
-
-def _seq_of(line: str) -> int:
-    try:
-        return int(json.loads(line)["seq"])
-    except (ValueError, KeyError, TypeError):
-        return 0
 
 
 def _refused(exc: BaseException) -> bool:
