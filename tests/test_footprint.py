@@ -27,7 +27,7 @@ from worm_tune.cli import sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import TrialEngine
 from worm_tune.tickets import KEEP, TICKET_FILE, Ticket, overlap
-from worm_tune.tune.footprint import folder_bytes, reclaim
+from worm_tune.tune.footprint import back_up_experiment_state, folder_bytes, reclaim, repair_experiment_state
 from worm_tune.tune.plan import GROUPS_DIR, TRIAL_STATES_FILE, SweepSettings, make_plan
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, at_store
 
@@ -98,6 +98,19 @@ def test_reclaim_keeps_results_and_what_a_resume_needs(tmp_path: Path) -> None:
     (experiment / "group-aaa" / "checkpoint_000003").mkdir()
     reclaim(experiment, None, "last")  # keeping the last checkpoint keeps it
     assert (experiment / "group-aaa" / "checkpoint_000003").exists()
+
+
+def test_a_truncated_experiment_state_is_replaced_by_its_last_good_copy(tmp_path: Path) -> None:
+    """Ray rewrites its experiment state in place; a full disk can cut the rewrite short."""
+    state = tmp_path / "trials" / "experiment_state-2026-12-02_10-00-00.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"trials": ["a", "b"]}))
+    back_up_experiment_state(tmp_path)
+    state.write_text(json.dumps({"trials": ["a", "b", "c"]})[:12])  # the disk filled mid-copy
+    back_up_experiment_state(tmp_path)  # a damaged state is never backed up over a good copy
+    assert repair_experiment_state(tmp_path) == [state]
+    assert json.loads(state.read_text()) == {"trials": ["a", "b"]}
+    assert repair_experiment_state(tmp_path) == []  # a readable state is left alone
 
 
 # -- real sweeps -------------------------------------------------------------------------------
@@ -203,6 +216,17 @@ def state_size(where: dict[str, Any]) -> int:
     buf = io.BytesIO()
     torch.save(engine.state_dict(), buf)
     return buf.tell()
+
+
+@pytest.mark.slow
+def test_keep_checkpoints_last_keeps_each_finished_trials_last(local_ray: Any, where: dict[str, Any]) -> None:
+    run(where, "kept", "--keep-checkpoints", "last", "--no-share")
+    trials = [p for p in (where["storage"] / "kept" / "trials").iterdir() if p.is_dir()]
+    assert len(trials) == TRIALS
+    for trial in trials:
+        (checkpoint,) = trial.glob("checkpoint_*")  # its last, as Ray keeps it
+        last = json.loads((trial / "result.json").read_text().splitlines()[-1])["training_iteration"]
+        assert int(checkpoint.name.removeprefix("checkpoint_")) == last - 1  # Ray counts checkpoints from 0
 
 
 def _settings(where: dict[str, Any]) -> SweepSettings:
