@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import shutil
 import signal
 import socket
+import subprocess
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from worm_tune import metrics
@@ -82,3 +88,19 @@ def healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, size: int | str) -> Iterator[Path]:
+    """A real file system of ``size`` bytes (or ``"16m"``) that fills up: a tmpfs mounted at ``mount``
+    for the test, which skips, saying why, where none can be mounted (it needs root)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to mount a tmpfs with")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

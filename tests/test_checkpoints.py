@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 import ray
 import torch
 
+from tests.helpers import mounted_tmpfs
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.cli.run import main
 from worm_tune.engine import TIMING_KEYS
@@ -62,18 +62,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 16 MB filesystem that fills up: a tmpfs mounted for the test."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command to mount a tmpfs with")
-    command = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "fs", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fill(fs: Path, leave: int) -> Path:

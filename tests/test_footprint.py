@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis import load
-from tests.helpers import ENGINE_TINY
+from tests.helpers import ENGINE_TINY, mounted_tmpfs
 from worm_tune import metrics
 from worm_tune.checkpoints import load_state
 from worm_tune.cli import sweep
@@ -210,9 +209,10 @@ def test_a_finished_sweep_leaves_only_small_files(
 
 
 def state_size(where: dict[str, Any]) -> int:
-    """The size of the grid's checkpoint (an engine's state after an epoch: weights and momentum)."""
+    """The size of the grid's largest checkpoint: an engine's state once it has pruned (weights,
+    momentum and the pruning masks)."""
     engine = TrialEngine(make_plan(_settings(where)).configs()[0])
-    engine.step()
+    engine.run()
     buf = io.BytesIO()
     torch.save(engine.state_dict(), buf)
     return buf.tell()
@@ -265,18 +265,8 @@ def test_each_trial_logs_its_ticket_and_it_is_the_mask_its_engine_pruned(
 @pytest.fixture
 def small_disk(tmp_path: Path, where: dict[str, Any]) -> Iterator[Path]:
     """A real tmpfs room for two and a half of the grid's checkpoints: a sweep fills it mid-way."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command to mount a tmpfs with")
-    size = int(2.5 * state_size(where))
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", int(2.5 * state_size(where))) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def numbers(uri: str, run: Any) -> dict[str, list[tuple[int, float]]]:

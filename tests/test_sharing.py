@@ -202,21 +202,52 @@ def test_a_crash_in_a_shared_group_changes_no_number(local_ray: Any, store: dict
     assert any("failures" in r.data.tags for r in runs.values())
 
 
-def test_an_interrupt_in_the_middle_of_a_split_resumes_to_the_same_numbers(
-    local_ray: Any, store: dict[str, Any], alone: str
-) -> None:
-    """Ctrl-C once a group has parted and its parts are still to run; ``--resume`` ends the sweep
-    with every trial's numbers as ``--no-share`` gives them, each epoch logged once."""
-    address = ray.get_runtime_context().gcs_address
-    argv = [store["space"], "--name", "resumed", "--max-concurrent", "1", "--no-analysis", *store["args"]]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worm_tune.sweep", *argv, "--address", address],
+def interruptible(store: dict[str, Any], name: str) -> subprocess.Popen:
+    """The grid as sweep ``name`` in a child process on this module's Ray, one trial at a time, that
+    Ctrl-C can stop (see :func:`interrupt`)."""
+    argv = [store["space"], "--name", name, "--max-concurrent", "1", "--no-analysis", *store["args"]]
+    return subprocess.Popen(
+        [sys.executable, "-m", "worm_tune.sweep", *argv, "--address", ray.get_runtime_context().gcs_address],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         preexec_fn=default_sigint,
     )
+
+
+def interrupt(proc: subprocess.Popen) -> None:
+    """Ctrl-C: the sweep stops with exit 130 and its own one line, no traceback or hint of Ray's."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Stop signal received" not in err, err
+
+
+def resume_to_the_same_numbers(store: dict[str, Any], name: str, alone: str) -> dict[str, Any]:
+    """``--resume`` sweep ``name``: it ends with every trial's numbers as ``--no-share`` gives them,
+    each epoch logged once; its trial runs by config hash."""
+    resume = [store["space"], "--resume", "--name", name, *store["args"][:2], "--no-analysis"]
+    done = subprocess.run(
+        [sys.executable, "-m", "worm_tune.sweep", *resume, "--address", ray.get_runtime_context().gcs_address],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = assert_same_trials(store["uri"], name, alone)
+    for run in runs.values():
+        steps = [s for s, _ in numbers(store["uri"], run)["epoch"]]
+        assert steps == list(range(1, int(results_of(run)["epochs"]) + 1))
+    return runs
+
+
+def test_an_interrupt_in_the_middle_of_a_split_resumes_to_the_same_numbers(
+    local_ray: Any, store: dict[str, Any], alone: str
+) -> None:
+    """Ctrl-C once a group has parted and its parts are still to run; ``--resume`` ends the sweep
+    with every trial's numbers as ``--no-share`` gives them, each epoch logged once."""
+    proc = interruptible(store, "resumed")
     groups = store["root"] / "ray" / "resumed" / GROUPS_DIR
     deadline = time.monotonic() + 300
     split = False
@@ -224,27 +255,13 @@ def test_an_interrupt_in_the_middle_of_a_split_resumes_to_the_same_numbers(
         time.sleep(0.2)
         split = any(not p.name.startswith("g000-") for p in groups.glob("g*.pt"))  # a group parted after an epoch
     assert split, proc.stderr.read() if proc.poll() is not None else "no group parted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "Stop signal received" not in err, err  # the sweep's own line, not Ray's
+    interrupt(proc)
     client = MlflowClient(store["uri"])
     experiments = [e.experiment_id for e in client.search_experiments()]
     before = client.search_runs(experiments, f"tags.`{TAG_SWEEP}` = 'resumed' and tags.`{TAG_KIND}` = 'trial'")
     assert any(r.data.tags.get("status") == "interrupted" for r in before)
 
-    resume = [store["space"], "--resume", "--name", "resumed", *store["args"][:2], "--no-analysis"]
-    done = subprocess.run(
-        [sys.executable, "-m", "worm_tune.sweep", *resume, "--address", address],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    runs = assert_same_trials(store["uri"], "resumed", alone)
-    for run in runs.values():  # every epoch logged once
-        steps = [s for s, _ in numbers(store["uri"], run)["epoch"]]
-        assert steps == list(range(1, int(results_of(run)["epochs"]) + 1))
+    resume_to_the_same_numbers(store, "resumed", alone)
 
 
 def test_lost_and_damaged_files_are_replayed_to_the_same_numbers(
@@ -254,16 +271,7 @@ def test_lost_and_damaged_files_are_replayed_to_the_same_numbers(
     the pending parts' files (half deleted, half truncated) and the running group trials' checkpoints
     (deleted). ``--resume`` replays each from its members' configs and ends with every trial's
     numbers as ``--no-share`` gives them, each epoch logged once."""
-    address = ray.get_runtime_context().gcs_address
-    argv = [store["space"], "--name", "replayed", "--max-concurrent", "1", "--no-analysis", *store["args"]]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worm_tune.sweep", *argv, "--address", address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=default_sigint,
-    )
+    proc = interruptible(store, "replayed")
     folder = store["root"] / "ray" / "replayed"
     deadline = time.monotonic() + 300
     started = False
@@ -277,10 +285,7 @@ def test_lost_and_damaged_files_are_replayed_to_the_same_numbers(
             for params in folder.glob("trials/*/params.json")
         )
     assert started, proc.stderr.read() if proc.poll() is not None else "no part started while others waited"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "Stop signal received" not in err, err  # the sweep's own line, not Ray's
+    interrupt(proc)
     parts = [p for p in (folder / GROUPS_DIR).glob("g*.pt") if not p.name.startswith("g000-")]
     checkpoints = list(folder.glob("trials/*/checkpoint_*"))
     assert parts and checkpoints  # what the resume would have restarted from
@@ -292,18 +297,7 @@ def test_lost_and_damaged_files_are_replayed_to_the_same_numbers(
     for checkpoint in checkpoints:
         shutil.rmtree(checkpoint)
 
-    resume = [store["space"], "--resume", "--name", "replayed", *store["args"][:2], "--no-analysis"]
-    done = subprocess.run(
-        [sys.executable, "-m", "worm_tune.sweep", *resume, "--address", address],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    runs = assert_same_trials(store["uri"], "replayed", alone)
-    for run in runs.values():  # every epoch logged once
-        steps = [s for s, _ in numbers(store["uri"], run)["epoch"]]
-        assert steps == list(range(1, int(results_of(run)["epochs"]) + 1))
+    runs = resume_to_the_same_numbers(store, "replayed", alone)
     notices = [r.data.tags.get("notice", "") for r in runs.values()]
     assert any("replayed its" in n for n in notices), notices  # a replayed part says so on its runs
     assert not list(folder.rglob("*.pt")) and not list(folder.rglob("checkpoint_*"))

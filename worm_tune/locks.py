@@ -52,19 +52,11 @@ class DriverLock:
         """Take the lock (within :data:`PROBE_GRACE_S`) or raise :class:`LockHeld`; creates the folder if needed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
-        deadline = time.monotonic() + PROBE_GRACE_S
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.02)
-                    continue
-                handle.seek(0)
-                text = handle.read().strip()
-                handle.close()
-                raise LockHeld(text or "another process") from None
+        if not _take(handle, PROBE_GRACE_S, every_s=0.02):
+            handle.seek(0)
+            text = handle.read().strip()
+            handle.close()
+            raise LockHeld(text or "another process")
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
@@ -101,16 +93,22 @@ def holder(folder: Path) -> str | None:
 def exclusive(path: Path, timeout: float = 120.0) -> Iterator[None]:
     """Wait (up to ``timeout`` seconds) for an exclusive lock on ``path``, a file created if missing."""
     with open(path, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s") from None
-                time.sleep(0.05)
+        if not _take(handle, timeout, every_s=0.05):
+            raise TimeoutError(f"{path} stayed locked for {timeout:.0f} s")
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _take(handle: IO[str], within_s: float, every_s: float) -> bool:
+    """Take an exclusive lock on an open file, trying every ``every_s`` for ``within_s`` s; whether it was taken."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(every_s)
