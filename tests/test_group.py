@@ -137,6 +137,7 @@ def parts_of(configs: list[TrialConfig], data: DataBundle) -> list[Any]:
     return parts
 
 
+@pytest.mark.slow
 def test_a_replayed_part_is_the_state_its_fork_had(digits: DataBundle) -> None:
     """What a group trial restarts from when its part file is gone: the same tensors, records and
     decisions as the fork, for every part a seed's grid forks (at its search's end and at triggers)."""
