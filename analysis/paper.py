@@ -1,4 +1,4 @@
-"""The WORM paper's own figures (Vasudev 2024, arXiv 2406.11872; restated in ALGORITHM.md), and
+"""The WORM paper's own figures (Vasudev 2024, arXiv 2406.11872; restated in docs/method.md), and
 which of a sweep's settings ran the paper's protocol, so that its figures are printed beside ours.
 
 The paper ran torchvision's ImageNet-pretrained models on the whole of CIFAR-10 at 32x32, no

@@ -1,4 +1,4 @@
-"""``search.rules = reference``: the reference code's Early-Bird rules (ALGORITHM.md, "Where the
+"""``search.rules = reference``: the reference code's Early-Bird rules (docs/method.md, "Where the
 reference code differs"), each on a case built for it, and the defaults left as they were."""
 
 from __future__ import annotations

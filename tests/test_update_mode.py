@@ -1,6 +1,6 @@
 """``worm.apply = update``: r scales the masked units' parameter change, whatever the optimizer.
 
-Why the knob exists (ALGORITHM.md, "How r interacts with the optimizer"): under AdamW a constant
+Why the knob exists (docs/method.md, "How r interacts with the optimizer"): under AdamW a constant
 factor on the gradient cancels once the second moment adapts, and weight decay is applied after
 truncation at full rate; scaling the update keeps r's meaning under SGD, SGD with decay and AdamW.
 """

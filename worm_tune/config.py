@@ -1,7 +1,7 @@
 """Typed configuration of one trial: validated once, hashed for stable names.
 
 A trial is fully described by a :class:`TrialConfig`, a tree of frozen dataclasses whose
-defaults follow the paper (``../shared/ALGORITHM.md``). Fields are addressed by dotted
+defaults follow the paper (`[`docs/method.md`](docs/method.md)`). Fields are addressed by dotted
 names (``search.ratio``) in config files, ``--set`` overrides and flattened logs. Fields
 that do not change the numbers (where the data lives, the device, worker counts) are
 excluded from :meth:`TrialConfig.hash`, so the same experiment gets the same name on
@@ -43,7 +43,7 @@ SWITCHES = ("auto", "on", "off")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 #: ``grad``: scale masked gradients by r (the paper); ``update``: scale masked units' parameter change by r.
 APPLY_MODES = ("grad", "update")
-#: ``algorithm``: ALGORITHM.md's Early-Bird rules; ``reference``: the reference code's (see README's Choices).
+#: ``algorithm``: docs/method.md's Early-Bird rules; ``reference``: the reference code's (see README's Choices).
 SEARCH_RULES = ("algorithm", "reference")
 
 #: Fields that say where a trial runs, not what it computes: left out of the hash. (Not
@@ -262,7 +262,7 @@ class SearchConfig:
     rules: str = choice(
         "algorithm",
         SEARCH_RULES,
-        "ALGORITHM.md's window, < s and floor(C*p) pruned, or the reference code's "
+        "docs/method.md's window, < s and floor(C*p) pruned, or the reference code's "
         "(initial mask in the window, <= s, ties pruned, final bias pruned)",
     )
 

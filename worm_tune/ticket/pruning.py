@@ -1,6 +1,6 @@
 """Pruning after the Early-Bird search, and the counts that report what it saved.
 
-Two kinds, as in ``../shared/ALGORITHM.md`` ("After the search"):
+Two kinds, as in `[`docs/method.md`](docs/method.md)` ("After the search"):
 
 * **Unstructured** (the paper's protocol): L1 magnitude masks per layer from PyTorch's own
   ``torch.nn.utils.prune``. The paper let pruned weights grow back during retraining; we keep

@@ -39,7 +39,7 @@ class MaskSites(Protocol):
 
 
 class ChannelSites:
-    """BatchNorm channels (ALGORITHM.md): scores ``|gamma|``; WORM scales the masked channels'
+    """BatchNorm channels (docs/method.md): scores ``|gamma|``; WORM scales the masked channels'
     ``gamma`` and ``beta`` (``scope="bn"``, the reference code), and with ``convs`` also the
     filters (and bias) producing those channels (``scope="channel"``)."""
 

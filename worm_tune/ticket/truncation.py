@@ -4,7 +4,7 @@
 observations; :class:`GradientTruncator` applies it to the units (channels, attention weights
 or heads) the current mask would prune, with fused ``_foreach`` ops per optimizer step: to their
 gradients (``worm.apply = grad``, the paper) or to their parameter change (``update``), which
-keeps r's meaning under weight decay and Adam(W) (ALGORITHM.md, "How r interacts with the optimizer").
+keeps r's meaning under weight decay and Adam(W) (docs/method.md, "How r interacts with the optimizer").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from worm_tune.ticket.sites import MaskSites
 
 
 class TruncationSchedule:
-    """The factor ``r`` per method's schedule (ALGORITHM.md; :data:`worm_tune.ticket.methods.METHODS`).
+    """The factor ``r`` per method's schedule (docs/method.md; :data:`worm_tune.ticket.methods.METHODS`).
 
     - ``earlybird`` / ``dense``: r = 1 always.
     - ``worm``: r = 1 until, at the end of a search epoch, ``d_avg < s + delta``; then r = r_trunc

@@ -222,7 +222,7 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-#: How a trial's name writes the fields ALGORITHM.md names by a symbol; other fields go by their key.
+#: How a trial's name writes the fields docs/method.md names by a symbol; other fields go by their key.
 SYMBOLS = {"search.ratio": "p", "search.threshold": "s", "worm.delta": "δ", "worm.factor": "r"}
 
 
