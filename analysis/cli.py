@@ -1,7 +1,7 @@
 """``python -m analysis <sweep>``: a sweep's report, from MLflow or from its Ray folder.
 
 The sweep is named as ``worm_tune.sweep`` named it, or by its MLflow experiment (the newest sweep
-in it), or by the path of its Ray folder (``ray_results/<name>``). MLflow is read first; when the
+in it), or by the path of its Ray folder (``<storage>/<name>``). MLflow is read first; when the
 store is missing, unreachable or does not know the sweep, the Ray folder under ``--storage`` is.
 """
 
@@ -14,16 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis import load, report
-from worm_tune.config import ConfigError
-from worm_tune.paths import PathError, check_writable
+from analysis.stats import N_BOOT
+from worm_tune.paths import DEFAULT_STORAGE, check_writable
 from worm_tune.tune import store
-from worm_tune.tune.spaces import SpaceError
+from worm_tune.tune.errors import USAGE_ERRORS
 from worm_tune.usage import Parser, UsageError, check_range, run_command
 
 PROG = "python -m analysis"
 DEFAULT_REPORTS = Path("reports")
-#: Bad input: one line, exit 2 (a sweep folder's saved space may no longer load, say).
-USAGE_ERRORS = (ConfigError, PathError, SpaceError, store.TrackingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("sweep", help="a sweep name, an MLflow experiment name, or a sweep's Ray folder")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--storage", type=Path, default=None, help="Ray storage to fall back on (default ray_results)")
+    parser.add_argument(
+        "--storage", type=Path, default=None, help=f"Ray storage to fall back on (default {DEFAULT_STORAGE})"
+    )
     parser.add_argument(
         "--reports", type=Path, default=None, help="where reports go (default ./reports): <reports>/<sweep>/report.md"
     )
-    parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples per interval (default 10000)")
+    parser.add_argument(
+        "--bootstrap", type=int, default=None, help=f"bootstrap resamples per interval (default {N_BOOT})"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the bootstrap resampling (default 0)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
     return parser
@@ -85,13 +87,13 @@ def run(
     uri: str | None = None,
     storage: Path | None = None,
     reports: Path | None = None,
-    n_boot: int = 10_000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     log: bool = True,
     command: str = "",
 ) -> report.Report:
     """Read the sweep, write its report folder, log it to MLflow; what was written."""
-    sweep = locate(name, uri, (storage or Path("ray_results")).resolve())
+    sweep = locate(name, uri, (storage or Path(DEFAULT_STORAGE)).resolve())
     if sweep.trials.empty:
         state = f"; it {sweep.driver}" if sweep.driver else ""
         raise load.LoadError(f"sweep {sweep.name!r} has no trials yet ({sweep.source}){state}; nothing to report")
@@ -119,7 +121,7 @@ def _main(argv: Sequence[str] | None) -> int:
             args.tracking_uri,
             args.storage,
             args.reports,
-            args.bootstrap if args.bootstrap is not None else 10_000,
+            args.bootstrap if args.bootstrap is not None else N_BOOT,
             args.seed or 0,
             log=not args.no_log,
             command=shlex.join([*PROG.split(), *(argv if argv is not None else sys.argv[1:])]),

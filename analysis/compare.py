@@ -1,9 +1,10 @@
 """Pairing trials and comparing methods: the numbers behind every table of the report.
 
-A *setting* is everything a pair of trials shares: every config field but the method, the seed
-and WORM's own knobs (``worm.*``), which EarlyBird ignores. A *variant* is a method with its WORM
-knobs. Within a setting each WORM-family variant (worm, gradclip, greedy) is paired with
-EarlyBird seed by seed: paired trials share the seed and so the initial weights and data order.
+A *setting* is everything a pair of trials shares: every config field but the method, the seed,
+WORM's own knobs (``worm.*``), which EarlyBird ignores, and where and how the arithmetic ran. A
+*variant* is a method with its WORM knobs. Within a setting each truncating variant (worm, gradclip,
+greedy) is paired with EarlyBird seed by seed: paired trials share the seed and so the initial
+weights and data order.
 
 Wall time is compared only over pairs that ran side by side on one node (:func:`ran_together`):
 the same seed gives the same arithmetic, but not the same machine load.
@@ -20,17 +21,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import FINISHED
-from analysis.stats import Estimate, bootstrap_mean, bootstrap_ratio, verdict, wilcoxon_p
+from analysis.stats import N_BOOT, Estimate, bootstrap_mean, bootstrap_ratio, verdict, wilcoxon_p
 from worm_tune import metrics
-from worm_tune.config import RUNTIME_FIELDS, field_types
+from worm_tune.config import PAIR_FREE_FIELDS, TRUNCATION_FIELDS, field_types
 from worm_tune.ticket.methods import BASELINE, METHODS
 
 EB = METHODS[BASELINE].label
 #: The methods compared with their EarlyBird pair: those that truncate gradients.
-WORM_FAMILY = tuple(m.name for m in METHODS.values() if m.truncates)
+TRUNCATING = tuple(m.name for m in METHODS.values() if m.truncates)
 
-#: Config fields that do not define a setting: what differs within a pair, and where a trial ran.
-NOT_SETTING = frozenset({"method", "seed", "speed.loader", "speed.precision", "speed.channels_last", "speed.compile"})
+#: Config fields that do not define a setting: what a pair may differ in, and what pairs it (the seed).
+NOT_SETTING = PAIR_FREE_FIELDS | {"seed"}
 #: Always named in a setting's label, in this order; other fields only when the sweep varies them.
 LABELLED = {"model.arch": "", "data.dataset": "", "search.ratio": "p=", "search.threshold": "s="}
 #: A pair ran side by side when its trials shared a node for at least this fraction of the longer
@@ -53,7 +54,7 @@ class Metric:
     label: str
     scope: str
     speedup: bool = False  # report EarlyBird's mean over the variant's as a speed-up
-    paired: bool = True  # False: only the WORM family has it, so there is no difference to EarlyBird
+    paired: bool = True  # False: only truncating methods have it, so there is no difference to EarlyBird
 
     @property
     def timing(self) -> bool:
@@ -80,11 +81,7 @@ NO_ESTIMATE = Estimate(math.nan, math.nan, math.nan, 0)
 
 def setting_fields(trials: pd.DataFrame) -> list[str]:
     """The config fields that define a setting (see the module docstring)."""
-    return [
-        k
-        for k in field_types()
-        if k in trials.columns and k not in NOT_SETTING and k not in RUNTIME_FIELDS and not k.startswith("worm.")
-    ]
+    return [k for k in field_types() if k in trials.columns and k not in NOT_SETTING]
 
 
 def label(trials: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +89,7 @@ def label(trials: pd.DataFrame) -> pd.DataFrame:
     out = trials.copy()
     fields = setting_fields(out)
     varying = [k for k in fields if out[k].astype(str).nunique() > 1 and k not in LABELLED]
-    worm_varying = [k for k in out.columns if k.startswith("worm.") and out[k].astype(str).nunique() > 1]
+    worm_varying = [k for k in TRUNCATION_FIELDS if k in out.columns and out[k].astype(str).nunique() > 1]
     out["setting_key"] = out[fields].astype(str).agg("|".join, axis=1) if len(out) else pd.Series(dtype=str)
     out["setting"] = [
         " · ".join([*(f"{p}{_fmt(row[k])}" for k, p in LABELLED.items()), *(f"{k}={_fmt(row[k])}" for k in varying)])
@@ -131,7 +128,7 @@ def pairs(labelled: pd.DataFrame) -> pd.DataFrame:
     rows = []
     eb = labelled[labelled["method"] == BASELINE].drop_duplicates(["setting_key", "seed"])
     eb_by = {(r["setting_key"], r["seed"]): r for r in eb.to_dict("records")}
-    others = labelled[labelled["method"].isin(WORM_FAMILY)].drop_duplicates(["setting_key", "variant", "seed"])
+    others = labelled[labelled["method"].isin(TRUNCATING)].drop_duplicates(["setting_key", "variant", "seed"])
     for v in others.to_dict("records"):
         partner = eb_by.get((v["setting_key"], v["seed"]))
         if partner is None:
@@ -193,7 +190,7 @@ def _scoped(trial: dict[str, Any], metric: Metric) -> float:
 # -- comparisons -----------------------------------------------------------------------------
 
 
-def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+def compare(labelled: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """Per (setting, variant, metric): each method's mean and CI, the paired difference
     (variant minus EarlyBird) with its CI and Wilcoxon p, the speed-up, and the counts behind them.
 
@@ -206,24 +203,24 @@ def compare(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.D
     """
     paired = pairs(labelled)
     rows = []
-    for (setting, variant), group in labelled[labelled["method"].isin(WORM_FAMILY)].groupby(
+    for (setting, variant), trials in labelled[labelled["method"].isin(TRUNCATING)].groupby(
         ["setting", "variant"], sort=True
     ):
-        eb = labelled[(labelled["setting_key"] == group["setting_key"].iloc[0]) & (labelled["method"] == BASELINE)]
+        eb = labelled[(labelled["setting_key"] == trials["setting_key"].iloc[0]) & (labelled["method"] == BASELINE)]
         if eb.empty:
             continue  # nothing to compare with (an Optuna search over WORM, say): the report lists it
         mine = paired[(paired["setting"] == setting) & (paired["variant"] == variant)]
         counts = {
             "eb_trials": len(eb),
-            "v_trials": len(group),
+            "v_trials": len(trials),
             "eb_not_converged": int((eb["status"] == "not_converged").sum()),
-            "v_not_converged": int((group["status"] == "not_converged").sum()),
+            "v_not_converged": int((trials["status"] == "not_converged").sum()),
             "eb_unfinished": int((~eb["status"].isin(FINISHED)).sum()),
-            "v_unfinished": int((~group["status"].isin(FINISHED)).sum()),
+            "v_unfinished": int((~trials["status"].isin(FINISHED)).sum()),
             "seeds_paired": len(mine),
         }
         for m in METRICS:
-            v_est = bootstrap_mean([_scoped(t, m) for t in group.to_dict("records")], n_boot, seed)
+            v_est = bootstrap_mean([_scoped(t, m) for t in trials.to_dict("records")], n_boot, seed)
             eb_est, diff, speed, p, d, in_scope = NO_ESTIMATE, NO_ESTIMATE, NO_ESTIMATE, math.nan, np.array([]), 0
             word = f"not paired: {EB} has none"
             if m.paired:
@@ -263,28 +260,28 @@ def _columns(prefix: str, est: Estimate) -> dict[str, float]:
     return {f"{prefix}_mean": est.value, f"{prefix}_lo": est.lo, f"{prefix}_hi": est.hi, f"{prefix}_n": est.n}
 
 
-def per_method(labelled: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+def per_method(labelled: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """Per (setting, variant): how its trials ended, and each metric's mean and CI over its trials in
     scope (the rows of the paper-style table; dense baselines included)."""
     rows = []
-    for (setting, variant), group in labelled.groupby(["setting", "variant"], sort=True):
+    for (setting, variant), trials in labelled.groupby(["setting", "variant"], sort=True):
         row = {
             "setting": setting,
             "variant": variant,
-            "method": group["method"].iloc[0],
-            "trials": len(group),
-            "converged": int((group["status"] == "converged").sum()),
-            "not_converged": int((group["status"] == "not_converged").sum()),
-            "finished": int(group["status"].isin((*FINISHED, "dense")).sum()),
-            "reached_target": int(np.isfinite(group["epochs_to_target"].to_numpy(float)).sum()),
+            "method": trials["method"].iloc[0],
+            "trials": len(trials),
+            "converged": int((trials["status"] == "converged").sum()),
+            "not_converged": int((trials["status"] == "not_converged").sum()),
+            "finished": int(trials["status"].isin((*FINISHED, "dense")).sum()),
+            "reached_target": int(np.isfinite(trials["epochs_to_target"].to_numpy(float)).sum()),
         }
         row["unfinished"] = row["trials"] - row["finished"]
         for m in METRICS:
-            est = bootstrap_mean([_scoped_dense(t, m) for t in group.to_dict("records")], n_boot, seed)
+            est = bootstrap_mean([_scoped_dense(t, m) for t in trials.to_dict("records")], n_boot, seed)
             row.update(_columns(m.key, est))
-        first = group.iloc[0]
+        first = trials.iloc[0]
         row.update({k: first[k] for k in setting_fields(labelled)})
-        row.update({k: first[k] for k in labelled.columns if k.startswith("worm.")})
+        row.update({k: first[k] for k in TRUNCATION_FIELDS if k in labelled.columns})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -10,8 +10,8 @@ every summary metric of :data:`worm_tune.metrics.SUMMARY` (NaN where unknown).
 ``curves``: one row per trial and epoch. Columns: ``trial_id``, ``step`` (the trial's epoch,
 1-based, as logged), ``phase`` (search, retrain or train), ``phase_epoch`` (1-based within the
 phase), and every curve of :data:`worm_tune.metrics.CURVES`: ``d_max`` and
-``d_avg`` are NaN until the window is full, ``r`` and ``truncated_units`` are the WORM
-family's only (NaN for the others), ``mask_converged`` is the search's only.
+``d_avg`` are NaN until the window is full, ``r`` and ``truncated_units`` are the truncating
+methods' only (NaN for the others), ``mask_converged`` is the search's only.
 
 Both sources give the same tables, so the analysis runs whether or not MLflow is reachable. Each
 reader only extracts its source's raw values; one row builder and one curve builder make the
@@ -34,6 +34,7 @@ import pandas as pd
 
 from worm_tune import locks, metrics
 from worm_tune.config import TrialConfig, field_types
+from worm_tune.paths import storage_flag
 from worm_tune.ticket.methods import METHODS
 from worm_tune.tickets import TICKET_FILE, Ticket
 from worm_tune.tune import store
@@ -202,22 +203,22 @@ def from_ray(folder: Path) -> Sweep:
 
     Needs no tracking store and no Ray: the trials' configs are the sweep's base (rebuilt from
     its saved settings) plus each trial's own overrides (Ray's ``params.json``); a trial still
-    runs when its family's recorded state says so, or, before that is written, while the sweep's
-    driver holds its lock.
+    runs when its Ray experiment's recorded state says so, or, before that is written, while the
+    sweep's driver holds its lock.
     """
     settings = SweepSettings.load(folder)
     base = _base_config(settings, folder)
     driven = locks.holder(folder) is not None
     rows, curves = [], []
     running = False
-    for family in sorted(p for p in folder.iterdir() if p.is_dir()):
-        states_file = family / TRIAL_STATES_FILE  # written when the family's experiment ends
+    for experiment in sorted(p for p in folder.iterdir() if p.is_dir()):
+        states_file = experiment / TRIAL_STATES_FILE  # written when the Ray experiment ends
         states = json.loads(states_file.read_text()) if states_file.is_file() else {}
-        for trial in _ray_trials(family, states):
+        for trial in _ray_trials(experiment, states):
             cfg = base.replace(config_overrides(trial.point))
             summary = trial.results[-1]["summary"] if trial.results else {}
             status = store.trial_status(summary, trial.error)
-            in_flight = driven and not summary.get("done") and not trial.error  # its family has not ended yet
+            in_flight = driven and not summary.get("done") and not trial.error  # its experiment has not ended yet
             if (trial.state is not None and trial.state not in ("TERMINATED", "ERROR")) or (
                 trial.state is None and in_flight
             ):
@@ -254,12 +255,12 @@ class _RayTrial:
     shared: bool = False  # trained in a shared sweep's group trials
 
 
-def _ray_trials(family: Path, states: Mapping[str, str]) -> list[_RayTrial]:
+def _ray_trials(experiment: Path, states: Mapping[str, str]) -> list[_RayTrial]:
     """The trials of one Ray experiment folder. A shared sweep's group trial reports each member
     under :data:`MEMBERS`: a member's results are its reports across the group trials it trained in
     (by config hash, its MLflow run's trial id), its end that of the group it stayed in to the end."""
     trials, reports, ends = [], defaultdict(dict), {}
-    for trial_dir in sorted(p for p in family.iterdir() if (p / "result.json").is_file()):
+    for trial_dir in sorted(p for p in experiment.iterdir() if (p / "result.json").is_file()):
         trial_id = trial_dir.name.rsplit("-", 1)[-1]
         results = _results(trial_dir / "result.json")
         params = json.loads((trial_dir / "params.json").read_text()) if (trial_dir / "params.json").exists() else {}
@@ -284,8 +285,8 @@ def _ray_driver_state(folder: Path, settings: SweepSettings) -> str:
     if holder is not None:
         return f"is being run by {holder}"
     module = "final" if settings.kind == "final" else "sweep"
-    where = "" if Path(settings.storage) == Path("ray_results").resolve() else f" --storage {settings.storage}"
-    command = f"python -m worm_tune.{module} {settings.space} --resume --name {settings.name}{where}"
+    command = f"python -m worm_tune.{module} {settings.space} --resume --name {settings.name}"
+    command += storage_flag(settings.storage)
     return f"did not finish and its driver is gone; `{command}` continues it"
 
 

@@ -54,20 +54,20 @@ def to_html(text: str, folder: Path) -> str:
     lines = text.splitlines()
     title = next((line[2:] for line in lines if line.startswith("# ")), "report")
     blocks = []
-    for kind, group in itertools.groupby(lines, _block_kind):
-        block = list(group)
-        if kind == "heading":
+    for block_type, block_lines in itertools.groupby(lines, _block_type):
+        block = list(block_lines)
+        if block_type == "heading":
             for hashes, words in (line.split(" ", 1) for line in block):
                 blocks.append(f"<h{len(hashes)}>{_inline(words, folder)}</h{len(hashes)}>")
-        elif kind == "table":
+        elif block_type == "table":
             blocks.append(_html_table(block, folder))
-        elif kind == "quote":
+        elif block_type == "quote":
             quoted = "\n".join(line.removeprefix(">").strip() for line in block)
             blocks.append(f"<blockquote><p>{_inline(quoted, folder)}</p></blockquote>")
-        elif kind == "list":
+        elif block_type == "list":
             items = "".join(f"<li>{_inline(line[2:], folder)}</li>\n" for line in block)
             blocks.append(f"<ul>\n{items}</ul>")
-        elif kind == "paragraph":
+        elif block_type == "paragraph":
             paragraph = "\n".join(block)
             blocks.append(f"<p>{_inline(paragraph, folder)}</p>")
     head = '<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -76,7 +76,7 @@ def to_html(text: str, folder: Path) -> str:
     return f'<!DOCTYPE html>\n<html lang="en">\n<head>\n{head}</head>\n<body>\n{body}\n</body>\n</html>\n'
 
 
-def _block_kind(line: str) -> str:
+def _block_type(line: str) -> str:
     if not line.strip():
         return "blank"
     if HEADING.fullmatch(line):
@@ -128,5 +128,5 @@ def _image_src(src: str, folder: Path) -> str:
     path = folder / src
     if not path.is_file():
         return src
-    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"

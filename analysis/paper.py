@@ -1,12 +1,10 @@
 """The WORM paper's own figures (Vasudev 2024, arXiv 2406.11872; restated in docs/method.md), and
 which of a sweep's settings ran the paper's protocol, so that its figures are printed beside ours.
 
-The paper ran torchvision's ImageNet-pretrained models on the whole of CIFAR-10 at 32x32, no
-augmentation, SGD lr 0.01 momentum 0.9 without weight decay or schedule, batch 32, p = 0.5,
-window 5, s = 0.1, no L1, WORM with delta = 0.05 and r = 0.003 on the BN parameters' gradients,
-unstructured pruning, fine-tuning the searched weights towards 90%, on one H100, with 3-7 seeds
-and no error bars. A setting that differs in any of these is not the paper's, and its row is not
-shown: a figure beside a different protocol reads as a replication it is not.
+The protocol is written once, :data:`CLAUSES`: each clause the fields it fixes, their values and the
+report's words for them. A setting that differs in any of these fields is not the paper's, and its
+row is not shown: a figure beside a different protocol reads as a replication it is not. WORM's
+knobs (:data:`~worm_tune.config.TRUNCATION_FIELDS`) count only for the methods that truncate.
 
 Its accuracies and epochs to 90% are training-set figures (the reference code's "test" loader
 is CIFAR-10's training split), while ours are held out: :data:`CAVEAT` says so beside them.
@@ -19,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worm_tune.config import TRUNCATION_FIELDS
 from worm_tune.ticket.methods import METHODS
 
 SOURCE = "paper (Vasudev 2024, one H100, 3-7 seeds)"
@@ -28,34 +27,61 @@ CAVEAT = (
     "are not directly comparable."
 )
 
-#: Every field the paper fixes, with its value: a setting must match all of them for the paper's row.
-PROTOCOL: dict[str, Any] = {
-    "model.pretrained": True,
-    "model.stem": "imagenet",
-    "data.dataset": "cifar10",
-    "data.augment": False,
-    "data.train_subset": 0,
-    "data.batch_size": 32,
-    "optim.optimizer": "sgd",
-    "optim.lr": 0.01,
-    "optim.momentum": 0.9,
-    "optim.weight_decay": 0.0,
-    "optim.scheduler": "constant",
-    "search.ratio": 0.5,
-    "search.window": 5,
-    "search.threshold": 0.1,
-    "search.l1": 0.0,
-    "prune.kind": "unstructured",
-    "retrain.init": "searched",
-    "retrain.target_acc": 0.9,
-}
-#: What the paper fixes for the methods that truncate (WORM), on top of :data:`PROTOCOL`.
-WORM_PROTOCOL: dict[str, Any] = {
-    "worm.delta": 0.05,
-    "worm.factor": 0.003,
-    "worm.scope": "bn",
-    "worm.apply": "grad",
-}
+
+@dataclass(frozen=True)
+class Clause:
+    """Fields the paper fixes, with their values, and the report's words for them: ``{lr}`` in the
+    words is the value of ``optim.lr`` (each field named by its last part)."""
+
+    words: str
+    values: Mapping[str, Any]
+
+    def text(self) -> str:
+        return self.words.format(**{key.rpartition(".")[2]: value for key, value in self.values.items()})
+
+
+#: The paper's protocol: every field it fixes, with its value and its words.
+CLAUSES = (
+    Clause(
+        "torchvision's pretrained ResNet-18 or VGG-11 on the whole of CIFAR-10 without augmentation",
+        {
+            "model.pretrained": True,
+            "model.stem": "imagenet",
+            "data.dataset": "cifar10",
+            "data.train_subset": 0,
+            "data.augment": False,
+        },
+    ),
+    Clause("batch {batch_size}", {"data.batch_size": 32}),
+    Clause(
+        "SGD lr {lr} momentum {momentum} without decay or schedule",
+        {
+            "optim.optimizer": "sgd",
+            "optim.lr": 0.01,
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 0.0,
+            "optim.scheduler": "constant",
+        },
+    ),
+    Clause(
+        "p = {ratio}, window {window}, s = {threshold}, no L1",
+        {"search.ratio": 0.5, "search.window": 5, "search.threshold": 0.1, "search.l1": 0.0},
+    ),
+    Clause(
+        "δ = {delta}, r = {factor} on BN gradients",
+        {"worm.delta": 0.05, "worm.factor": 0.003, "worm.scope": "bn", "worm.apply": "grad"},
+    ),
+    Clause("unstructured pruning", {"prune.kind": "unstructured"}),
+    Clause(
+        "retraining the searched weights to {target_acc:.0%}",
+        {"retrain.init": "searched", "retrain.target_acc": 0.9},
+    ),
+)
+#: Every field the paper fixes, with its value: a setting must match all of them for the paper's row
+#: (WORM's knobs only for a method that truncates).
+PROTOCOL: dict[str, Any] = {key: value for clause in CLAUSES for key, value in clause.values.items()}
+#: The protocol in the report's words.
+PROTOCOL_TEXT = ", ".join(clause.text() for clause in CLAUSES)
 
 
 @dataclass(frozen=True)
@@ -85,7 +111,8 @@ def paper_row(config: Mapping[str, Any]) -> PaperRow | None:
     row = PAPER.get((config.get("model.arch"), method))  # type: ignore[arg-type]
     if row is None:
         return None
-    wanted = PROTOCOL | (WORM_PROTOCOL if METHODS[str(method)].truncates else {})
+    truncates = METHODS[str(method)].truncates
+    wanted = {k: v for k, v in PROTOCOL.items() if truncates or k not in TRUNCATION_FIELDS}
     return row if all(_same(config.get(k), v) for k, v in wanted.items()) else None
 
 

@@ -217,8 +217,8 @@ def _by_ratio(done: pd.DataFrame, colors: dict[str, str], path: str | Path) -> P
         for _, pair in mine.groupby(["setting", "seed"]):
             if len(pair) == 2:
                 ax.plot(pair["x"], pair["search_epochs"], color="gray", lw=0.8, alpha=0.7, zorder=1)
-        for name, group in mine.groupby("variant"):
-            _points(ax, group, "x", colors[str(name)])
+        for name, variant_rows in mine.groupby("variant"):
+            _points(ax, variant_rows, "x", colors[str(name)])
         ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
         ax.set_title(f"{variant} vs {EB}\n{base}", fontsize=9)
         _style(ax, f"pruning ratio p ({EB} left, variant right)", "search epochs")
@@ -251,8 +251,8 @@ def _by_delta(done: pd.DataFrame, colors: dict[str, str], path: str | Path) -> P
             line = pd.concat([eb[eb["seed"] == seed], line]).sort_values("x")
             ax.plot(line["x"], line["search_epochs"], color="gray", lw=0.8, ls=styles[(method, factor)], zorder=1)
         _points(ax, eb, "x", colors[EB])
-        for name, group in mine.groupby("variant"):
-            _points(ax, group, "x", colors[str(name)])
+        for name, variant_rows in mine.groupby("variant"):
+            _points(ax, variant_rows, "x", colors[str(name)])
         ax.set_xticks(range(len(deltas) + 1), [EB] + [f"δ={d:g}" for d in deltas])
         ax.set_xlim(-0.5, len(deltas) + 0.5)
         ax.set_title(setting, fontsize=9)

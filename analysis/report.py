@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import compare, paper, plots
 from analysis.load import FINISHED, Sweep
 from analysis.page import to_html
-from analysis.stats import ALPHA, LEVEL, MIN_PAIRS
+from analysis.stats import ALPHA, LEVEL, MIN_PAIRS, N_BOOT
 from worm_tune.tune import store
 from worm_tune.usage import format_table
 
@@ -47,7 +47,7 @@ class Report:
         return self.folder / REPORT
 
 
-def write(sweep: Sweep, out: Path, n_boot: int = 10_000, seed: int = 0, command: str = "") -> Report:
+def write(sweep: Sweep, out: Path, n_boot: int = N_BOOT, seed: int = 0, command: str = "") -> Report:
     """Compute every comparison of ``sweep`` and write the report folder ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out)
@@ -190,7 +190,7 @@ def markdown(
     alone = [
         f"{r.variant} ({r.setting})"
         for r in methods.itertuples(index=False)
-        if r.method in compare.WORM_FAMILY and (r.setting, r.variant) not in compared
+        if r.method in compare.TRUNCATING and (r.setting, r.variant) not in compared
     ]
     if alone:
         parts += [f"Not compared, no EarlyBird trial in their setting: {'; '.join(alone)}.\n"]
@@ -258,17 +258,18 @@ def paper_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
         "The paper's rows (↳) appear under ours where the setting matches its protocol in every field it fixes. "
         + paper.CAVEAT
         if matched
-        else "No setting of this sweep matches the paper's protocol (pretrained ResNet-18 or VGG-11 on the whole of "
-        "CIFAR-10 without augmentation, batch 32, SGD lr 0.01 momentum 0.9 without decay or schedule, p = 0.5, "
-        "window 5, s = 0.1, δ = 0.05, r = 0.003 on BN gradients, unstructured pruning, retraining the searched "
-        "weights to 90%), so its figures are not shown."
+        else f"No setting of this sweep matches the paper's protocol ({paper.PROTOCOL_TEXT}), "
+        "so its figures are not shown."
     )
     return table(header, rows) + "\n\n" + note
 
 
 def search_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
     if comparisons.empty:
-        return "No pairs: the sweep has no WORM-family trial with an EarlyBird trial of the same seed and setting."
+        return (
+            "No pairs: the sweep has no trial of a truncating method with an EarlyBird trial of the same seed "
+            "and setting."
+        )
     header = ["setting", "variant", "pairs", "EarlyBird", "variant", "difference", "p", "verdict"]
     header += ["speed-up: epochs", "FLOPs", "not converged (EB / variant)"]
     rows = []
@@ -303,9 +304,9 @@ def search_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
 def trigger_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
     """When each truncating variant began truncating: the search epoch at which ``d_avg < s + δ``,
     which moves with δ (EarlyBird never truncates, so it has no row)."""
-    truncating = methods[methods["method"].isin(compare.WORM_FAMILY)] if not methods.empty else methods
+    truncating = methods[methods["method"].isin(compare.TRUNCATING)] if not methods.empty else methods
     if truncating.empty:
-        return "No WORM-family trials."
+        return "No trials of a truncating method."
     header = ["setting", "variant", "trigger epoch", "triggered", "per seed"]
     rows = []
     for r in truncating.to_dict("records"):

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from worm_tune.paths import DEFAULT_STORAGE
+
 #: One trial of about a minute on 2 CPU cores: the quick profile's ResNet-18 on all of digits.
 TRIAL = {
     "model.arch": "resnet18",
@@ -61,7 +63,7 @@ def sweep_command(space: Path, name: str, root: Path, *flags: str) -> list[str]:
         "--name",
         name,
         "--storage",
-        str(root / "ray_results"),
+        str(root / DEFAULT_STORAGE),
         "--tracking-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--no-analysis",

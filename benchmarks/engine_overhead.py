@@ -95,7 +95,7 @@ def main() -> None:
     trunc_per_step = (time.perf_counter() - start) / n
     start = time.perf_counter()
     for _ in range(200):
-        worm.detector.push(global_mask(worm.sites.scores(), cfg_worm.search.ratio))
+        worm.control.detector.push(global_mask(worm.sites.scores(), cfg_worm.search.ratio))
     mask_per_epoch = (time.perf_counter() - start) / 200
 
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -20,6 +20,7 @@ from _common import machine, write
 from _sweeps import sweep_command, timed
 from mlflow.tracking import MlflowClient
 
+from worm_tune.paths import DEFAULT_STORAGE
 from worm_tune.tickets import TICKET_FILE
 from worm_tune.tune.footprint import folder_bytes
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP
@@ -46,7 +47,7 @@ def main() -> None:
     (parent,) = [r for r in found if r.data.tags[TAG_KIND] == "sweep"]
     trials = [r for r in found if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
     final, peak = parent.data.metrics["storage/bytes_final"], parent.data.metrics["storage/bytes_peak"]
-    folder = folder_bytes(root / "ray_results" / "sweep")
+    folder = folder_bytes(root / DEFAULT_STORAGE / "sweep")
     if abs(folder - final) > 0.05 * final:
         raise SystemExit(f"the sweep logged {final:.0f} bytes at its end; its folder holds {folder}")
     tickets = sorted(p.stat().st_size for p in (root / "mlartifacts").rglob(TICKET_FILE))

@@ -27,7 +27,8 @@ from _common import machine, write
 from _sweeps import TRIAL, ray_trials, sweep_command, timed, write_space
 
 from worm_tune.config import TrialConfig
-from worm_tune.engine import TIMING_KEYS
+from worm_tune.metrics import TIMING
+from worm_tune.paths import DEFAULT_STORAGE
 
 THREADS = 2
 
@@ -41,12 +42,14 @@ def lap(name):
 steps = {}
 import worm_tune.cli.launch
 lap("import worm_tune.cli.launch (torch, torchvision, Ray, MLflow)")
-from worm_tune.tune import runner, store as tracking
+from worm_tune.tune import cluster, store as tracking
+from worm_tune.tune.console import no_snapshot_warning
 tracking.check_tracking(sys.argv[1])
 lap("create the SQLite MLflow store (first sweep only)")
 tracking.check_tracking(sys.argv[1])
 lap("open an existing store")
-runner.connect_ray(None, None)
+no_snapshot_warning()
+cluster.connect(None, None)
 lap("ray.init")
 import ray
 ray.shutdown()
@@ -88,7 +91,7 @@ def main() -> None:
 
             name = f"one-{i}"
             walls["sweep"].append(timed(sweep_command(space, name, root, "--cpus-per-trial", str(THREADS)), root))
-            (trial,) = ray_trials(root / "ray_results" / name)
+            (trial,) = ray_trials(root / DEFAULT_STORAGE / name)
             summaries["sweep"] = trial["summary"]
             trial_seconds["sweep"].append(trial["summary"]["total_time"])
             print(
@@ -99,8 +102,8 @@ def main() -> None:
 
         steps = startup_steps(root)
 
-    same = {k: v for k, v in summaries["run"].items() if k not in TIMING_KEYS}
-    other = {k: v for k, v in summaries["sweep"].items() if k not in TIMING_KEYS}
+    same = {k: v for k, v in summaries["run"].items() if k not in TIMING}
+    other = {k: v for k, v in summaries["sweep"].items() if k not in TIMING}
     if same != other:
         sys.exit(f"the two commands ran different trials:\n{same}\n{other}")
     wall = {k: statistics.median(v) for k, v in walls.items()}

@@ -54,7 +54,7 @@ def main() -> None:
     start = time.perf_counter()
     shared = run_shared(configs, data)
     shared_time = time.perf_counter() - start
-    saving = shared.saving
+    saving = shared.saved
     result: dict[str, Any] = {
         "machine": machine(),
         "settings": {"space": args.space, "profile": args.profile, "set": args.set, "seeds": args.seeds},

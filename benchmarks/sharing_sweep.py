@@ -23,7 +23,7 @@ from _sweeps import sweep_command, timed
 from mlflow.tracking import MlflowClient
 
 from worm_tune import metrics
-from worm_tune.group import Saving
+from worm_tune.group import ComputeSaved
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP
 
 
@@ -53,7 +53,7 @@ def main() -> None:
 
     parent, shared = runs(uri, "shared")
     _, alone = runs(uri, "alone")
-    saving = Saving.from_metrics(parent.data.metrics)
+    saving = ComputeSaved.from_metrics(parent.data.metrics)
     summaries = {
         kind: {r.data.tags["config_hash"]: metrics.logged_summary(r.data.metrics) for r in trial_runs}
         for kind, trial_runs in (("shared", shared), ("alone", alone))

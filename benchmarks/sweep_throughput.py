@@ -26,6 +26,8 @@ from pathlib import Path
 from _common import machine, write
 from _sweeps import TRIAL, ray_trials, sweep_command, timed, write_space
 
+from worm_tune.paths import DEFAULT_STORAGE
+
 SETTINGS: dict[str, list[str]] = {
     "1 x 2 threads": ["--cpus-per-trial", "2"],
     "2 x 1 thread": ["--cpus-per-trial", "1"],
@@ -50,7 +52,7 @@ def main() -> None:
             for i, (setting, flags) in enumerate(SETTINGS.items()):
                 name = f"s{round_}-{i}"
                 seconds = timed(sweep_command(space, name, root, *flags), root)
-                trials = ray_trials(root / "ray_results" / name)
+                trials = ray_trials(root / DEFAULT_STORAGE / name)
                 if len(trials) != args.trials or not all(t["summary"]["done"] for t in trials):
                     raise SystemExit(f"{setting}: {len(trials)} trials finished, expected {args.trials}")
                 runs[setting].append(

@@ -19,7 +19,8 @@ from _common import machine, write
 
 from worm_tune.config import TrialConfig
 from worm_tune.data import load_data
-from worm_tune.engine import SEARCH, TrialEngine
+from worm_tune.engine import TrialEngine
+from worm_tune.ticket.phases import Phase
 
 #: The quick profile's setup, with a threshold no search reaches, so every epoch is seen.
 SETUP = {
@@ -43,7 +44,7 @@ def trajectory(cfg: TrialConfig) -> list[tuple[float, float]]:
     """(d_max, d_avg) of each search epoch from the first full window on."""
     engine = TrialEngine(cfg, load_data(cfg.data))
     out = []
-    while engine.phase == SEARCH:
+    while engine.phase == Phase.SEARCH:
         record = engine.step()
         if record["d_max"] is not None:
             out.append((record["d_max"], record["d_avg"]))

@@ -105,6 +105,16 @@ def test_pairs_share_the_seed_and_the_setting_and_eb_partners_every_variant() ->
     assert set(labelled["setting"]) == {"resnet18 · digits · p=0.3 · s=0.1", "resnet18 · digits · p=0.5 · s=0.1"}
 
 
+def test_a_setting_leaves_out_the_pair_its_knobs_and_where_and_how_the_arithmetic_ran() -> None:
+    """Written out here, not read from the config's roles: a role dropped from a field fails a test."""
+    worm = {"worm.delta", "worm.factor", "worm.scope", "worm.apply"}
+    speed = {"speed.loader", "speed.precision", "speed.channels_last", "speed.compile"}
+    runtime = {"data.data_dir", "data.download", "device", "threads", "crash_at_epoch"}
+    assert {"method", "seed", *worm, *speed, *runtime} == compare.NOT_SETTING
+    rows = [trial("earlybird", 0), trial("worm", 0, config={"speed.precision": "fp32", "device": "cpu"})]
+    assert len(compare.pairs(compare.label(load.trials_frame(rows)))) == 1
+
+
 def test_a_significant_paired_difference_with_known_answers() -> None:
     eb = [8, 9, 10, 11, 12, 13]
     rows = [trial("earlybird", s, search_epochs=e, search_time=2.0 * e, **ran(s, s + 1)) for s, e in enumerate(eb)]
@@ -322,7 +332,7 @@ def test_a_single_seed_and_a_running_sweep_give_a_partial_report(tmp_path: Path)
 
 def test_a_sweep_of_earlybird_only_says_there_is_nothing_to_pair(tmp_path: Path) -> None:
     text = report.write(sweep_of([trial("earlybird", s) for s in range(2)]), tmp_path, n_boot=200).path.read_text()
-    assert "No pairs: the sweep has no WORM-family trial" in text
+    assert "No pairs: the sweep has no trial of a truncating method" in text
     assert "Nothing to plot yet" in text  # the delta plot needs WORM trials
     assert not (tmp_path / "search_epochs_vs_delta.png").exists()
 

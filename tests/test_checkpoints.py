@@ -20,9 +20,10 @@ import torch
 from tests.helpers import mounted_tmpfs
 from worm_tune.checkpoints import CheckpointError, load_state, save_state, write_atomic
 from worm_tune.cli.run import main
-from worm_tune.engine import TIMING_KEYS
-from worm_tune.metrics import untimed
-from worm_tune.tune.trainables import CHECKPOINT_FILE, TicketTrainable, reported
+from worm_tune.metrics import TIMING, untimed
+from worm_tune.tune.reports import reported
+from worm_tune.tune.trainable import CHECKPOINT_FILE
+from worm_tune.tune.trial_trainable import TicketTrainable
 
 #: The trials pin torch to one thread: later test modules get back what they had.
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -226,8 +227,8 @@ def ray_local() -> Iterator[None]:
 
 def same_epoch(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """The epoch's numbers, not its timing nor Ray's bookkeeping."""
-    keys = [k for k in (*reported("earlybird"), "config_hash") if k not in TIMING_KEYS]
-    strip = lambda s: {k: v for k, v in s.items() if k not in TIMING_KEYS}  # noqa: E731
+    keys = [k for k in (*reported("earlybird"), "config_hash") if k not in TIMING]
+    strip = lambda s: {k: v for k, v in s.items() if k not in TIMING}  # noqa: E731
     return [a[k] for k in keys] == [b[k] for k in keys] and strip(a["summary"]) == strip(b["summary"])
 
 

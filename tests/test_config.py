@@ -7,7 +7,25 @@ from typing import Any
 
 import pytest
 
-from worm_tune.config import CHOICES, SPEC, ConfigError, Spec, TrialConfig, field_types
+from worm_tune.config import (
+    AFTER_SEARCH_FIELDS,
+    CHOICES,
+    CNN_ONLY_FIELDS,
+    EXECUTION_FIELDS,
+    ROLES,
+    RUNTIME_FIELDS,
+    SEARCH_DECISION_FIELDS,
+    SPEC,
+    TRAINING_FIELDS,
+    TRUNCATION_FIELDS,
+    ConfigError,
+    Role,
+    Spec,
+    TrialConfig,
+    field_types,
+)
+from worm_tune.config.hashing import config_hash
+from worm_tune.legacy import ALWAYS_HASHED
 
 
 def test_defaults_follow_the_paper_and_validate() -> None:
@@ -142,6 +160,30 @@ def test_every_field_declares_a_spec_with_a_one_line_help() -> None:
         spec = f.metadata.get(SPEC)
         assert isinstance(spec, Spec), key
         assert spec.help.strip() and "\n" not in spec.help, key
+        roles = f.metadata.get(ROLES)
+        assert isinstance(roles, Role), key
+
+
+def test_the_lists_of_fields_follow_the_roles_the_fields_declare() -> None:
+    """Written out here, not read from the schema: a role dropped from a field fails a test."""
+    assert {"data.data_dir", "data.download", "device", "threads", "crash_at_epoch"} == RUNTIME_FIELDS
+    assert EXECUTION_FIELDS == ("speed.loader", "speed.precision", "speed.channels_last", "speed.compile")
+    assert SEARCH_DECISION_FIELDS == (
+        "method",
+        "search.ratio",
+        "search.window",
+        "search.threshold",
+        "search.rules",
+        "worm.delta",
+        "worm.factor",
+        "worm.scope",
+        "worm.apply",
+    )
+    after = ("prune.kind", "retrain.max_epochs", "retrain.target_acc", "retrain.init", "retrain.stop_at_target")
+    assert after == AFTER_SEARCH_FIELDS
+    assert set(field_types()) - {*SEARCH_DECISION_FIELDS, *after} == TRAINING_FIELDS
+    assert set(CNN_ONLY_FIELDS) == {"model.stem", "worm.scope", "search.l1", "retrain.init"}
+    assert TRUNCATION_FIELDS == ("worm.delta", "worm.factor", "worm.scope", "worm.apply")
 
 
 def test_choices_lists_the_choice_fields_only() -> None:
@@ -223,3 +265,21 @@ PINNED_HASHES = [
 @pytest.mark.parametrize("overrides, expected", PINNED_HASHES)
 def test_hashes_are_pinned(overrides: dict[str, str], expected: str) -> None:
     assert TrialConfig().replace(overrides).validate().hash() == expected
+
+
+def test_the_always_hashed_keys_are_fields_that_say_what_a_trial_computes() -> None:
+    assert set(field_types()) - RUNTIME_FIELDS >= ALWAYS_HASHED
+
+
+def test_a_new_field_enters_the_hash_only_away_from_its_default() -> None:
+    """A field not in the frozen :data:`~worm_tune.legacy.ALWAYS_HASHED` (every field added from now
+    on) leaves the hash of a config at its default alone; an always-hashed one counts at any value."""
+    flat, defaults = TrialConfig().to_flat(), TrialConfig().to_flat()
+    before = config_hash(flat, defaults, RUNTIME_FIELDS)
+    assert before == TrialConfig().hash()
+    grown = {**defaults, "search.new_knob": 0.25}
+    assert config_hash({**flat, "search.new_knob": 0.25}, grown, RUNTIME_FIELDS) == before
+    assert config_hash({**flat, "search.new_knob": 0.5}, grown, RUNTIME_FIELDS) != before
+    assert config_hash({**flat, "device": "cpu"}, defaults, RUNTIME_FIELDS) == before
+    without_seed = {k: v for k, v in flat.items() if k != "seed"}
+    assert config_hash(without_seed, defaults, RUNTIME_FIELDS) != before

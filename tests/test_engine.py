@@ -12,9 +12,10 @@ import torch
 from tests.helpers import round_trip
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
-from worm_tune.engine import TrialEngine, load_model
+from worm_tune.engine import TrialEngine, load_model, load_network
 from worm_tune.metrics import untimed
 from worm_tune.models import bn_layers
+from worm_tune.ticket.phases import Phase
 
 BASE = {
     "data.dataset": "digits",
@@ -127,6 +128,22 @@ def test_resume_from_state_dict_is_bit_identical(
     assert untimed(resumed.summary()) == full_sum
 
 
+def test_a_version_1_state_resumes_at_its_pending_prune(
+    digits: DataBundle, uninterrupted: tuple[TrialConfig, list[dict[str, Any]], dict[str, Any]]
+) -> None:
+    """Version 1 said "the prune is next" with ``pending_prune`` beside the phase "retrain" (worm_tune.legacy)."""
+    cfg, full_hist, full_sum = uninterrupted
+    engine = TrialEngine(cfg, digits)
+    while engine.phase != Phase.PRUNE:
+        engine.step()
+    state = round_trip(engine.state_dict()) | {"version": 1, "phase": "retrain", "pending_prune": True}
+    resumed = TrialEngine(cfg, digits)
+    resumed.load_state_dict(state)
+    resumed.run()
+    assert [untimed(m) for m in resumed.history] == full_hist
+    assert untimed(resumed.summary()) == full_sum
+
+
 @pytest.mark.slow
 def test_resume_with_augmentation_in_worker_processes_is_bit_identical(digits: DataBundle) -> None:
     cfg = config(data__augment="true", data__num_workers=2, search__max_epochs=3, retrain__max_epochs=1)
@@ -182,7 +199,7 @@ def test_structured_pruning_gives_a_smaller_runnable_network(digits: DataBundle,
     engine = TrialEngine(cfg, digits)
     engine.run()
     summary = engine.summary()
-    keep = engine.prune_keep
+    keep = engine.pruning.keep
     assert keep is not None
     widths = [bn.num_features for _, bn in bn_layers(engine.model)]
     dense = [bn.num_features for _, bn in bn_layers(TrialEngine(cfg, digits).model)]
@@ -195,10 +212,15 @@ def test_structured_pruning_gives_a_smaller_runnable_network(digits: DataBundle,
     assert summary["params_pruned"] < summary["params_dense"]
     assert engine.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     engine.save_model(tmp_path / "m.pt")
-    rebuilt = load_model(tmp_path / "m.pt").eval()
+    rebuilt, example = load_network(tmp_path / "m.pt")
+    assert example.dtype == torch.float32 and example.shape == (1, 3, 32, 32)  # as the data gave it
     engine.model.eval()
     x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(rebuilt(x), engine.model(x))
+    assert torch.equal(rebuilt.eval()(x), engine.model(x))
+    # A model file written before it recorded its input's dtype and vocabulary still loads (worm_tune.legacy).
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    torch.save({k: v for k, v in saved.items() if k not in ("input_dtype", "vocab_size")}, tmp_path / "old.pt")
+    assert torch.equal(load_model(tmp_path / "old.pt").eval()(x), engine.model(x))
 
 
 def test_structured_resume_rebuilds_the_pruned_network(digits: DataBundle) -> None:

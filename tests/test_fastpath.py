@@ -162,5 +162,5 @@ def test_bf16_trial_runs_in_bf16_and_repeats(digits: DataBundle) -> None:
     again = TrialEngine(cfg, tiny)
     assert [untimed(again.step()), untimed(again.step())] == first
     engine.model.eval()
-    with torch.no_grad(), engine.speed.autocast_context(engine.device):
-        assert engine.forward(images[:2]).dtype == torch.bfloat16
+    with torch.no_grad(), engine.loop.speed.autocast_context(engine.device):
+        assert engine.loop.forward(images[:2]).dtype == torch.bfloat16

@@ -23,7 +23,7 @@ from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
 from worm_tune.engine import load_network
 from worm_tune.models import build_model
-from worm_tune.tune.models import MODEL_FILE, MODEL_NAME
+from worm_tune.tune.model_logging import MODEL_FILE, MODEL_NAME
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
 
 #: A real sweep and reruns through Ray and MLflow: the slow tier.

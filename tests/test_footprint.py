@@ -66,7 +66,7 @@ def test_the_engine_ticket_is_the_mask_it_pruned(kind: str, unit: str) -> None:
     summary = engine.run()
     ticket = Ticket.from_bytes(engine.ticket().to_bytes())
     assert ticket.unit == unit and ticket.epoch == summary["search_epochs"]
-    pruned = {KEEP: engine.prune_keep} if kind == "structured" else engine.prune_masks
+    pruned = {KEEP: engine.pruning.keep} if kind == "structured" else engine.pruning.masks
     assert ticket.masks.keys() == pruned.keys()
     assert all(np.array_equal(ticket.masks[k], pruned[k].numpy()) for k in pruned)
     assert TrialEngine(TrialConfig().replace({**ENGINE_TINY, "method": "dense"})).ticket() is None
@@ -251,8 +251,8 @@ def test_each_trial_logs_its_ticket_and_it_is_the_mask_its_engine_pruned(
         engine = TrialEngine(cfg)
         summary = engine.run()
         assert ticket.unit == "weight" and ticket.epoch == summary["search_epochs"]
-        assert ticket.masks.keys() == engine.prune_masks.keys()
-        assert all(np.array_equal(ticket.masks[k], engine.prune_masks[k].numpy()) for k in ticket.masks)
+        assert ticket.masks.keys() == engine.pruning.masks.keys()
+        assert all(np.array_equal(ticket.masks[k], engine.pruning.masks[k].numpy()) for k in ticket.masks)
         checked.add(cfg.method)
     assert checked == {"earlybird", "worm"}
     client = MlflowClient(where["uri"])

@@ -16,6 +16,7 @@ from worm_tune.engine import TrialEngine
 from worm_tune.group import plan_groups, replay, run_shared, training_key
 from worm_tune.metrics import untimed
 from worm_tune.ticket.control import next_training
+from worm_tune.ticket.phases import Phase
 
 #: The trials pin torch to one thread: later test modules get back what they had.
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -74,18 +75,18 @@ def test_the_next_training_differs_only_where_the_network_would() -> None:
     keep = torch.tensor([True, False, True])
     other = torch.tensor([True, True, False])
     # No truncation (EarlyBird, WORM before its trigger): the masks do not matter.
-    assert next_training(eb, "search") == next_training(worm, "search", keep, 1.0)
+    assert next_training(eb, Phase.SEARCH) == next_training(worm, Phase.SEARCH, (keep, 1.0))
     # Truncating: the factor, the mask and how it is applied do.
-    assert next_training(worm, "search", keep, 0.003) != next_training(worm, "search", keep, 1.0)
-    assert next_training(worm, "search", keep, 0.003) != next_training(worm, "search", other, 0.003)
+    assert next_training(worm, Phase.SEARCH, (keep, 0.003)) != next_training(worm, Phase.SEARCH, (keep, 1.0))
+    assert next_training(worm, Phase.SEARCH, (keep, 0.003)) != next_training(worm, Phase.SEARCH, (other, 0.003))
     update = worm.replace({"worm.apply": "update"})
-    assert next_training(worm, "search", keep, 0.003) != next_training(update, "search", keep, 0.003)
+    assert next_training(worm, Phase.SEARCH, (keep, 0.003)) != next_training(update, Phase.SEARCH, (keep, 0.003))
     # Pruning: by the trial's ratio and rules, then retraining by its after-search fields; not its threshold.
-    assert next_training(eb, "prune") == next_training(eb.replace({"search.threshold": 0.3}), "prune")
-    assert next_training(eb, "prune") != next_training(eb.replace({"search.ratio": 0.3}), "prune")
-    assert next_training(eb, "prune") != next_training(eb.replace({"prune.kind": "structured"}), "prune")
-    assert next_training(eb, "prune") != next_training(eb.replace({"retrain.max_epochs": 3}), "prune")
-    assert next_training(eb, "retrain") == next_training(worm, "retrain")
+    assert next_training(eb, Phase.PRUNE) == next_training(eb.replace({"search.threshold": 0.3}), Phase.PRUNE)
+    assert next_training(eb, Phase.PRUNE) != next_training(eb.replace({"search.ratio": 0.3}), Phase.PRUNE)
+    assert next_training(eb, Phase.PRUNE) != next_training(eb.replace({"prune.kind": "structured"}), Phase.PRUNE)
+    assert next_training(eb, Phase.PRUNE) != next_training(eb.replace({"retrain.max_epochs": 3}), Phase.PRUNE)
+    assert next_training(eb, Phase.RETRAIN) == next_training(worm, Phase.RETRAIN)
 
 
 def test_trials_start_together_unless_their_first_step_differs(digits: DataBundle) -> None:
@@ -105,7 +106,7 @@ def test_a_shared_grid_gives_every_trial_exactly_its_own_numbers(digits: DataBun
     """2 seeds x 2 ratios x 2 thresholds x (EarlyBird + WORM at 2 deltas): 24 trials."""
     shared = assert_exact(grid((0, 1)), digits)
     assert shared.groups_at_end > shared.groups_at_start  # decisions parted trials mid-way
-    assert 2 * shared.saving.epochs_trained <= shared.saving.epochs_of_trials
+    assert 2 * shared.saved.epochs_trained <= shared.saved.epochs_of_trials
 
 
 @pytest.mark.slow
@@ -153,7 +154,7 @@ def test_a_replayed_part_is_the_state_its_fork_had(digits: DataBundle) -> None:
         for key in ("model", "optimizer"):
             a, b = replayed["engine"][key], forked["engine"][key]
             assert str(a) == str(b) if key == "optimizer" else all(torch.equal(a[k], b[k]) for k in a), key
-        for key in ("phase", "epoch", "global_epoch", "pending_prune", "prune_keep", "prune_masks"):
+        for key in ("phase", "epoch", "global_epoch", "prune_keep", "prune_masks"):
             assert str(replayed["engine"][key]) == str(forked["engine"][key]), key
 
 

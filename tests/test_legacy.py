@@ -1,10 +1,13 @@
-"""Work saved by the code before the package was split into layers still resumes and reports.
+"""Work saved by older code still resumes and reports.
 
-``tests/data/legacy/root`` was written by commit 5418119 (``tests/data/legacy/make.sh`` says how):
-a ``worm_tune.run`` trial that crashed after epoch 3, and a one-trial sweep interrupted with Ctrl-C
-after two epochs, with its Ray folder, its MLflow store and its space file; both train a tiny BERT
-on a made-up TSV folder, so every checkpoint stays under 1 MB. Both are finished here by
-today's code, and must end with the numbers an uninterrupted run of today's code gives.
+Each ``tests/data/legacy*/root`` was written by an older commit (``tests/data/legacy/make.sh`` says
+how): 5418119, before the package was split into layers (a Ray experiment per method family), and
+1099602, before the engine, runner and config were split into rooms (Ray's saved state names
+classes and functions by their old modules). Each holds a ``worm_tune.run`` trial that crashed
+after epoch 3, and a one-trial sweep interrupted with Ctrl-C after two epochs, with its Ray folder,
+its MLflow store and its space file; both train a tiny BERT on a made-up TSV folder, so every
+checkpoint stays under 1 MB. Both are finished here by today's code, and must end with the numbers
+an uninterrupted run of today's code gives.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from worm_tune.metrics import untimed
 from worm_tune.tune.plan import SETTINGS_FILE
 from worm_tune.tune.store import PARENT_TAG, TAG_SWEEP
 
-LEGACY = Path(__file__).parent / "data" / "legacy"
+#: The saved work of each older commit.
+SAVED = sorted((Path(__file__).parent / "data").glob("legacy*/root"))
 #: The trial both saved runs ran (as in make.sh), but for where its data lives.
 TRIAL = {
     "model.arch": "bert",
@@ -46,11 +50,12 @@ def flags(root: Path) -> list[str]:
     return [arg for key, value in trial.items() for arg in ("--set", f"{key}={value}")]
 
 
-@pytest.fixture
-def legacy(tmp_path: Path) -> Path:
+@pytest.fixture(params=SAVED, ids=lambda saved: saved.parent.name)
+def legacy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The saved work, copied and moved: every absolute path it recorded now points at the copy."""
-    old, root = (LEGACY / "ROOT").read_text().strip(), tmp_path / "root"
-    shutil.copytree(LEGACY / "root", root)
+    saved: Path = request.param
+    old, root = (saved.parent / "ROOT").read_text().strip(), tmp_path / "root"
+    shutil.copytree(saved, root)
     for text in (root / "ray" / "legacy" / SETTINGS_FILE, root / "space.toml"):
         text.write_text(text.read_text().replace(old, str(root)))
     with sqlite3.connect(root / "mlflow.db") as db:

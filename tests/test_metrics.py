@@ -21,10 +21,10 @@ from tests.helpers import ENGINE_TINY
 from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
-from worm_tune.engine import TIMING_KEYS, TrialEngine
+from worm_tune.engine import TrialEngine
 from worm_tune.tune import spaces, store
 from worm_tune.tune.callback import MlflowCallback
-from worm_tune.tune.trainables import epoch_result, reported
+from worm_tune.tune.reports import epoch_result, reported
 
 #: The trials pin torch to one thread: later test modules get back what they had.
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -85,13 +85,15 @@ def results(trial: Trial) -> list[dict[str, Any]]:
 # -- the schema ------------------------------------------------------------------------------
 
 
-def test_the_schema_names_each_metric_once_and_the_old_lists_are_views_of_it() -> None:
+def test_the_schema_names_each_metric_once_and_its_lists_agree() -> None:
     assert len(metrics.BY_NAME) == len(metrics.SPECS)
     assert not set(metrics.EPOCH) & set(metrics.SUMMARY)
     assert set(metrics.TOTALS) <= set(metrics.SUMMARY) and set(metrics.CURVES) <= set(metrics.EPOCH)
-    assert all(m.kind in ("epoch", "summary", "total") and m.family in ("all", "truncating") for m in metrics.SPECS)
-    assert TIMING_KEYS is metrics.TIMING and spaces.OBJECTIVES is metrics.OBJECTIVES
-    assert load.CURVE_KEYS == metrics.CURVES
+    assert all(m.cadence in ("epoch", "summary", "total") and m.applies in ("all", "truncating") for m in metrics.SPECS)
+    assert all(m.source in ("decision", "run", "state") for m in metrics.SPECS)
+    # A value read off the trial's state has no start value; the decided ones are recorded ones.
+    assert all(m.start is None for m in metrics.SPECS if m.source == "state" or m.cadence == "epoch")
+    assert set(metrics.DECIDED) <= set(metrics.RECORDED) <= set(metrics.SUMMARY)
     assert list(load.trials_frame([]).columns)[-len(metrics.SUMMARY) :] == list(metrics.SUMMARY)
     # converged still names a metric: the summary's
     assert {"truncated_channels", "mask_dist_max", "mask_dist_avg"} == metrics.RETIRED

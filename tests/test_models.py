@@ -15,8 +15,8 @@ import torch
 import torchvision
 from torch import nn
 
-from worm_tune.config import CNNS, STEMS, ModelConfig
-from worm_tune.models import ModelError, bn_layers, build_model, producing_convs
+from worm_tune.config import ARCHS, CNNS, STEMS, ModelConfig
+from worm_tune.models import BUILDERS, ModelError, bn_layers, build_model, producing_convs
 
 NUM_CLASSES = 10
 BN_COUNTS = {"resnet18": 20, "vgg11_bn": 8, "vgg16_bn": 13}
@@ -26,6 +26,10 @@ RESNET18_WEIGHTS = "resnet18-f37072fd.pth"
 def _build(arch: str, stem: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(ModelConfig(arch=arch, stem=stem), NUM_CLASSES)
+
+
+def test_the_model_registry_builds_every_architecture_the_config_names() -> None:
+    assert tuple(BUILDERS) == ARCHS
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,13 @@ def config(method: str, arch: str = "resnet18", **changes: Any) -> dict[str, Any
     return TrialConfig().replace({"method": method, "model.arch": arch, **PAPERS, **WORMS, **dotted}).to_flat()
 
 
+def test_the_protocol_is_written_once_and_worded_from_its_values() -> None:
+    assert PAPERS | WORMS == paper.PROTOCOL
+    text = paper.PROTOCOL_TEXT
+    assert "batch 32" in text and "lr 0.01 momentum 0.9" in text and "p = 0.5, window 5, s = 0.1" in text
+    assert "δ = 0.05, r = 0.003" in text and "searched weights to 90%" in text
+
+
 @pytest.mark.parametrize(("arch", "method"), sorted(paper.PAPER))
 def test_the_papers_protocol_shows_its_row(arch: str, method: str) -> None:
     assert paper.paper_row(config(method, arch)) == paper.PAPER[(arch, method)]

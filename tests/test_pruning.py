@@ -70,11 +70,11 @@ def keep_slices(model: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]
     return dict(zip(layers, keep.split([bn.num_features for bn in layers.values()]), strict=True))
 
 
-def resnet_groups() -> list[list[str]]:
+def resnet_couplings() -> list[list[str]]:
     """resnet18's residual couplings, written out independently of torch-pruning."""
-    groups = [["bn1", "layer1.0.bn2", "layer1.1.bn2"]]
-    groups += [[f"layer{k}.0.bn2", f"layer{k}.0.downsample.1", f"layer{k}.1.bn2"] for k in (2, 3, 4)]
-    return groups
+    coupled = [["bn1", "layer1.0.bn2", "layer1.1.bn2"]]
+    coupled += [[f"layer{k}.0.bn2", f"layer{k}.0.downsample.1", f"layer{k}.1.bn2"] for k in (2, 3, 4)]
+    return coupled
 
 
 def zero_channels(model: nn.Module, kept: dict[str, torch.Tensor]) -> nn.Module:
@@ -187,21 +187,21 @@ def test_structured_vgg_exact_counts_and_equivalence(vgg: nn.Module) -> None:
     assert flops_per_image(model, (3, 32, 32)) < flops
 
 
-def test_structured_resnet_union_of_coupled_groups() -> None:
+def test_structured_resnet_union_of_coupled_bns() -> None:
     model = resnet18()
     keep = random_keep(model)
     slices = keep_slices(model, keep)
     kept = dict(slices)
-    for group in resnet_groups():
-        union = torch.stack([slices[n] for n in group]).any(dim=0)
-        kept.update({n: union for n in group})
+    for names in resnet_couplings():
+        union = torch.stack([slices[n] for n in names]).any(dim=0)
+        kept.update({n: union for n in names})
     dense = zero_channels(model, kept)
     params, flops = count_params(model), flops_per_image(model, (3, 32, 32))
 
     result = structured_prune(model, keep, X[:1])
 
     assert result.channels_after == {n: int(k.sum()) for n, k in kept.items()}
-    coupled = {n for g in resnet_groups() for n in g}
+    coupled = {n for g in resnet_couplings() for n in g}
     for name, s in slices.items():
         if name not in coupled:  # inner bn1 layers: exactly the mask
             assert result.channels_after[name] == int(s.sum())
@@ -216,7 +216,7 @@ def test_structured_resnet_union_of_coupled_groups() -> None:
 def test_structured_rebuild_round_trip() -> None:
     model_a = resnet18(seed=0)
     keep = random_keep(model_a, seed=2)
-    keep[: model_a.bn1.num_features] = False  # stem BN all pruned: its group keeps the union
+    keep[: model_a.bn1.num_features] = False  # stem BN all pruned: its coupled BNs keep the union
     start = sum(bn.num_features for bn in list(bns(model_a).values())[:2])
     keep[start : start + 64] = False  # layer1.0.bn2 all pruned too
     result_a = structured_prune(model_a, keep, X[:1])
@@ -253,24 +253,24 @@ def test_structured_keeps_at_least_one_channel(vgg: nn.Module) -> None:
     assert model(X).shape == (2, 10)
 
 
-def test_structured_coupled_group_all_pruned() -> None:
-    """An emptied coupled group keeps one channel, the largest summed |gamma|, whatever the members' gammas."""
+def test_structured_coupled_bns_all_pruned() -> None:
+    """Emptied coupled BNs keep one channel, the largest summed |gamma|, whatever their own gammas."""
     model = resnet18()
     keep = random_keep(model)
     layers = bns(model)
-    group = resnet_groups()[2]  # layer3: 256 channels shared by three BNs
+    coupled = resnet_couplings()[2]  # layer3: 256 channels shared by three BNs
     sizes = [bn.num_features for bn in layers.values()]
     offsets = dict(zip(layers, torch.tensor([0, *sizes]).cumsum(0).tolist()[:-1], strict=True))
-    for name in group:
+    for name in coupled:
         keep[offsets[name] : offsets[name] + 256] = False
-    gamma = torch.stack([layers[n].weight.detach().abs() for n in group]).sum(dim=0)
+    gamma = torch.stack([layers[n].weight.detach().abs() for n in coupled]).sum(dim=0)
     survivor = int(gamma.argmax())
-    expected = {n: layers[n].weight.detach()[survivor].item() for n in group}
+    expected = {n: layers[n].weight.detach()[survivor].item() for n in coupled}
 
     result = structured_prune(model, keep, X[:1])
 
-    assert all(result.channels_after[n] == 1 for n in group)
-    assert {n: bns(model)[n].weight.item() for n in group} == expected
+    assert all(result.channels_after[n] == 1 for n in coupled)
+    assert {n: bns(model)[n].weight.item() for n in coupled} == expected
     assert model(X).shape == (2, 10)
 
 

@@ -134,8 +134,8 @@ def test_reference_engine_converges_one_epoch_earlier_and_prunes_the_final_bias(
     # s = 0.99: any full window converges, so each rule stops at its first full window.
     algorithm = TrialEngine(config(search__threshold="0.99"), digits)
     reference = TrialEngine(config(search__threshold="0.99", search__rules="reference"), digits)
-    assert len(algorithm.detector.masks) == 0
-    (initial,) = reference.detector.masks  # pushed at construction: every gamma is 1, all tie, all pruned
+    assert len(algorithm.control.detector.masks) == 0
+    (initial,) = reference.control.detector.masks  # pushed at construction: every gamma is 1, all tie, all pruned
     assert not initial.any()
     first = reference.step()
     assert first["mask_converged"] and first["d_max"] is not None and first["d_max"] <= 0.99
@@ -145,7 +145,7 @@ def test_reference_engine_converges_one_epoch_earlier_and_prunes_the_final_bias(
 
     reference.step()  # the prune event and the retraining epoch
     fc = reference.model.fc.bias
-    assert int((~reference.prune_masks["fc.bias"]).sum()) == round(0.5 * fc.numel()) == int((fc == 0).sum())
+    assert int((~reference.pruning.masks["fc.bias"]).sum()) == round(0.5 * fc.numel()) == int((fc == 0).sum())
     assert reference.done
 
 
@@ -157,8 +157,10 @@ def test_reference_mask_window_resumes_bit_exactly(digits: DataBundle) -> None:
     engine.step()
     resumed = TrialEngine(cfg, digits)
     resumed.load_state_dict(round_trip(engine.state_dict()))
-    assert all(torch.equal(a, b) for a, b in zip(resumed.detector.masks, engine.detector.masks, strict=True))
-    assert len(resumed.detector.masks) == 2  # the initial mask and epoch 1's
+    assert all(
+        torch.equal(a, b) for a, b in zip(resumed.control.detector.masks, engine.control.detector.masks, strict=True)
+    )
+    assert len(resumed.control.detector.masks) == 2  # the initial mask and epoch 1's
     assert untimed(resumed.step()) == records[1]
     assert records[1]["d_max"] is not None  # window 3 full after 2 trained epochs
 
@@ -167,6 +169,6 @@ def test_defaults_are_the_algorithm_rules_and_gradient_truncation(digits: DataBu
     cfg = config()
     assert (cfg.search.rules, cfg.worm.apply) == ("algorithm", "grad")
     engine = TrialEngine(cfg, digits)
-    assert len(engine.detector.masks) == 0 and engine.truncator.mode == "grad"
+    assert len(engine.control.detector.masks) == 0 and engine.truncator.mode == "grad"
     scores = torch.rand(50, generator=torch.Generator().manual_seed(0))
     assert torch.equal(global_mask(scores, 0.3), global_mask(scores, 0.3, "algorithm"))

@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 from tests.helpers import ENGINE_TINY, round_trip
 from worm_tune.config import TrialConfig
 from worm_tune.data import load_data
-from worm_tune.group import Saving, TrialGroup, plan_groups
+from worm_tune.group import ComputeSaved, TrialGroup, plan_groups
 from worm_tune.metrics import untimed
 from worm_tune.tune.plan import GROUP_KEY, staying
 from worm_tune.tune.sharing import SharedGrid, group_id, ray_config
@@ -86,7 +86,7 @@ def test_a_group_saved_and_restored_goes_on_exactly() -> None:
 
 
 def test_the_saving_line_says_each_pair_and_the_ratio() -> None:
-    saving = Saving(10, 25, 6, 18, 2e9, 5e9)
+    saving = ComputeSaved(10, 25, 6, 18, 2e9, 5e9)
     assert saving.line() == (
         "sharing: trained 10 epochs for the trials' 25 (2.50x fewer); 6 search epochs for the trials' 18 "
         "(3.00x fewer); 2e+09 training FLOPs for the trials' 5e+09 (2.50x fewer)"

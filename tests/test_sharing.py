@@ -29,7 +29,7 @@ from analysis import load
 from tests.helpers import default_sigint, results_of
 from worm_tune import metrics
 from worm_tune.cli import sweep
-from worm_tune.group import Saving
+from worm_tune.group import ComputeSaved
 from worm_tune.tune.plan import GROUPS_DIR
 from worm_tune.tune.store import PARENT_TAG, TAG_GROUPS, TAG_KIND, TAG_SWEEP, TAG_TRIAL, at_store
 
@@ -170,7 +170,7 @@ def test_a_shared_sweep_gives_every_trial_exactly_its_own_numbers(
 
 def test_the_parent_run_logs_what_sharing_saved(store: dict[str, Any], alone: str, shared: dict[str, Any]) -> None:
     parent, _ = runs_of(store["uri"], shared["name"])
-    saving = Saving.from_metrics(parent.data.metrics)
+    saving = ComputeSaved.from_metrics(parent.data.metrics)
     # The sums over trials are what running each alone trained: the --no-share sweep's epochs.
     _, reference = runs_of(store["uri"], alone)
     epochs = [results_of(r)["epochs"] for r in reference.values()]

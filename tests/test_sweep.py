@@ -41,7 +41,8 @@ from tests.helpers import (
 )
 from worm_tune.cli import final, sweep
 from worm_tune.config import TrialConfig
-from worm_tune.engine import TIMING_KEYS, TrialEngine
+from worm_tune.engine import TrialEngine
+from worm_tune.metrics import TIMING
 from worm_tune.tickets import TICKET_FILE
 from worm_tune.tune.spaces import load_space
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL, at_store
@@ -103,6 +104,26 @@ def quick_sweep(local_ray: Any, store: dict[str, Any]) -> dict[str, Any]:
     assert code == 0
     parent, children = runs_of(store["uri"], "quick")
     return {"parent": parent, "children": children, **store}
+
+
+def test_the_quick_sweep_gives_the_pinned_names_hashes_and_numbers(quick_sweep: dict[str, Any]) -> None:
+    """The sweep of :func:`quick_sweep` as it ran at bbd8eda (``tests/data/pinned/quick-sweep.json``):
+    every trial's name, config hash and setting hash, and every number it logged at every step but the
+    timings, to the bit. A refactor that changes what a trial computes or how it is named fails here."""
+    pinned = json.loads((Path(__file__).parent / "data" / "pinned" / "quick-sweep.json").read_text())
+    client = MlflowClient(quick_sweep["uri"])
+    logged = {}
+    for run in quick_sweep["children"]:
+        curves = {
+            key: [
+                [m.step, m.value]
+                for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
+            ]
+            for key in run.data.metrics
+            if key.rpartition("/")[2] not in TIMING
+        }
+        logged[run.info.run_name] = [run.data.tags["config_hash"], run.data.tags["group_hash"], curves]
+    assert logged == {t["name"]: [t["config_hash"], t["group_hash"], t["metrics"]] for t in pinned["trials"]}
 
 
 def test_quick_sweep_logs_one_child_run_per_trial(quick_sweep: dict[str, Any]) -> None:
@@ -271,9 +292,7 @@ def test_a_trial_reruns_outside_ray_to_the_same_numbers(quick_sweep: dict[str, A
         torch.set_num_threads(before)
     logged = json.loads(artifact(quick_sweep["uri"], run, "summary.json"))
     assert rerun["config_hash"] == run.data.tags["config_hash"]
-    assert {k: v for k, v in rerun.items() if k not in TIMING_KEYS} == {
-        k: v for k, v in logged.items() if k not in TIMING_KEYS
-    }
+    assert {k: v for k, v in rerun.items() if k not in TIMING} == {k: v for k, v in logged.items() if k not in TIMING}
 
 
 def test_the_sweep_folder_can_be_read_without_mlflow(quick_sweep: dict[str, Any]) -> None:
@@ -605,17 +624,20 @@ def test_gpus_beyond_the_cluster_are_refused_before_any_trial(
 
 def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any], store: dict[str, Any]) -> None:
     sweep_runs = quick_sweep["children"]
-    groups: dict[str, list[Any]] = defaultdict(list)
+    runs_of_setting: dict[str, list[Any]] = defaultdict(list)
     for run in sweep_runs:
-        groups[run.data.tags["group_hash"]].append(run)
-    best = max(groups, key=lambda g: sum(results_of(r)["final_acc"] for r in groups[g]) / len(groups[g]))
+        runs_of_setting[run.data.tags["group_hash"]].append(run)  # the setting hash's tag
+    best = max(
+        runs_of_setting,
+        key=lambda s: sum(results_of(r)["final_acc"] for r in runs_of_setting[s]) / len(runs_of_setting[s]),
+    )
     argv = ["quick", "--top-k", "1", "--seeds", "6,7", "--retrain-epochs", "2", "--name", "quick-final"]
     assert final.main([*argv, *store["args"]]) == 0
     parent, children = runs_of(store["uri"], "quick-final")
     assert parent.data.tags[TAG_KIND] == "final" and parent.data.tags["source_sweep"] == "quick"
     assert parent.info.experiment_id == quick_sweep["parent"].info.experiment_id
     assert sorted(r.data.tags["seed"] for r in children) == ["6", "7"]
-    source_ids = {r.info.run_id for r in groups[best]}
+    source_ids = {r.info.run_id for r in runs_of_setting[best]}
     for run in children:
         assert set(run.data.tags["source_runs"].split(",")) == source_ids
         assert run.data.tags["source_group"] == best and run.data.tags["final_rank"] == "1"
@@ -623,7 +645,7 @@ def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any]
         assert all(source in run.data.tags["mlflow.note.content"] for source in source_ids)
         assert len(run.outputs.model_outputs) == 1  # its network, logged as an MLflow model
         # The rerun is the source config but for the seed and the retraining budget.
-        source = groups[best][0].data.params
+        source = runs_of_setting[best][0].data.params
         differ = {k for k, v in run.data.params.items() if source[k] != v}
         assert differ == {"seed", "retrain.max_epochs"}
 

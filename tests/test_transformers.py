@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from worm_tune.cli.run import main
-from worm_tune.config import LATER_FIELDS, RUNTIME_FIELDS, ConfigError, TrialConfig
+from worm_tune.config import ConfigError, TrialConfig
 from worm_tune.engine import TrialEngine, load_model
+from worm_tune.legacy import ALWAYS_HASHED
 from worm_tune.ticket.attention import attention_layers, count_heads, heads_per_layer
 
 VIT = {
@@ -74,7 +75,7 @@ def test_a_vit_trial_searches_truncates_prunes_and_reloads(kind: str, tmp_path: 
     else:
         heads = heads_per_layer(attention_layers(engine.model))
         # Half of the 16 heads go, except that a layer keeps its best head if the mask took all of its heads.
-        assert sum(heads) == int(engine.prune_keep.sum()) and 8 <= sum(heads) < 16 and min(heads) >= 1
+        assert sum(heads) == int(engine.pruning.keep.sum()) and 8 <= sum(heads) < 16 and min(heads) >= 1
     engine.save_model(tmp_path / "model.pt")
     reloaded = load_model(tmp_path / "model.pt").eval()
     engine.model.eval()
@@ -194,8 +195,8 @@ def test_the_checkpoint_field_keeps_existing_config_names() -> None:
     """``model.checkpoint`` (like ``worm.apply`` and ``search.rules``) came later: at its default it stays
     out of the hash, so a config hashes as it did before the field existed."""
     cfg = TrialConfig()
-    assert {"model.checkpoint", "worm.apply", "search.rules"} <= set(LATER_FIELDS)
-    flat = {k: v for k, v in cfg.to_flat().items() if k not in LATER_FIELDS and k not in RUNTIME_FIELDS}
+    assert not {"model.checkpoint", "worm.apply", "search.rules"} & ALWAYS_HASHED
+    flat = {k: v for k, v in cfg.to_flat().items() if k in ALWAYS_HASHED}
     before = hashlib.sha256(json.dumps(dict(sorted(flat.items())), separators=(",", ":")).encode()).hexdigest()[:12]
     assert cfg.hash() == before
     assert cfg.replace({"worm.apply": "update"}).hash() != before

@@ -10,7 +10,8 @@ import pytest
 
 from worm_tune.config import TrialConfig
 from worm_tune.data import load_data
-from worm_tune.engine import SEARCH, TrialEngine
+from worm_tune.engine import TrialEngine
+from worm_tune.ticket.phases import Phase
 from worm_tune.tune.spaces import load_space
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ def search_until(cfg: TrialConfig, level: float) -> list[dict[str, Any]]:
     """The search epochs' records of ``cfg`` up to the first whose ``d_avg`` is below ``level``."""
     engine = TrialEngine(cfg.replace({"threads": 1}), load_data(cfg.data))
     records: list[dict[str, Any]] = []
-    while engine.phase == SEARCH:
+    while engine.phase == Phase.SEARCH:
         records.append(engine.step())
         d_avg = records[-1]["d_avg"]
         if d_avg is not None and d_avg < level:

@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from worm_tune.config import SearchConfig, TrialConfig, WormConfig
-from worm_tune.ticket.detector import Observation
+from worm_tune.config import METHODS, SearchConfig, TrialConfig, WormConfig
+from worm_tune.ticket import methods
+from worm_tune.ticket.schedules import TruncationSchedule
 from worm_tune.ticket.sites import ChannelSites
-from worm_tune.ticket.truncation import GradientTruncator, TruncationSchedule, add_l1_on_gamma
+from worm_tune.ticket.truncation import GradientTruncator, add_l1_on_gamma
 
 
 def cfg(method: str, threshold: float = 0.1, delta: float = 0.05, factor: float = 0.003) -> TrialConfig:
@@ -16,51 +17,57 @@ def cfg(method: str, threshold: float = 0.1, delta: float = 0.05, factor: float 
     )
 
 
-def obs(d_avg: float | None) -> Observation:
-    return Observation(d_max=None if d_avg is None else d_avg + 0.1, d_avg=d_avg, converged=False)
+def schedule(cfg: TrialConfig) -> TruncationSchedule:
+    """The schedule the trial's method evolves r by."""
+    return methods.METHODS[cfg.method].schedule(cfg)
+
+
+def test_the_method_registry_holds_every_method_the_config_names() -> None:
+    assert tuple(methods.METHODS) == METHODS
+    assert all(name == m.name for name, m in methods.METHODS.items())
 
 
 def test_worm_triggers_once_when_d_avg_enters_the_window() -> None:
-    s = TruncationSchedule(cfg("worm", threshold=0.1, delta=0.05))
+    s = schedule(cfg("worm", threshold=0.1, delta=0.05))
     assert s.factor == 1.0
-    assert s.observe(1, obs(None)) == 1.0  # window not full yet
-    assert s.observe(2, obs(0.30)) == 1.0
-    assert s.observe(3, obs(0.1501)) == 1.0  # just above s + delta
-    assert s.observe(4, obs(0.149)) == 0.003
+    assert s.observe(1, None) == 1.0  # window not full yet
+    assert s.observe(2, 0.30) == 1.0
+    assert s.observe(3, 0.1501) == 1.0  # just above s + delta
+    assert s.observe(4, 0.149) == 0.003
     assert s.trigger_epoch == 4
-    assert s.observe(5, obs(0.9)) == 0.003  # never reset
+    assert s.observe(5, 0.9) == 0.003  # never reset
     assert s.trigger_epoch == 4
 
 
 def test_worm_trigger_is_strict_at_the_boundary() -> None:
-    s = TruncationSchedule(cfg("worm", threshold=0.125, delta=0.125))
-    assert s.observe(1, obs(0.25)) == 1.0 and s.trigger_epoch is None
+    s = schedule(cfg("worm", threshold=0.125, delta=0.125))
+    assert s.observe(1, 0.25) == 1.0 and s.trigger_epoch is None
 
 
 def test_delta_zero_triggers_only_below_the_stop_threshold() -> None:
-    s = TruncationSchedule(cfg("worm", threshold=0.1, delta=0.0))
-    assert s.observe(1, obs(0.12)) == 1.0
-    assert s.observe(2, obs(0.05)) == 0.003
+    s = schedule(cfg("worm", threshold=0.1, delta=0.0))
+    assert s.observe(1, 0.12) == 1.0
+    assert s.observe(2, 0.05) == 0.003
 
 
 def test_earlybird_never_truncates_and_gradclip_truncates_from_the_start() -> None:
-    eb = TruncationSchedule(cfg("earlybird"))
-    assert [eb.observe(e, obs(0.0)) for e in range(1, 4)] == [1.0, 1.0, 1.0] and eb.trigger_epoch is None
-    gc = TruncationSchedule(cfg("gradclip", factor=0.1))
-    assert gc.factor == 0.1 and gc.observe(1, obs(0.5)) == 0.1
+    eb = schedule(cfg("earlybird"))
+    assert [eb.observe(e, 0.0) for e in range(1, 4)] == [1.0, 1.0, 1.0] and eb.trigger_epoch is None
+    gc = schedule(cfg("gradclip", factor=0.1))
+    assert gc.factor == 0.1 and gc.observe(1, 0.5) == 0.1
 
 
 def test_greedy_follows_d_avg() -> None:
-    g = TruncationSchedule(cfg("greedy"))
-    assert g.observe(1, obs(None)) == 1.0
-    assert g.observe(2, obs(0.4)) == 0.4
-    assert g.observe(3, obs(0.2)) == 0.2
+    g = schedule(cfg("greedy"))
+    assert g.observe(1, None) == 1.0
+    assert g.observe(2, 0.4) == 0.4
+    assert g.observe(3, 0.2) == 0.2
 
 
 def test_schedule_state_round_trip() -> None:
-    s = TruncationSchedule(cfg("worm"))
-    s.observe(3, obs(0.01))
-    t = TruncationSchedule(cfg("worm"))
+    s = schedule(cfg("worm"))
+    s.observe(3, 0.01)
+    t = schedule(cfg("worm"))
     t.load_state_dict(s.state_dict())
     assert (t.factor, t.trigger_epoch) == (0.003, 3)
 

@@ -7,7 +7,8 @@ until its trigger. So a grid's trials, grouped by their training fields (every f
 follow one trajectory per group until a decision parts them.
 
 A :class:`TrialGroup` trains one :class:`~worm_tune.engine.TrialEngine` (its leader's) and keeps,
-for every other member, that member's own search control, records and search results. After
+for every other member, that member's own search control, records and decided results
+(:data:`~worm_tune.metrics.DECIDED`). After
 each epoch every member says what its next epoch trains with
 (:func:`~worm_tune.ticket.control.next_training`); members that differ from the leader leave, each
 set of them forked from the leader's state into a group of its own. A member's records and
@@ -27,21 +28,20 @@ from typing import Any, ClassVar
 
 import torch
 
-from worm_tune.config import AFTER_SEARCH_FIELDS, SEARCH_DECISION_FIELDS, TrialConfig
+from worm_tune.config import TRAINING_FIELDS, TrialConfig
 from worm_tune.data import DataBundle
-from worm_tune.engine import DONE, SEARCH, SEARCH_RESULTS, TRAIN, TrialEngine
-from worm_tune.ticket.control import SearchControl, next_training
-from worm_tune.ticket.methods import FROM_START, METHODS
+from worm_tune.engine import TrialEngine
+from worm_tune.engine.state import forked_state
+from worm_tune.metrics import DECIDED
+from worm_tune.ticket.control import SearchControl, Truncation, next_training
+from worm_tune.ticket.phases import Phase
 from worm_tune.ticket.sites import mask_units
-
-#: Fields a group's trials may differ in: each reads them only through its own decisions.
-DECISION_FIELDS = frozenset((*SEARCH_DECISION_FIELDS, *AFTER_SEARCH_FIELDS))
 
 
 def training_key(cfg: TrialConfig) -> Hashable:
     """The fields a trial's training reads directly, and what its masks are drawn over (a
     transformer's heads or weights, by its ``prune.kind``): trials with equal keys start in one group."""
-    fields = tuple(sorted((k, v) for k, v in cfg.to_flat().items() if k not in DECISION_FIELDS))
+    fields = tuple(sorted((k, v) for k, v in cfg.to_flat().items() if k in TRAINING_FIELDS))
     return (*fields, ("mask units", mask_units(cfg)))
 
 
@@ -51,22 +51,22 @@ class Member:
 
     cfg: TrialConfig
     control: SearchControl
-    keep: torch.Tensor | None  # its truncation mask and factor, as its own truncator would hold them
-    factor: float
-    next_step: str  # what its next epoch is: search, prune, train, retrain or done
-    results: dict[str, Any]  # its SEARCH_RESULTS
+    truncation: Truncation  # as its own truncator would hold it
+    phase: Phase  # what its next step is
+    results: dict[str, Any]  # its DECIDED results
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def next_training(self) -> Hashable:
-        return next_training(self.cfg, self.next_step, self.keep, self.factor)
+        return next_training(self.cfg, self.phase, self.truncation)
 
     def state_dict(self) -> dict[str, Any]:
+        keep, factor = self.truncation
         return {
             "config": self.cfg.to_dict(),
             "control": self.control.state_dict(),
-            "keep": self.keep,
-            "factor": self.factor,
-            "next_step": self.next_step,
+            "keep": keep,
+            "factor": factor,
+            "next_step": self.phase.value,
             "results": dict(self.results),
             "history": [dict(m) for m in self.history],
         }
@@ -78,24 +78,18 @@ class Member:
         cfg = TrialConfig.from_dict(state["config"]).replace(runtime)
         control = SearchControl(cfg, scores)
         control.load_state_dict(state["control"])
-        keep, factor, step = state["keep"], state["factor"], state["next_step"]
-        return cls(cfg, control, keep, factor, step, dict(state["results"]), [dict(m) for m in state["history"]])
+        truncation, phase = (state["keep"], state["factor"]), Phase(state["next_step"])
+        return cls(cfg, control, truncation, phase, dict(state["results"]), [dict(m) for m in state["history"]])
 
     def observe(self, record: dict[str, Any], scores: torch.Tensor, diverged: bool) -> None:
         """Its decisions after its group's search epoch ``record``, from the network's unit ``scores``."""
-        step = self.control.observe(record["epoch"], scores)
-        self.results["trigger_epoch"] = self.control.schedule.trigger_epoch
-        if METHODS[self.cfg.method].truncates:
-            self.keep, self.factor = step.keep, step.factor
+        epoch = record["epoch"]
+        step = self.control.observe(epoch, scores)
+        if step.truncation is not None:
+            self.truncation = step.truncation
         obs = step.obs
         self.history.append(record | {"d_max": obs.d_max, "d_avg": obs.d_avg, "mask_converged": obs.converged})
-        if diverged:
-            self.next_step = DONE
-        elif step.ends:
-            self.results.update(
-                search_epochs=record["epoch"], converged=obs.converged, pre_prune_acc=record["test_acc"]
-            )
-            self.next_step = "prune"
+        self.phase = self.control.conclude(step, epoch, record["test_acc"], diverged, self.results)
 
 
 class TrialGroup:
@@ -134,14 +128,14 @@ class TrialGroup:
         from the leader's state (members whose trial ended leave with the leader)."""
         engine = self.engine
         record = engine.step()
-        if record["phase"] == SEARCH:
+        if record["phase"] == Phase.SEARCH:
             scores = engine.sites.scores()
             for member in self.members:
                 member.observe(record, scores, engine.results["diverged"])
         else:
             for member in self.members:
                 member.history.append(dict(record))
-                member.next_step = engine.next_step
+                member.phase = engine.phase
         return [self, *self._split()]
 
     def summaries(self) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
@@ -159,12 +153,19 @@ class TrialGroup:
             parts[member.next_training()].append(member)
         self.members = parts.pop(leader, [])
         groups = []
-        for members in parts.values():
-            first, *rest = members
-            truncation = (first.keep, first.factor)
-            twin = self.engine.fork(first.cfg, first.control, truncation, first.next_step, first.history, first.results)
-            groups.append(TrialGroup(twin, rest))
+        for first, *rest in parts.values():
+            groups.append(TrialGroup(self._fork(first), rest))
         return groups
+
+    def _fork(self, member: Member) -> TrialEngine:
+        """An engine for ``member`` that trained what the leader's trained so far, with the member's own
+        decisions. Exact since the member agrees with the leader on every training field, and so far on
+        every decision (:func:`~worm_tune.engine.state.forked_state`)."""
+        m = member
+        state = forked_state(self.engine.state_dict(), m.cfg, m.control, m.truncation, m.phase, m.history, m.results)
+        twin = TrialEngine(m.cfg, self.engine.data)
+        twin.load_state_dict(state)
+        return twin
 
 
 def by_training_key(configs: Iterable[TrialConfig]) -> list[list[TrialConfig]]:
@@ -182,7 +183,7 @@ def plan_groups(configs: Iterable[TrialConfig], data: DataBundle | None = None) 
     groups = []
     for cfgs in by_training_key(configs):
         first = TrialEngine(cfgs[0], data)
-        scores, fresh = first.sites.scores(), {k: first.results[k] for k in SEARCH_RESULTS}
+        scores, fresh = first.sites.scores(), {k: first.results[k] for k in DECIDED}
         parts: dict[Hashable, list[Member]] = defaultdict(list)
         for member in (_member(cfg, scores, fresh) for cfg in cfgs):
             parts[member.next_training()].append(member)
@@ -215,14 +216,11 @@ def replay(configs: Iterable[TrialConfig], epoch: int, data: DataBundle | None =
 def _member(cfg: TrialConfig, scores: torch.Tensor, results: dict[str, Any]) -> Member:
     """A trial before its first epoch, on a network whose initial unit scores are ``scores``."""
     control = SearchControl(cfg, scores)
-    method = METHODS[cfg.method]
-    keep = control.mask(scores) if method.schedule == FROM_START else None
-    next_step = SEARCH if method.searches else TRAIN
-    return Member(cfg, control, keep, control.schedule.factor, next_step, dict(results))
+    return Member(cfg, control, control.first_truncation(scores), control.method.first_phase, dict(results))
 
 
 @dataclass(frozen=True)
-class Saving:
+class ComputeSaved:
     """What sharing saved: the training a sweep ran against the sum over its trials (what running
     each alone trains), in epochs, search epochs and training FLOPs."""
 
@@ -240,7 +238,7 @@ class Saving:
         return {f"{self.SECTION}/{name}": float(value) for name, value in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_metrics(cls, logged: dict[str, float]) -> Saving:
+    def from_metrics(cls, logged: dict[str, float]) -> ComputeSaved:
         """Read back from a parent run's metrics (:meth:`metrics`)."""
         return cls(**{f.name: logged[f"{cls.SECTION}/{f.name}"] for f in dataclasses.fields(cls)})
 
@@ -271,7 +269,7 @@ class SharedRun:
     """What a shared run produced: each trial's records and summary, and the training it ran."""
 
     trials: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
-    saving: Saving
+    saved: ComputeSaved
     groups_at_start: int
     groups_at_end: int  # more than at the start where decisions parted trials mid-way
 
@@ -291,15 +289,15 @@ def run_shared(configs: Iterable[TrialConfig], data: DataBundle) -> SharedRun:
             continue
         before = group.engine.results["train_flops"]
         trained += 1
-        searched += group.engine.next_step == SEARCH
+        searched += group.engine.phase == Phase.SEARCH
         active += group.step()
         flops += group.engine.results["train_flops"] - before
-    saving = Saving(
+    saved = ComputeSaved(
         epochs_trained=trained,
         epochs_of_trials=sum(len(history) for history, _ in trials.values()),
         search_epochs_trained=searched,
-        search_epochs_of_trials=sum(r["phase"] == SEARCH for history, _ in trials.values() for r in history),
+        search_epochs_of_trials=sum(r["phase"] == Phase.SEARCH for history, _ in trials.values() for r in history),
         flops_trained=flops,
         flops_of_trials=sum(summary["train_flops"] for _, summary in trials.values()),
     )
-    return SharedRun(trials, saving, at_start, at_end)
+    return SharedRun(trials, saved, at_start, at_end)

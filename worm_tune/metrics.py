@@ -11,60 +11,70 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
-#: What a metric is. ``epoch``: one value per epoch, logged with step = epoch. ``summary``: one value
-#: per trial, logged when the trial ends. ``total``: a summary value that every epoch's record also
-#: carries as it stands so far (logged when the trial ends, like any summary value).
-Kind = Literal["epoch", "summary", "total"]
+from worm_tune.legacy import RENAMED_METRICS
+
+#: When a metric is reported. ``epoch``: one value per epoch, logged with step = epoch. ``summary``:
+#: one value per trial, logged when the trial ends. ``total``: a summary value that every epoch's
+#: record also carries as it stands so far (logged when the trial ends, like any summary value).
+Cadence = Literal["epoch", "summary", "total"]
 #: Which trials report a metric: every trial, or only those of truncating (WORM-like) methods.
-Family = Literal["all", "truncating"]
+Applies = Literal["all", "truncating"]
+#: Where a summary value comes from. ``decision``: the trial's own search decisions (trials that
+#: share one network differ in these, see :mod:`worm_tune.group`). ``run``: recorded as the network
+#: trains. ``state``: read off the trial's state whenever a summary is taken.
+Source = Literal["decision", "run", "state"]
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: Kind
+    cadence: Cadence
     help: str
     direction: Literal["min", "max"] | None = None  # better this way, so an objective may name it
     timing: bool = False  # wall time: differs between identical runs, left out of determinism checks
-    family: Family = "all"
-    formerly: str | None = None  # its name in work saved before a rename, which readers fall back to
+    applies: Applies = "all"
+    source: Source = "run"
+    start: Any = None  # a recorded summary value before the trial sets it
 
 
 SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("train_loss", "epoch", "mean training loss of the epoch (None once it is not finite)"),
     MetricSpec("train_acc", "epoch", "training accuracy of the epoch"),
     MetricSpec("test_acc", "epoch", "accuracy on the held-out split after the epoch", direction="max"),
-    MetricSpec("d_max", "epoch", "largest mask distance in the window (None until full)", formerly="mask_dist_max"),
-    MetricSpec("d_avg", "epoch", "mean mask distance in the window (None until full)", formerly="mask_dist_avg"),
-    MetricSpec("r", "epoch", "the truncation factor the epoch's gradients were scaled by", family="truncating"),
-    MetricSpec(
-        "truncated_units", "epoch", "units truncated (see unit)", family="truncating", formerly="truncated_channels"
-    ),
-    MetricSpec("mask_converged", "epoch", "the mask stopped moving (None after the search)", formerly="converged"),
+    MetricSpec("d_max", "epoch", "largest mask distance in the window (None until full)"),
+    MetricSpec("d_avg", "epoch", "mean mask distance in the window (None until full)"),
+    MetricSpec("r", "epoch", "the truncation factor the epoch's gradients were scaled by", applies="truncating"),
+    MetricSpec("truncated_units", "epoch", "units truncated (see unit)", applies="truncating"),
+    MetricSpec("mask_converged", "epoch", "the mask stopped moving (None after the search)"),
     MetricSpec("epoch_time", "epoch", "wall seconds of the epoch", timing=True),
-    MetricSpec("search_epochs", "summary", "epochs the search ran", direction="min"),
-    MetricSpec("converged", "summary", "the search found its ticket before its budget ran out"),
-    MetricSpec("trigger_epoch", "summary", "the search epoch at which WORM began truncating"),
-    MetricSpec("pre_prune_acc", "summary", "test accuracy at the end of the search", direction="max"),
+    MetricSpec("search_epochs", "summary", "epochs the search ran", direction="min", source="decision"),
+    MetricSpec(
+        "converged", "summary", "the search found its ticket before its budget ran out", source="decision", start=False
+    ),
+    MetricSpec("trigger_epoch", "summary", "the search epoch at which WORM began truncating", source="decision"),
+    MetricSpec(
+        "pre_prune_acc", "summary", "test accuracy at the end of the search", direction="max", source="decision"
+    ),
     MetricSpec("post_prune_acc", "summary", "test accuracy right after pruning (and in that epoch)", direction="max"),
     MetricSpec("acc_after_1_retrain_epoch", "summary", "test accuracy after one retraining epoch", direction="max"),
     MetricSpec("epochs_to_target", "summary", "retraining epochs to reach the target accuracy", direction="min"),
-    MetricSpec("retrain_epochs", "summary", "epochs of retraining (or of dense training)"),
-    MetricSpec("final_acc", "summary", "test accuracy after the last epoch", direction="max"),
-    MetricSpec("best_acc", "summary", "best test accuracy over the retraining", direction="max"),
-    MetricSpec("sparsity", "summary", "fraction of zero weights after unstructured pruning"),
-    MetricSpec("params_dense", "summary", "parameters of the dense network"),
+    MetricSpec("retrain_epochs", "summary", "epochs of retraining (or of dense training)", source="state"),
+    MetricSpec("final_acc", "summary", "test accuracy after the last epoch", direction="max", source="state"),
+    MetricSpec("best_acc", "summary", "best test accuracy over the retraining", direction="max", source="state"),
+    MetricSpec("sparsity", "summary", "fraction of zero weights after unstructured pruning", source="state"),
+    MetricSpec("params_dense", "summary", "parameters of the dense network", source="state"),
     MetricSpec("params_pruned", "summary", "parameters (nonzero ones if unstructured) after pruning"),
-    MetricSpec("flops_dense", "summary", "forward FLOPs per image of the dense network"),
+    MetricSpec("flops_dense", "summary", "forward FLOPs per image of the dense network", source="state"),
     MetricSpec("flops_pruned", "summary", "forward FLOPs per image after pruning"),
-    MetricSpec("search_time", "summary", "wall seconds of the search", direction="min", timing=True),
-    MetricSpec("total_time", "summary", "wall seconds of the whole trial", direction="min", timing=True),
-    MetricSpec("search_flops", "summary", "training FLOPs spent on the search", direction="min"),
-    MetricSpec("train_flops", "total", "training FLOPs so far (3x forward FLOPs per image seen)"),
-    MetricSpec("diverged", "total", "the loss became NaN or infinite, which ends the trial"),
-    MetricSpec("epochs", "summary", "epochs the trial ran"),
+    MetricSpec("search_time", "summary", "wall seconds of the search", direction="min", timing=True, start=0.0),
+    MetricSpec("total_time", "summary", "wall seconds of the whole trial", direction="min", timing=True, start=0.0),
+    MetricSpec("search_flops", "summary", "training FLOPs spent on the search", direction="min", start=0),
+    MetricSpec("train_flops", "total", "training FLOPs so far (3x forward FLOPs per image seen)", start=0),
+    MetricSpec("diverged", "total", "the loss became NaN or infinite, which ends the trial", start=False),
+    MetricSpec("epochs", "summary", "epochs the trial ran", source="state"),
     # When the trial ran (Unix seconds; a resumed trial spans its interruption): tells which pairs ran side by side.
     MetricSpec("started_at", "summary", "wall-clock time the trial's first epoch began", timing=True),
     MetricSpec("ended_at", "total", "wall-clock time the trial's latest epoch ended", timing=True),
@@ -72,19 +82,25 @@ SPECS: tuple[MetricSpec, ...] = (
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in SPECS}
 #: Per-epoch metrics, in the order records list them.
-EPOCH: tuple[str, ...] = tuple(m.name for m in SPECS if m.kind == "epoch")
+EPOCH: tuple[str, ...] = tuple(m.name for m in SPECS if m.cadence == "epoch")
 #: Per-trial metrics (running totals included), in the order summaries list them.
-SUMMARY: tuple[str, ...] = tuple(m.name for m in SPECS if m.kind in ("summary", "total"))
+SUMMARY: tuple[str, ...] = tuple(m.name for m in SPECS if m.cadence != "epoch")
 #: Summary values every epoch's record carries as they stand.
-TOTALS: tuple[str, ...] = tuple(m.name for m in SPECS if m.kind == "total")
+TOTALS: tuple[str, ...] = tuple(m.name for m in SPECS if m.cadence == "total")
+#: Summary values a trial records as it runs (its decided ones included), each at its start value.
+RECORDED: Mapping[str, Any] = MappingProxyType(
+    {m.name: m.start for m in SPECS if m.cadence != "epoch" and m.source != "state"}
+)
+#: Summary values a trial's own search decisions set.
+DECIDED: tuple[str, ...] = tuple(m.name for m in SPECS if m.source == "decision")
 #: Wall-time metrics; everything else is a deterministic function of config, seed and thread count.
 TIMING: frozenset[str] = frozenset(m.name for m in SPECS if m.timing)
 #: The per-epoch curves the analysis and the trajectory artifact read: the deterministic per-epoch metrics.
 CURVES: tuple[str, ...] = tuple(name for name in EPOCH if name not in TIMING)
 #: Metrics an objective may name, with the direction that is better.
 OBJECTIVES: dict[str, str] = {m.name: m.direction for m in SPECS if m.direction is not None}
-#: Current name -> the name engine records and Ray results used before a rename.
-FORMER: dict[str, str] = {m.name: m.formerly for m in SPECS if m.formerly is not None}
+#: Current name -> the name engine records and Ray results used before a rename (:mod:`worm_tune.legacy`).
+FORMER: dict[str, str] = {new: old for old, new in RENAMED_METRICS.items()}
 #: Former names no metric holds now. Only these are fallbacks in MLflow, where a name's absence is no
 #: sign of an old run (a dense run logs no ``mask_converged``) and ``converged`` was always the summary's.
 RETIRED: frozenset[str] = frozenset(old for old in FORMER.values() if old not in BY_NAME)
@@ -99,7 +115,7 @@ SUMMARY_SECTION = "trial"
 
 def logged_name(name: str, phase: str | None = None) -> str:
     """A metric's MLflow key: ``<phase>/<name>`` for a per-epoch metric, ``trial/<name>`` for a summary one."""
-    if BY_NAME[name].kind != "epoch":
+    if BY_NAME[name].cadence != "epoch":
         return f"{SUMMARY_SECTION}/{name}"
     if not phase:
         raise ValueError(f"per-epoch metric {name!r} needs the phase of its epoch")
@@ -121,7 +137,7 @@ def logged_summary(logged: Mapping[str, float]) -> dict[str, float]:
 
 def epoch_metrics(truncating: bool) -> tuple[str, ...]:
     """The per-epoch metrics a trial reports: the truncation ones only for truncating methods."""
-    return tuple(name for name in EPOCH if truncating or BY_NAME[name].family == "all")
+    return tuple(name for name in EPOCH if truncating or BY_NAME[name].applies == "all")
 
 
 def current(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
+#: Where sweeps keep their Ray folders unless ``--storage`` says otherwise (relative to the working directory).
+DEFAULT_STORAGE = "ray_results"
+
+
+def storage_flag(storage: str | Path) -> str:
+    """The ``--storage`` flag a next command needs to find ``storage``: empty for the default."""
+    return "" if Path(storage).resolve() == Path(DEFAULT_STORAGE).resolve() else f" --storage {storage}"
+
 
 class PathError(ValueError):
     """A folder a command must write cannot be written; the message names the path and the flag."""

@@ -1,6 +1,6 @@
-"""What the commands share: the errors that are usage errors, the run flags, sweep names.
+"""What the commands share: the run flags, sweep names, the driver probe.
 
-Like every command module here but :mod:`~worm_tune.cli.launch` and :mod:`~worm_tune.cli.trial`,
+Like every command module here but :mod:`~worm_tune.cli.launch` and :mod:`~worm_tune.cli.run_trial`,
 it imports no torch, Ray or MLflow: a command parses and checks its arguments before it imports
 them, so ``--help`` and bad usage answer at once instead of after seconds of imports.
 """
@@ -12,11 +12,8 @@ import re
 from pathlib import Path
 
 from worm_tune import locks
-from worm_tune.config import ConfigError
-from worm_tune.paths import PathError
+from worm_tune.paths import DEFAULT_STORAGE
 from worm_tune.tune.plan import KEEP_CHOICES
-from worm_tune.tune.spaces import SpaceError
-from worm_tune.tune.store import TrackingError
 from worm_tune.usage import UsageError, check_range
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -26,11 +23,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAME_MAX = 100
 
 
-#: Bad input found before the machinery is imported. The machinery's own (a missing dataset or
-#: weights, a cluster that cannot be joined) become :class:`~worm_tune.usage.UsageError` there.
-USAGE_ERRORS = (ConfigError, PathError, SpaceError, TrackingError)
-
-
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Where and how trials run: the flags ``sweep`` and ``final`` share."""
     parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
@@ -38,7 +30,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
     parser.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (default 2)")
     parser.add_argument("--address", default=None, help="an existing Ray cluster, e.g. 10.0.0.1:6379 or auto")
-    parser.add_argument("--storage", type=Path, default=None, help="where Ray keeps trials (default ./ray_results)")
+    where = f"where Ray keeps trials (default ./{DEFAULT_STORAGE})"
+    parser.add_argument("--storage", type=Path, default=None, help=where)
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<cwd>/mlflow.db)")
     parser.add_argument(
         "--reports", type=Path, default=None, help="where the report goes (default ./reports): <reports>/<name>/"

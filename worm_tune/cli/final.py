@@ -1,6 +1,6 @@
 """``python -m worm_tune.final <sweep>``: rerun a finished sweep's best configurations for real.
 
-Trials of a sweep are grouped by configuration (every field but the seed); groups are ranked
+Trials of a sweep are pooled by setting (their configuration but the seed); settings are ranked
 by the mean of a summary metric over their seeds, so one lucky seed does not pick a config.
 The top ``k`` are rerun with several seeds and the sweep's retraining budget (or
 ``--retrain-epochs``), as a new Ray experiment under a new MLflow parent run in the same
@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from worm_tune import metrics
-from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_not_driven, check_run_flags
+from worm_tune.cli.common import add_run_flags, check_name, check_not_driven, check_run_flags
 from worm_tune.config import RUNTIME_FIELDS, TrialConfig, parse_assignments
+from worm_tune.paths import DEFAULT_STORAGE
 from worm_tune.ticket.methods import applies
 from worm_tune.tune import store
+from worm_tune.tune.errors import USAGE_ERRORS
 from worm_tune.tune.plan import (
     CHOSEN_FILE,
     SETTINGS_FILE,
@@ -36,6 +38,7 @@ from worm_tune.tune.plan import (
     SweepSettings,
     cell,
     grid_plan,
+    setting_hash,
     sweep_columns,
     trial_table,
 )
@@ -47,9 +50,9 @@ PROG = "python -m worm_tune.final"
 
 @dataclass(frozen=True)
 class Candidate:
-    """One configuration of the sweep: its runs, and its mean score over seeds."""
+    """One setting of the sweep (:func:`~worm_tune.tune.plan.setting_hash`): its runs, and its mean score over seeds."""
 
-    group: str
+    setting: str
     config: TrialConfig
     run_ids: tuple[str, ...]
     score: float
@@ -88,17 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def rank(runs: Sequence[Any], objective: Objective) -> list[Candidate]:
-    """Group finished trial runs by config (all but the seed) and rank them by their mean score."""
-    groups: dict[str, list[Any]] = defaultdict(list)
+    """Pool finished trial runs by setting (their config but the seed) and rank the settings by their mean score."""
+    runs_of: dict[str, list[Any]] = defaultdict(list)
     for run in runs:
         value = metrics.logged_summary(run.data.metrics).get(objective.metric)
         if run.info.status == "FINISHED" and value is not None and math.isfinite(value):
-            groups[run.data.tags["group_hash"]].append(run)
+            runs_of[run.data.tags["group_hash"]].append(run)  # the setting hash's tag
     candidates = []
-    for group, members in groups.items():
+    for setting, members in runs_of.items():
         cfg = source_config(members[0])
         score = sum(metrics.logged_summary(r.data.metrics)[objective.metric] for r in members) / len(members)
-        candidates.append(Candidate(group, cfg, tuple(r.info.run_id for r in members), score))
+        candidates.append(Candidate(setting, cfg, tuple(r.info.run_id for r in members), score))
     return sorted(candidates, key=lambda c: c.score, reverse=objective.mode == "max")
 
 
@@ -110,7 +113,8 @@ def source_config(run: Any) -> TrialConfig:
 
 def ranking(candidates: Sequence[Candidate], objective: Objective, top_k: int) -> str:
     """The ranking as a table: the fields the sweep varied (as its dry run lists them, but the seed,
-    which a group pools), the group's hash last; ``*`` marks the configurations rerun."""
+    which a setting pools), the setting's hash last (headed "group", as users know it); ``*`` marks the
+    configurations rerun."""
     columns = [k for k in sweep_columns([c.config for c in candidates]) if k != "seed"]
     rows = [
         [
@@ -119,7 +123,7 @@ def ranking(candidates: Sequence[Candidate], objective: Objective, top_k: int) -
             f"{c.score:.4g}",
             str(len(c.run_ids)),
             *(cell(c.config.get(k) if applies(k, c.config.method) else None) for k in columns),
-            c.group,
+            c.setting,
         ]
         for i, c in enumerate(candidates, 1)
     ]
@@ -156,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    storage = (args.storage or Path("ray_results")).resolve()
+    storage = (args.storage or Path(DEFAULT_STORAGE)).resolve()
     if args.resume:
         if not args.name or not (storage / args.name / CHOSEN_FILE).exists():
             raise UsageError(f"--resume needs --name of a rerun in {storage}")
@@ -203,19 +207,19 @@ def start(
 
 
 def log_models(settings: SweepSettings, objective: Objective, name: str) -> None:
-    """Log each finished rerun's network to its run (:mod:`worm_tune.tune.models`) and register the
+    """Log each finished rerun's network to its run (:mod:`worm_tune.tune.model_logging`) and register the
     best one as a new version of the model ``name``.
 
     The best: the configuration with the best mean over the rerun's seeds (the sweep's rule, on new
     seeds, so the sweep's rank 1 can lose it), and of its seeds the one with the best score, whose
     network is the one to use.
     """
-    from worm_tune.tune import models
+    from worm_tune.tune import model_logging
 
     uri = settings.tracking_uri
     runs = store.child_runs(uri, store.client(uri).get_run(settings.parent_run_id))
     bundles: dict[Any, Any] = {}
-    logged = {r.info.run_id: models.log_network(uri, settings.folder, r, bundles) for r in runs}
+    logged = {r.info.run_id: model_logging.log_network(uri, settings.folder, r, bundles) for r in runs}
     candidates = rank([r for r in runs if logged[r.info.run_id]], objective)
     if not candidates:
         print(f"{PROG}: warning: no rerun left a network and a {objective.metric}; none registered", file=sys.stderr)
@@ -223,7 +227,7 @@ def log_models(settings: SweepSettings, objective: Objective, name: str) -> None
     by_id = {r.info.run_id: r for r in runs}
     scores = {i: metrics.logged_summary(by_id[i].data.metrics)[objective.metric] for i in candidates[0].run_ids}
     run = by_id[(max if objective.mode == "max" else min)(scores, key=scores.__getitem__)]
-    version = models.register(uri, name, logged[run.info.run_id], run)
+    version = model_logging.register(uri, name, logged[run.info.run_id], run)
     print(
         f"model: {name} version {version.version}, rank {run.data.tags['final_rank']} seed {run.data.tags['seed']} "
         f"({objective.metric} {scores[run.info.run_id]:.4g}): models:/{name}/{version.version}",
@@ -263,11 +267,11 @@ def _new_rerun(args: argparse.Namespace, storage: Path) -> tuple[SweepSettings, 
     extra_tags = {}
     for i, (candidate, cfg) in enumerate(zip(chosen, configs[:: len(seeds)], strict=True), 1):
         links = "\n".join(f"- [{r}](#/experiments/{parent.info.experiment_id}/runs/{r})" for r in candidate.run_ids)
-        extra_tags[cfg.replace({"seed": 0}).hash()] = {
+        extra_tags[setting_hash(cfg)] = {
             "source_sweep": args.sweep,
             "source_parent_run": parent.info.run_id,
             "source_runs": ",".join(candidate.run_ids),
-            "source_group": candidate.group,
+            "source_group": candidate.setting,
             "source_score": f"{objective.metric}={candidate.score:.6g}",
             "final_rank": str(i),
             "mlflow.note.content": f"Rerun of sweep {args.sweep}, rank {i} by {objective}. Source runs:\n{links}",

@@ -16,9 +16,11 @@ from typing import Any
 from analysis.cli import run as analysis_run
 from worm_tune.data import DataError
 from worm_tune.models import ModelError
+from worm_tune.paths import storage_flag
 from worm_tune.tune.cluster import ClusterError
 from worm_tune.tune.plan import Plan, SweepSettings
-from worm_tune.tune.runner import preflight, run_sweep
+from worm_tune.tune.preflight import preflight
+from worm_tune.tune.runner import run_sweep
 from worm_tune.usage import UsageError
 
 #: Bad input that only the machinery finds: a missing dataset or weights, a cluster that cannot be joined.
@@ -76,7 +78,7 @@ def analyse(settings: SweepSettings, reports: Path, prog: str) -> None:
         written = analysis_run(settings.name, settings.tracking_uri, Path(settings.storage), reports)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        where = "" if Path(settings.storage) == Path("ray_results").resolve() else f" --storage {settings.storage}"
+        where = storage_flag(settings.storage)
         where += "" if reports == Path("reports").resolve() else f" --reports {reports}"
         print(
             f"{prog}: warning: the report failed ({type(exc).__name__}: {reason}); "

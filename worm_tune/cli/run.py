@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worm_tune.cli.common import USAGE_ERRORS
 from worm_tune.config import TrialConfig, field_specs, field_types, parse_assignments
 from worm_tune.paths import check_writable
+from worm_tune.tune.errors import USAGE_ERRORS
 from worm_tune.usage import Parser, UsageError
 
 PROG = "python -m worm_tune.run"
@@ -94,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def start(cfg: TrialConfig, out: Path, fresh: bool, quiet: bool) -> int:
-    """Run the trial. Its module (:mod:`worm_tune.cli.trial`) brings torch, so it is imported here,
+    """Run the trial. Its module (:mod:`worm_tune.cli.run_trial`) brings torch, so it is imported here,
     not at the top: that takes seconds which ``--help`` and bad usage should not wait for."""
-    from worm_tune.cli import trial
+    from worm_tune.cli import run_trial
 
-    return trial.main(PROG, cfg, out, fresh, quiet)
+    return run_trial.main(PROG, cfg, out, fresh, quiet)

@@ -17,8 +17,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from worm_tune.cli.common import USAGE_ERRORS, add_run_flags, check_name, check_not_driven, check_run_flags
+from worm_tune.cli.common import add_run_flags, check_name, check_not_driven, check_run_flags
 from worm_tune.config import parse_assignments
+from worm_tune.paths import DEFAULT_STORAGE
+from worm_tune.tune.errors import USAGE_ERRORS
 from worm_tune.tune.plan import SETTINGS_FILE, Plan, SweepSettings, make_plan, trial_table
 from worm_tune.tune.spaces import Objective, available_spaces
 from worm_tune.tune.store import resolve_tracking_uri
@@ -81,7 +83,7 @@ _RESUME_FIXED = (
 
 def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     """New settings from flags, or the saved ones for ``--resume``."""
-    storage = (args.storage or Path("ray_results")).resolve()
+    storage = (args.storage or Path(DEFAULT_STORAGE)).resolve()
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in _RESUME_FIXED if getattr(args, k) not in (None, False)]
         if given:
@@ -160,8 +162,7 @@ def start(args: argparse.Namespace, settings: SweepSettings, plan: Plan) -> int:
 
     if args.dry_run:
         launch.check(plan)
-        count = len(plan.configs()) if plan.optuna is None else plan.optuna.num_samples
-        print(f"sweep {settings.name}: {count} trials ({settings.space}, {settings.profile} profile)")
+        print(f"sweep {settings.name}: {plan.num_trials} trials ({settings.space}, {settings.profile} profile)")
         print(trial_table(plan))
         return 0
     params = {

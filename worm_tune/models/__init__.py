@@ -1,7 +1,8 @@
 """The models a trial can train, by ``model.arch``: torchvision CNNs, a 32x32 ViT, and BERT.
 
-:func:`build_model` looks the architecture up in :data:`BUILDERS`; nothing here seeds: the caller
-seeds the global torch RNG, and the same seed gives the same weights.
+:func:`build_model` looks the architecture up in :data:`BUILDERS`, keyed by the names
+:data:`worm_tune.config.ARCHS` lists; nothing here seeds: the caller seeds the global torch RNG,
+and the same seed gives the same weights. A trained network as a file: :mod:`.files`.
 """
 
 from __future__ import annotations

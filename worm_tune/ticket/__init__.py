@@ -1,1 +1,2 @@
-"""The method: masks, the Early-Bird detector, mask sites, WORM truncation, pruning, accounting."""
+"""The method: the methods and how their r evolves, a trial's phases and search decisions, masks, the
+Early-Bird detector, mask sites, WORM truncation, pruning, accounting."""

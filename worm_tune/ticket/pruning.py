@@ -116,10 +116,10 @@ class StructuredResult:
 
 
 @dataclass(frozen=True)
-class _CoupledGroup:
-    """BNs that must share channels (residual additions), and the channels the group keeps."""
+class _CoupledBNs:
+    """BNs that must share channels (residual additions), and the channels they keep."""
 
-    members: tuple[str, ...]
+    names: tuple[str, ...]
     keep: torch.Tensor
 
 
@@ -128,7 +128,7 @@ def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Dependency
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
 
 
-def _plan(model: nn.Module, keep: torch.Tensor, graph: tp.DependencyGraph) -> list[_CoupledGroup]:
+def _plan(model: nn.Module, keep: torch.Tensor, graph: tp.DependencyGraph) -> list[_CoupledBNs]:
     """Split ``keep`` per BN, merge coupled BNs (union), and apply the at-least-one-channel rule."""
     bns = dict(bn_layers(model))
     sizes = [bn.num_features for bn in bns.values()]
@@ -138,31 +138,31 @@ def _plan(model: nn.Module, keep: torch.Tensor, graph: tp.DependencyGraph) -> li
     own = dict(zip(bns, keep.split(sizes), strict=True))
 
     names = {module: name for name, module in bns.items()}
-    groups: list[_CoupledGroup] = []
+    coupled: list[_CoupledBNs] = []
     seen: set[str] = set()
     for name, bn in bns.items():
         if name in seen:
             continue
         full = list(range(bn.num_features))
-        group = graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels, idxs=full)
-        members = {names[dep.target.module] for dep, _ in group.items if dep.target.module in names}
-        for dep, idxs in group.items:
+        dependents = graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels, idxs=full).items
+        sharing = {names[dep.target.module] for dep, _ in dependents if dep.target.module in names}
+        for dep, idxs in dependents:
             if dep.target.module in names and [int(i) for i in idxs] != full:
                 raise NotImplementedError(f"{names[dep.target.module]} is coupled to {name} with remapped channels")
-        ordered = tuple(n for n in bns if n in members)
+        ordered = tuple(n for n in bns if n in sharing)
         union = torch.stack([own[n] for n in ordered]).any(dim=0)
         if not union.any():
             gamma = torch.stack([bns[n].weight.detach().abs().cpu() for n in ordered]).sum(dim=0)
             union[int(gamma.argmax())] = True
-        groups.append(_CoupledGroup(ordered, union))
+        coupled.append(_CoupledBNs(ordered, union))
         seen.update(ordered)
-    return groups
+    return coupled
 
 
 def expected_channels(model: nn.Module, keep: torch.Tensor, example_input: torch.Tensor) -> dict[str, int]:
     """Channels each BN will have after :func:`structured_prune` with the same ``keep``; changes nothing."""
-    groups = _plan(model, keep, _build_graph(model, example_input))
-    return {name: int(g.keep.sum()) for g in groups for name in g.members}
+    coupled = _plan(model, keep, _build_graph(model, example_input))
+    return {name: int(c.keep.sum()) for c in coupled for name in c.names}
 
 
 def structured_prune(model: nn.Module, keep: torch.Tensor, example_input: torch.Tensor) -> StructuredResult:
@@ -172,10 +172,10 @@ def structured_prune(model: nn.Module, keep: torch.Tensor, example_input: torch.
     ``named_modules`` order. Rules (ours):
 
     * BNs coupled through residual additions (a ResNet stage's stem/``bn2``/downsample BNs) share
-      their channels; a coupled channel is removed only if EVERY BN of the group marks it pruned,
-      i.e. the group keeps the union of its members' keeps.
-    * Every BN keeps at least one channel, so the network stays connected: a group (or lone BN)
-      whose union is empty keeps the one channel with the largest |gamma| (summed over the group).
+      their channels; a coupled channel is removed only if EVERY coupled BN marks it pruned,
+      i.e. coupled BNs keep the union of their keeps.
+    * Every BN keeps at least one channel, so the network stays connected: coupled BNs (or a lone
+      BN) whose union is empty keep the one channel with the largest |gamma| (summed over them).
 
     Channel counts therefore depend only on the architecture and ``keep``, never on the weights:
     re-running this on a freshly built dense model rebuilds the shapes a pruned state_dict needs
@@ -186,14 +186,14 @@ def structured_prune(model: nn.Module, keep: torch.Tensor, example_input: torch.
     bns = dict(bn_layers(model))
     before = {name: bn.num_features for name, bn in bns.items()}
     graph = _build_graph(model, example_input)
-    groups = _plan(model, keep, graph)
-    for group in groups:
-        pruned = (~group.keep).nonzero().flatten().tolist()
+    coupled = _plan(model, keep, graph)
+    for c in coupled:
+        pruned = (~c.keep).nonzero().flatten().tolist()
         if pruned:
-            # Re-fetched now: earlier prunes shrank other layers' inputs, not this group's channels.
-            graph.get_pruning_group(bns[group.members[0]], tp.prune_batchnorm_out_channels, idxs=pruned).prune()
+            # Re-fetched now: earlier prunes shrank other layers' inputs, not these BNs' channels.
+            graph.get_pruning_group(bns[c.names[0]], tp.prune_batchnorm_out_channels, idxs=pruned).prune()
     after = {name: bn.num_features for name, bn in bns.items()}
-    expected = {name: int(g.keep.sum()) for g in groups for name in g.members}
+    expected = {name: int(c.keep.sum()) for c in coupled for name in c.names}
     if after != expected:
         raise RuntimeError(f"torch-pruning left channels {after}, the plan asked for {expected}")
     return StructuredResult(channels_before=before, channels_after=after)

@@ -1,10 +1,10 @@
-"""WORM truncation: when ``r`` is set, and how it is applied.
+"""The search's gradient edits: WORM's truncation by ``r``, and the L1 on BatchNorm gammas.
 
-:class:`TruncationSchedule` decides the factor ``r`` for each method from the detector's
-observations; :class:`GradientTruncator` applies it to the units (channels, attention weights
-or heads) the current mask would prune, with fused ``_foreach`` ops per optimizer step: to their
-gradients (``worm.apply = grad``, the paper) or to their parameter change (``update``), which
-keeps r's meaning under weight decay and Adam(W) (docs/method.md, "How r interacts with the optimizer").
+A method's schedule (:mod:`worm_tune.ticket.schedules`) sets the factor ``r``;
+:class:`GradientTruncator` applies it to the units (channels, attention weights or heads) the
+current mask would prune, with fused ``_foreach`` ops per optimizer step: to their gradients
+(``worm.apply = grad``, the paper) or to their parameter change (``update``), which keeps r's
+meaning under weight decay and Adam(W) (docs/method.md, "How r interacts with the optimizer").
 """
 
 from __future__ import annotations
@@ -14,45 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from worm_tune.config import APPLY_MODES, TrialConfig
-from worm_tune.ticket.detector import Observation
-from worm_tune.ticket.methods import D_AVG, FROM_START, METHODS, ON_TRIGGER
+from worm_tune.config import APPLY_MODES
 from worm_tune.ticket.sites import MaskSites
-
-
-class TruncationSchedule:
-    """The factor ``r`` per method's schedule (docs/method.md; :data:`worm_tune.ticket.methods.METHODS`).
-
-    - ``earlybird`` / ``dense``: r = 1 always.
-    - ``worm``: r = 1 until, at the end of a search epoch, ``d_avg < s + delta``; then r = r_trunc
-      for every later step (never reset). ``trigger_epoch`` is that epoch.
-    - ``gradclip``: r = r_trunc from the first step.
-    - ``greedy``: r = d_avg of the latest epoch once the window is full (1 before).
-    """
-
-    def __init__(self, cfg: TrialConfig) -> None:
-        self.kind = METHODS[cfg.method].schedule
-        self.r_trunc = cfg.worm.factor
-        self.trigger_level = cfg.search.threshold + cfg.worm.delta
-        self.factor = self.r_trunc if self.kind == FROM_START else 1.0
-        self.trigger_epoch: int | None = None
-
-    def observe(self, epoch: int, obs: Observation) -> float:
-        """Update ``r`` after search epoch ``epoch``; returns the factor for the next epoch."""
-        if self.kind == ON_TRIGGER and self.trigger_epoch is None:
-            if obs.d_avg is not None and obs.d_avg < self.trigger_level:
-                self.trigger_epoch = epoch
-                self.factor = self.r_trunc
-        elif self.kind == D_AVG and obs.d_avg is not None:
-            self.factor = obs.d_avg
-        return self.factor
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"factor": self.factor, "trigger_epoch": self.trigger_epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.factor = float(state["factor"])
-        self.trigger_epoch = None if state["trigger_epoch"] is None else int(state["trigger_epoch"])
 
 
 class GradientTruncator:

@@ -1,1 +1,1 @@
-"""Sweeps on Ray Tune: search spaces, plans, the MLflow store, trainables, the runner."""
+"""Sweeps on Ray Tune: sweep spaces, plans, the MLflow store, trainables, the runner."""

@@ -35,8 +35,8 @@ _PROBE = textwrap.dedent(
     try:
         GcsClient(address=sys.argv[1]).internal_kv_get(b"worm_tune_probe", None, timeout=5)
     except Exception as exc:
-        kind = "auth" if type(exc).__name__ == "AuthenticationError" else "error"
-        print(kind, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+        outcome = "auth" if type(exc).__name__ == "AuthenticationError" else "error"
+        print(outcome, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
     else:
         print("ok")
     """
@@ -136,9 +136,9 @@ def _probe(address: str, target: str) -> str:
         ) from None
     lines = proc.stdout.strip().splitlines()
     verdict = lines[-1] if lines else f"error the probe failed: {_tail(proc.stderr)}"
-    kind, _, reason = verdict.partition(" ")
-    if kind in ("ok", "auth"):
-        return kind
+    outcome, _, reason = verdict.partition(" ")
+    if outcome in ("ok", "auth"):
+        return outcome
     raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {reason}")
 
 

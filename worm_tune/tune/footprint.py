@@ -35,7 +35,7 @@ from ray import tune
 
 from worm_tune.checkpoints import CheckpointError, filesystem, is_out_of_space, size_text, write_atomic
 from worm_tune.tune.plan import GROUP_KEY, TRIAL_STATES_FILE, group_file
-from worm_tune.tune.trainables import last_error
+from worm_tune.tune.reports import last_error
 
 #: The parent run's metrics section for the sweep folder's size.
 SECTION = "storage"
@@ -199,9 +199,9 @@ class Footprint(tune.Callback):
     def _failed(self, trial: Any) -> None:
         """A trial that failed on a full disk stops the sweep: its retries would fail the same way."""
         error = last_error(trial)  # "worm_tune.checkpoints.CheckpointError: no space left on ..."
-        kind, _, message = error.partition(": ")
+        exc_type, _, message = error.partition(": ")
         if is_out_of_space(error):
-            self._stop(message if kind.endswith(("Error", "Exception")) else error)
+            self._stop(message if exc_type.endswith(("Error", "Exception")) else error)
 
     def _stop(self, why: str) -> None:
         if self.full is None:

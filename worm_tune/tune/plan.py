@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worm_tune.config import TrialConfig, field_types
-from worm_tune.ticket.methods import BASELINE, WORM_KNOBS_PREFIX, applies, family_of
-from worm_tune.tune.spaces import Objective, OptunaSpec, SearchSpace, load_space
+from worm_tune.config import PAIR_FREE_FIELDS, TrialConfig, field_types
+from worm_tune.ticket.methods import applies
+from worm_tune.tune.spaces import Objective, OptunaSpec, SweepSpace, load_space
 from worm_tune.usage import UsageError, format_table
 
 SETTINGS_FILE = "sweep.json"
@@ -30,7 +30,7 @@ CHOSEN_FILE = "final.json"
 #: In each Ray experiment's folder once it ends: every trial's final Ray state, by trial id.
 TRIAL_STATES_FILE = "trial_states.json"
 #: The one Ray experiment (and folder) that holds every trial of a sweep. Sweeps saved before it ran one
-#: experiment per trainable family (``earlybird``, then ``worm``), named after the family.
+#: experiment per group of methods (:mod:`worm_tune.tune.legacy_trainables`).
 EXPERIMENT = "trials"
 #: ``--keep-checkpoints``: what stays of a finished trial's Ray checkpoints (:mod:`worm_tune.tune.footprint`).
 KEEP_CHOICES = ("none", "last", "all")
@@ -106,6 +106,11 @@ class SweepSettings:
     def folder(self) -> Path:
         return Path(self.storage) / self.name
 
+    @property
+    def groups(self) -> Path | None:
+        """A shared sweep's folder of group files (:mod:`worm_tune.tune.sharing`); None: unshared."""
+        return self.folder / GROUPS_DIR if self.share else None
+
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
@@ -125,11 +130,9 @@ class Plan:
     objectives: tuple[Objective, ...] = ()
 
     @property
-    def families(self) -> list[str]:
-        """The trainable families of the trials, in the order a sweep saved before :data:`EXPERIMENT` ran them."""
-        if self.optuna is not None:
-            return [family_of(self.optuna.method)]
-        return list(dict.fromkeys(family_of(cfg.method) for cfg in self.trials))
+    def num_trials(self) -> int:
+        """How many trials the sweep runs: its grid's, or the samples of its Optuna search."""
+        return self.optuna.num_samples if self.optuna is not None else len(self.trials)
 
     def configs(self) -> list[TrialConfig]:
         """Every config a trial may run (for Optuna: the base with the tuned method)."""
@@ -137,11 +140,20 @@ class Plan:
             return [self.base.replace({"method": self.optuna.method})]
         return list(self.trials)
 
+    def points(self) -> list[dict[str, Any]]:
+        """The grid's trials as flat Ray configs, in run order: ``trial`` (its ``--dry-run`` number),
+        then the sweep's columns (None where a field does not apply to the method) and other set fields."""
+        configs = self.configs()
+        columns = sweep_columns(configs)
+        rows = [{"trial": i, **overrides(cfg, self.base, columns)} for i, cfg in enumerate(configs, 1)]
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        return [{k: row.get(k) for k in keys} for row in rows]
+
 
 def make_plan(settings: SweepSettings) -> Plan:
     """Read the space, apply ``--set``, and expand it into trials; every config is validated."""
 
-    space: SearchSpace = load_space(settings.space, settings.profile).pin(settings.sets)
+    space: SweepSpace = load_space(settings.space, settings.profile).pin(settings.sets)
     # Trials run in their own folders: make the data folder absolute (it is not part of the hash).
     base = space.base.replace({"data.data_dir": str(Path(space.base.data.data_dir).resolve())})
     space = dataclasses.replace(space, base=base)
@@ -163,9 +175,8 @@ def grid_plan(configs: Sequence[TrialConfig], base: TrialConfig) -> Plan:
 
 
 def pair_key(cfg: TrialConfig) -> str:
-    """What a trial shares with its EarlyBird partner: its config as EarlyBird with WORM's knobs unset."""
-    worm = {k: v for k, v in TrialConfig().to_flat().items() if k.startswith(WORM_KNOBS_PREFIX)}
-    return cfg.replace({"method": BASELINE, **worm}).hash()
+    """What a trial shares with its EarlyBird partner: every field but :data:`PAIR_FREE_FIELDS`."""
+    return json.dumps({k: v for k, v in cfg.to_flat().items() if k not in PAIR_FREE_FIELDS}, sort_keys=True)
 
 
 def paired_order(configs: Sequence[TrialConfig]) -> list[TrialConfig]:
@@ -243,22 +254,13 @@ def label_columns(plan: Plan) -> tuple[str, ...]:
     return tuple(c for c in sweep_columns(plan.configs()) if c not in ("method", "seed"))
 
 
+def setting_hash(cfg: TrialConfig) -> str:
+    """A trial's setting, hashed: its config but the seed, which ``final`` ranks by (its runs' ``group_hash``
+    tag, named so before "setting" was the word for it)."""
+    return cfg.replace({"seed": 0}).hash()
+
+
 def config_overrides(config: dict[str, Any]) -> dict[str, Any]:
     """The config fields in a trial's Ray config (None marks a field that does not apply)."""
     keys = field_types()
     return {k: v for k, v in config.items() if k in keys and v is not None}
-
-
-def _points(plan: Plan, experiment: str) -> list[dict[str, Any]]:
-    """An experiment's grid trials as flat Ray configs, in run order: ``trial`` (its ``--dry-run`` number),
-    then the sweep's columns (None where a field does not apply to the method) and other set fields.
-    :data:`EXPERIMENT` holds every trial; an older sweep's experiment, its family's."""
-    configs = plan.configs()
-    columns = sweep_columns(configs)
-    rows = [{"trial": i, **overrides(cfg, plan.base, columns)} for i, cfg in enumerate(configs, 1)]
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    return [
-        {k: row.get(k) for k in keys}
-        for row, cfg in zip(rows, configs, strict=True)
-        if experiment == EXPERIMENT or family_of(cfg.method) == experiment
-    ]

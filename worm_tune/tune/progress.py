@@ -15,8 +15,8 @@ from typing import Any
 from ray import tune
 
 from worm_tune.tune.plan import GROUP_KEY, trial_label, trial_reports
+from worm_tune.tune.reports import last_error
 from worm_tune.tune.store import trial_status
-from worm_tune.tune.trainables import last_error
 from worm_tune.usage import format_table
 
 #: Seconds between two tables of the running trials.

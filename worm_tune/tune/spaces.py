@@ -1,4 +1,4 @@
-"""Search spaces: one declarative TOML file per experiment in ``search_spaces/``.
+"""What a sweep runs (:class:`SweepSpace`): one declarative TOML file per experiment in ``search_spaces/``.
 
 A file names the fixed fields, the grid axes and the Optuna ranges of one experiment::
 
@@ -96,8 +96,9 @@ class OptunaSpec:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    """One experiment's sweep: a base config, grid axes and Optuna ranges."""
+class SweepSpace:
+    """One experiment's sweep: a base config, grid axes and Optuna ranges. (Its file and messages keep the
+    users' name, a search space; "search" alone is the Early-Bird phase.)"""
 
     name: str
     profile: str
@@ -108,7 +109,7 @@ class SearchSpace:
     method_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     optuna: OptunaSpec | None = None
 
-    def pin(self, overrides: Mapping[str, Any]) -> SearchSpace:
+    def pin(self, overrides: Mapping[str, Any]) -> SweepSpace:
         """Apply ``--set`` overrides: they win over the base and remove the matching axes."""
         if not overrides:
             return self
@@ -122,7 +123,7 @@ class SearchSpace:
         if optuna is not None:
             params = tuple(p for p in optuna.params if p.key not in overrides)
             optuna = OptunaSpec(optuna.method, optuna.objectives, optuna.num_samples, params)
-        return SearchSpace(self.name, self.profile, self.description, methods, base, axes, method_axes, optuna)
+        return SweepSpace(self.name, self.profile, self.description, methods, base, axes, method_axes, optuna)
 
     def grid(self) -> list[TrialConfig]:
         """Every trial of the grid, validated, without duplicates, in file order."""
@@ -156,7 +157,7 @@ def resolve_space_path(name: str, directory: Path = SPACES_DIR) -> Path:
     return candidate
 
 
-def load_space(name: str, profile: str = "default", directory: Path = SPACES_DIR) -> SearchSpace:
+def load_space(name: str, profile: str = "default", directory: Path = SPACES_DIR) -> SweepSpace:
     """Read, merge the profile, and validate a search space; every trial config is checked."""
     path = resolve_space_path(name, directory)
     try:
@@ -199,7 +200,7 @@ def _merge(data: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SearchSpace:
+def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SweepSpace:
     methods = tuple(data.get("methods", ["earlybird", "worm"]))
     if not methods:
         raise SpaceError(f"{where}: methods must list at least one of {', '.join(METHODS)}")
@@ -220,7 +221,7 @@ def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SearchS
     if "method" in axes:
         raise SpaceError(f"{where}: sweep methods with the 'methods' list, not an axis")
     optuna = _optuna(data["optuna"], where) if "optuna" in data else None
-    return SearchSpace(name, profile, str(data.get("description", "")), methods, base, axes, method_axes, optuna)
+    return SweepSpace(name, profile, str(data.get("description", "")), methods, base, axes, method_axes, optuna)
 
 
 def _axes(table: Mapping[str, Any], where: str, section: str) -> dict[str, list[Any]]:

@@ -52,11 +52,12 @@ class Spool:
     def __init__(
         self,
         folder: str | None,
-        apply: Callable[[dict[str, Any]], None],
+        apply: Callable[[dict[str, Any], bytes | None], None],
         refused: Callable[[BaseException], bool],
         name: str = "MLflow",
     ) -> None:
-        """``apply`` writes one event (raising while the store is away); ``refused`` tells an error
+        """``apply`` writes one event, given the bytes of the file it was submitted with (None if none),
+        raising while the store is away; ``refused`` tells an error
         that says the event itself is wrong (skipped after :data:`REFUSED_TRIES` tries) from one that
         says the store is away (tried again as long as it takes); ``name`` is the store's, for messages."""
         self._apply, self._refused, self.name = apply, refused, name
@@ -141,7 +142,7 @@ class Spool:
         queue is full: the writer never waits for the spool's lock)."""
         self._start()
         with self._lock:  # spool order is queue order; the spool is not emptied meanwhile
-            kept = None if ticket is None else self._keep(ticket)
+            kept = None if ticket is None else _keep(self.path, ticket)
             for event in events:
                 self._seq += 1
                 line = json.dumps({"seq": self._seq, **event, "ticket": kept}, default=_plain)
@@ -156,35 +157,6 @@ class Spool:
                     self._pending += 1
                 self._queue.put((self._seq, line))
 
-    def _keep(self, ticket: Path) -> dict[str, str]:
-        """A ticket file as the events that log it refer to it: a link (or copy) beside the spool, which
-        outlives the checkpoint; or, without a spool, its bytes."""
-        if self.path is not None:
-            folder, name = self.path.with_name(TICKETS_DIR), f"{uuid.uuid4().hex}{ticket.suffix}"
-            try:
-                folder.mkdir(exist_ok=True)
-                try:
-                    os.link(ticket, folder / name)
-                except OSError:  # another file system, or no hard links
-                    shutil.copyfile(ticket, folder / name)
-                return {"file": name}
-            except OSError:
-                pass
-        return {"data": base64.b64encode(ticket.read_bytes()).decode("ascii")}
-
-    def ticket(self, kept: Mapping[str, str] | None) -> bytes | None:
-        """The bytes of a kept ticket (:meth:`_keep`)."""
-        if kept is None:
-            return None
-        if "data" in kept:
-            return base64.b64decode(kept["data"])
-        assert self.path is not None
-        try:
-            return (self.path.with_name(TICKETS_DIR) / kept["file"]).read_bytes()
-        except FileNotFoundError:  # removed by hand: the run is logged without it
-            print(f"{self.name}: file {kept['file']} is gone from {TICKETS_DIR}; written without it", file=sys.stderr)
-            return None
-
     def _write_all(self) -> None:
         """The writer thread: each event in order, each until it is written."""
         while not self._stop.is_set():
@@ -198,7 +170,7 @@ class Spool:
         delay, refused = RETRY_S, 0
         while not self._stop.is_set():
             try:
-                self._apply(event)
+                self._apply(event, _kept_bytes(self.path, event.get("ticket"), self.name))
                 self.unreachable = None
                 return True
             except Exception as exc:  # whatever the store or its client raises: sorted below
@@ -251,6 +223,37 @@ class Spool:
             pass  # a full disk: the spool is emptied later
         finally:
             self._lock.release()
+
+
+def _keep(spool: Path | None, ticket: Path) -> dict[str, str]:
+    """A ticket file as the events that log it refer to it: a link (or copy) beside the ``spool``, which
+    outlives the checkpoint; or, without a spool, its bytes."""
+    if spool is not None:
+        folder, name = spool.with_name(TICKETS_DIR), f"{uuid.uuid4().hex}{ticket.suffix}"
+        try:
+            folder.mkdir(exist_ok=True)
+            try:
+                os.link(ticket, folder / name)
+            except OSError:  # another file system, or no hard links
+                shutil.copyfile(ticket, folder / name)
+            return {"file": name}
+        except OSError:
+            pass
+    return {"data": base64.b64encode(ticket.read_bytes()).decode("ascii")}
+
+
+def _kept_bytes(spool: Path | None, kept: Mapping[str, str] | None, store: str) -> bytes | None:
+    """The bytes of a ticket kept by :func:`_keep` (``store``: the store's name, for the message)."""
+    if kept is None:
+        return None
+    if "data" in kept:
+        return base64.b64decode(kept["data"])
+    assert spool is not None
+    try:
+        return (spool.with_name(TICKETS_DIR) / kept["file"]).read_bytes()
+    except FileNotFoundError:  # removed by hand: the run is logged without it
+        print(f"{store}: file {kept['file']} is gone from {TICKETS_DIR}; written without it", file=sys.stderr)
+        return None
 
 
 def _plain(value: Any) -> Any:

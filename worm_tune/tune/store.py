@@ -24,6 +24,7 @@ from typing import Any
 
 from worm_tune import locks
 from worm_tune.config import RUNTIME_FIELDS
+from worm_tune.paths import storage_flag
 from worm_tune.ticket.methods import METHODS
 
 DEFAULT_DB = "mlflow.db"
@@ -269,7 +270,7 @@ def driver_state(parent: Any) -> str:
     holder = locks.holder(Path(storage) / name)
     if holder is not None:
         return f"is being run by {holder}; wait for it to finish"
-    where = "" if Path(storage) == Path("ray_results").resolve() else f" --storage {storage}"
+    where = storage_flag(storage)
     if parent.data.tags.get(TAG_KIND) == "final":
         command = f"python -m worm_tune.final {params.get('source_sweep', '?')} --resume --name {name}{where}"
     else:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# How tests/data/legacy was made: a trial and a sweep cut short by the code of commit 5418119
-# (before the package was split into layers), kept so that tests/test_legacy.py can prove they
-# still resume, and report, with the code of today. A tiny BERT on a made-up TSV folder keeps
-# every checkpoint under 1 MB. Run from the repository root with that commit checked out at
-# $OLD (git worktree add $OLD 5418119); the test rewrites the paths.
+# How tests/data/legacy* were made: a trial and a sweep cut short by the code of an older commit,
+# kept so that tests/test_legacy.py can prove they still resume, and report, with the code of
+# today. tests/data/legacy: commit 5418119 (before the package was split into layers);
+# tests/data/legacy-1099602: commit 1099602 (before the engine, runner and config were split into
+# rooms, issue 23). A tiny BERT on a made-up TSV folder keeps every checkpoint under 1 MB. Run from
+# the repository root with the commit checked out at $OLD (git worktree add $OLD 5418119) and
+# OUT=tests/data/legacy (or legacy-1099602); the test rewrites the paths.
 set -euo pipefail
 OLD=${OLD:?a checkout of commit 5418119}
-OUT=$(pwd)/tests/data/legacy
+OUT=$(pwd)/${OUT:?tests/data/legacy or tests/data/legacy-<commit>}
 ROOT=/tmp/worm-tune-legacy
 rm -rf "$ROOT" && mkdir -p "$ROOT/text"
 export PYTHONPATH=$OLD
@@ -46,10 +48,11 @@ cd "$ROOT"
 python -m worm_tune.sweep "$ROOT/space.toml" --name legacy --storage "$ROOT/ray" \
     --tracking-uri "sqlite:///$ROOT/mlflow.db" --no-analysis &
 SWEEP=$!
-until [ "$(cat "$ROOT"/ray/legacy/earlybird/*/result.json 2>/dev/null | wc -l)" -ge 2 ]; do sleep 0.1; done
+# The trial's folder: under earlybird/ at 5418119, under trials/ at 1099602.
+until [ "$(cat "$ROOT"/ray/legacy/*/*/result.json 2>/dev/null | wc -l)" -ge 2 ]; do sleep 0.1; done
 kill -INT $SWEEP
 wait $SWEEP || true
 cd - >/dev/null
-rm -rf "$OUT/root" && cp -r "$ROOT" "$OUT/root"
+mkdir -p "$OUT" && rm -rf "$OUT/root" && cp -r "$ROOT" "$OUT/root"
 rm -rf "$OUT/root/mlartifacts" "$OUT/root/mlflow.db.lock" "$OUT/root/ray/legacy/driver.lock"
 echo "$ROOT" > "$OUT/ROOT"

@@ -20,7 +20,7 @@ from worm_tune.models import ModelError
 from worm_tune.usage import UsageError
 
 #: Bad input found once the trial starts: no CUDA device, a missing dataset or weights, a damaged ``--out``.
-USAGE_ERRORS = (UsageError, ConfigError, DataError, ModelError)
+TRIAL_INPUT_ERRORS = (UsageError, ConfigError, DataError, ModelError)
 
 
 def format_epoch(m: dict[str, Any]) -> str:
@@ -90,7 +90,7 @@ def main(prog: str, cfg: TrialConfig, out: Path, fresh: bool, quiet: bool) -> in
     """Run the trial and print its summary; the exit code, each failure one line on stderr."""
     try:
         summary = run(cfg, out, fresh=fresh, quiet=quiet)
-    except USAGE_ERRORS as exc:
+    except TRIAL_INPUT_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except CheckpointError as exc:  # the environment (a full disk), not the input: exit 1 like a crash

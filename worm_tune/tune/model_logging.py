@@ -28,9 +28,11 @@ from torch import nn
 from worm_tune.checkpoints import load_state, write_atomic
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
-from worm_tune.engine import DONE, load_network, model_file
+from worm_tune.engine import load_network
+from worm_tune.models.files import ModelFile
+from worm_tune.ticket.phases import Phase
 from worm_tune.tune.store import TAG_TRIAL, at_store, client
-from worm_tune.tune.trainables import CHECKPOINT_FILE
+from worm_tune.tune.trainable import CHECKPOINT_FILE
 
 #: A trial's network in :func:`~worm_tune.engine.load_model`'s format, in the trial's folder.
 MODEL_FILE = "model.pt"
@@ -47,14 +49,14 @@ def save_network(folder: Path, run: Any, bundles: dict[Any, DataBundle]) -> Path
     if not checkpoints:
         return None
     state = load_state(checkpoints[-1] / CHECKPOINT_FILE)
-    if state["phase"] != DONE:
+    if state["phase"] != Phase.DONE:
         return None
     cfg = TrialConfig.from_dict(state["config"])
     key = (cfg.data, cfg.model.checkpoint)
     if key not in bundles:
         bundles[key] = load_data(*key)
     path = checkpoints[-1].parent / MODEL_FILE
-    write_atomic(path, lambda tmp: torch.save(model_file(state, bundles[key]), tmp))
+    write_atomic(path, lambda tmp: ModelFile.of(state, bundles[key]).save(tmp))
     return path
 
 
