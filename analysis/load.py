@@ -52,8 +52,6 @@ from worm_tune.tune.plan import (
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
 FINISHED = ("converged", "not_converged")
-#: The curves' metric columns (the schema's, kept under this name).
-CURVE_KEYS = metrics.CURVES
 
 
 class LoadError(ValueError):
@@ -168,7 +166,7 @@ def _epochs(client: Any, run_id: str, keys: set[str], after: str) -> list[tuple[
     and its search epochs are those that logged ``mask_converged`` (``after`` names the phase that
     follows); a sweep begun before sections and resumed after has both, each epoch under one.
     """
-    wanted = set(CURVE_KEYS) | metrics.RETIRED
+    wanted = set(metrics.CURVES) | metrics.RETIRED
     sectioned: dict[int, dict[str, float]] = {}
     bare: dict[int, dict[str, float]] = {}
     phases: dict[int, str] = {}
@@ -334,7 +332,7 @@ def _curve(
     """A ``curves`` row from one epoch's values, under today's names even where they were logged before a rename."""
     values = metrics.current(values)
     where = {"trial_id": trial_id, "step": step, "phase": phase, "phase_epoch": phase_epoch}
-    return where | {name: _number(values.get(name)) for name in CURVE_KEYS}
+    return where | {name: _number(values.get(name)) for name in metrics.CURVES}
 
 
 def _config(params: dict[str, str]) -> dict[str, Any]:
@@ -360,6 +358,6 @@ def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _curves_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["trial_id", "step", "phase", "phase_epoch", *CURVE_KEYS]
+    columns = ["trial_id", "step", "phase", "phase_epoch", *metrics.CURVES]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["trial_id", "step"], kind="stable").reset_index(drop=True)

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import cli, compare, load, paper, report
 from tests.test_stats import SKEWED, scipy_interval
+from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.tune.plan import SweepSettings
 from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP, TAG_TRIAL
@@ -57,7 +58,7 @@ def curves_of(trials: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"trial_id": t["trial_id"], "step": search + e, "phase": "retrain", "phase_epoch": e,
                              "test_acc": 0.6 + 0.1 * e, "d_max": math.nan, "d_avg": math.nan,
                              "r": 1.0, "truncated_units": 0.0})  # fmt: skip
-    return pd.DataFrame(rows, columns=["trial_id", "step", "phase", "phase_epoch", *load.CURVE_KEYS])
+    return pd.DataFrame(rows, columns=["trial_id", "step", "phase", "phase_epoch", *metrics.CURVES])
 
 
 def sweep_of(rows: list[dict], running: bool = False) -> load.Sweep:
