@@ -587,7 +587,7 @@ def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: d
         assert float(run.data.params["worm.factor"]) == pytest.approx(trial.params["worm.factor"])
         assert trial.values == [results_of(run)["search_epochs"], results_of(run)["final_acc"]]
     text = report_of(store, "tpe")
-    assert "No pairs: the sweep has no WORM-family trial with an EarlyBird trial" in text
+    assert "No pairs: the sweep has no trial of a truncating method with an EarlyBird trial" in text
     assert text.count("WORM δ=") == 3 * 3 + 3  # the trials, per-method and trigger tables, and the "not compared" list
 
 
