@@ -1,7 +1,9 @@
 """Reading work saved by earlier versions: every rule that exists only for older saved work.
 
-Each part says what it reads and since when the current form exists; nothing else in the
-package carries compatibility code. Drop a part when no saved work of that form is left.
+Each part says what it reads and since when the current form exists. Drop a part when no saved
+work of that form is left. The readers that apply a part stay beside the code they serve (the
+metric renames, for instance, in :func:`worm_tune.metrics.current`), as does the fallback to MLflow
+keys logged before sections (:func:`worm_tune.metrics.logged_summary`).
 """
 
 from __future__ import annotations
