@@ -37,9 +37,9 @@ pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 def test_a_ticket_round_trips_bit_for_bit_and_stays_small() -> None:
     rng = np.random.default_rng(0)
-    channels = Ticket({KEEP: rng.random(4801) < 0.5}, "channel", 7)  # a ResNet-18's BN channels, and one
+    channels = Ticket({KEEP: rng.random(4801) < 0.5}, "channel", 7, (4000, 801))  # a ResNet-18's BN channels, and one
     back = Ticket.from_bytes(channels.to_bytes())
-    assert back.unit == "channel" and back.epoch == 7
+    assert back.unit == "channel" and back.epoch == 7 and back.layers == (4000, 801)
     assert np.array_equal(back.masks[KEEP], channels.masks[KEEP])
     assert len(channels.to_bytes()) < 1500  # 4801 bits packed: 601 bytes, and the file's header
     weights = Ticket(
@@ -48,7 +48,7 @@ def test_a_ticket_round_trips_bit_for_bit_and_stays_small() -> None:
     back = Ticket.from_bytes(weights.to_bytes())
     assert {k: v.shape for k, v in back.masks.items()} == {"conv.weight": (8, 3, 3, 3), "fc.weight": (10, 8)}
     assert all(np.array_equal(back.masks[k], weights.masks[k]) for k in weights.masks)
-    assert back.kept == weights.kept and back.size == 8 * 27 + 80
+    assert back.kept == weights.kept and back.size == 8 * 27 + 80 and back.layers is None
 
 
 def test_the_overlap_of_two_tickets() -> None:
@@ -69,6 +69,10 @@ def test_the_engine_ticket_is_the_mask_it_pruned(kind: str, unit: str) -> None:
     pruned = {KEEP: engine.pruning.keep} if kind == "structured" else engine.pruning.masks
     assert ticket.masks.keys() == pruned.keys()
     assert all(np.array_equal(ticket.masks[k], pruned[k].numpy()) for k in pruned)
+    if kind == "structured":  # its units split by layer as the BatchNorm layers hold them
+        dense = TrialEngine(TrialConfig().replace({**ENGINE_TINY, "prune.kind": kind}).validate())
+        assert ticket.layers == tuple(bn.num_features for bn in dense.sites.layers)
+        assert sum(ticket.layers) == ticket.size
     assert TrialEngine(TrialConfig().replace({**ENGINE_TINY, "method": "dense"})).ticket() is None
 
 

@@ -8,7 +8,8 @@ per-weight ticket about 1.4 MB. Read with numpy alone: ``analysis`` loads ticket
 
 Masks are named: a structured ticket has one mask, ``keep``, over the network's units in the
 order the Early-Bird mask is drawn (its BatchNorm channels, or its attention heads, layer by
-layer); an unstructured ticket has one mask per pruned weight tensor, by parameter name.
+layer), with ``layers``, how many of them each layer holds, so tickets can be compared layer by
+layer; an unstructured ticket has one mask per pruned weight tensor, by parameter name.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ KEEP = "keep"
 class Ticket:
     """A pruning mask: ``masks`` (True = kept) by name, the ``unit`` they mask (channel, weight or
     head) and the search ``epoch`` it was drawn at. Which trial it is comes from where it is kept
-    (a shared sweep's trials that pruned together log one file to each of their runs)."""
+    (a shared sweep's trials that pruned together log one file to each of their runs).
+    ``layers``: a structured ticket's units per layer, in mask order (None for an unstructured
+    ticket, whose masks are per layer already, and for tickets written before it was recorded)."""
 
     masks: Mapping[str, np.ndarray]
     unit: str
     epoch: int | None
+    layers: tuple[int, ...] | None = None
 
     @property
     def kept(self) -> int:
@@ -49,6 +53,8 @@ class Ticket:
         arrays = {f"mask:{name}": np.packbits(np.asarray(m, dtype=bool).ravel()) for name, m in self.masks.items()}
         shapes = {name: list(np.shape(mask)) for name, mask in self.masks.items()}
         about = {"unit": self.unit, "epoch": self.epoch, "shapes": shapes}
+        if self.layers is not None:
+            about["layers"] = list(self.layers)
         buf = io.BytesIO()
         np.savez_compressed(buf, about=np.frombuffer(json.dumps(about).encode(), dtype=np.uint8), **arrays)
         return buf.getvalue()
@@ -61,7 +67,8 @@ class Ticket:
             for name, shape in about["shapes"].items():
                 count = int(np.prod(shape, dtype=np.int64))
                 masks[name] = np.unpackbits(npz[f"mask:{name}"], count=count).astype(bool).reshape(shape)
-        return cls(masks, about["unit"], about["epoch"])
+        layers = about.get("layers")
+        return cls(masks, about["unit"], about["epoch"], None if layers is None else tuple(layers))
 
     def save(self, path: str | Path) -> int:
         """Write the ticket; its size in bytes."""

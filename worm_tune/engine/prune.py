@@ -69,10 +69,11 @@ class Pruning:
         """The fraction of zero weights unstructured pruning left (None without it)."""
         return sparsity(model, self.masks) if self.masks is not None else None
 
-    def ticket(self, unit: str, epoch: int | None) -> Ticket | None:
-        """The mask the trial pruned with, over its ``unit`` and drawn at search ``epoch`` (None before the prune)."""
+    def ticket(self, unit: str, epoch: int | None, layers: tuple[int, ...]) -> Ticket | None:
+        """The mask the trial pruned with, over its ``unit`` (``layers`` of them per layer) and drawn at
+        search ``epoch`` (None before the prune)."""
         if self.keep is not None:
-            return Ticket({KEEP: self.keep.cpu().numpy()}, unit, epoch)
+            return Ticket({KEEP: self.keep.cpu().numpy()}, unit, epoch, layers)
         if self.masks is not None:
             return Ticket({name: m.cpu().numpy() for name, m in self.masks.items()}, "weight", epoch)
         return None

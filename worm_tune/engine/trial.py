@@ -49,6 +49,7 @@ class TrialEngine:
         train, test = loaders(self.data, cfg.data, speed, self.device, self.rng.data)
 
         self.sites = representative_sites(self.model, cfg)
+        self.mask_layers = self.sites.layer_sizes  # the dense network's: a structured prune narrows the layers
         self.layers = [bn for _, bn in bn_layers(self.model)]  # for the optional L1 on gamma
         self.control = SearchControl(cfg, self.sites.scores())
         self.truncator = GradientTruncator(self.sites, cfg.worm.apply)
@@ -116,7 +117,7 @@ class TrialEngine:
 
     def ticket(self) -> Ticket | None:
         """The mask this trial pruned with (None before the prune, or for a dense trial)."""
-        return self.pruning.ticket(self.sites.unit, self.results["search_epochs"])
+        return self.pruning.ticket(self.sites.unit, self.results["search_epochs"], self.mask_layers)
 
     def _search_epoch(self) -> dict[str, Any]:
         """Algorithm 1: train an epoch (truncating as decided after the last one), draw the mask, decide."""

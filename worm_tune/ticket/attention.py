@@ -122,7 +122,11 @@ class ElementSites:
 
     @property
     def num_units(self) -> int:
-        return sum(w.numel() for layer in self.layers for w in layer.qk_weights())
+        return sum(self.layer_sizes)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(sum(w.numel() for w in layer.qk_weights()) for layer in self.layers)
 
     def scores(self) -> torch.Tensor:
         return torch.cat([w.detach().abs().flatten().float() for layer in self.layers for w in layer.qk_weights()])
@@ -153,7 +157,11 @@ class HeadSites:
 
     @property
     def num_units(self) -> int:
-        return sum(heads_per_layer(self.layers))
+        return sum(self.layer_sizes)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(heads_per_layer(self.layers))
 
     def scores(self) -> torch.Tensor:
         per_layer = []

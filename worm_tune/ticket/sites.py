@@ -28,6 +28,11 @@ class MaskSites(Protocol):
     @property
     def num_units(self) -> int: ...
 
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Units per representative layer, in score order (they sum to ``num_units``)."""
+        ...
+
     def scores(self) -> torch.Tensor:
         """One float32 score per unit, detached, in a fixed order (larger = more important)."""
         ...
@@ -53,7 +58,11 @@ class ChannelSites:
 
     @property
     def num_units(self) -> int:
-        return sum(bn.num_features for bn in self.layers)
+        return sum(self.layer_sizes)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(bn.num_features for bn in self.layers)
 
     def scores(self) -> torch.Tensor:
         return torch.cat([bn.weight.detach().abs().flatten().float() for bn in self.layers])
