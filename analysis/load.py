@@ -21,11 +21,13 @@ was ``truncated_channels``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,8 @@ class Sweep:
     driver: str = ""
     tracking_uri: str | None = None
     parent_run_id: str | None = None
+    #: The search space the sweep was planned from (a name or a path); None for a ``final`` rerun.
+    space: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -145,18 +149,43 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         driver=store.driver_state(parent) if parent.info.status == "RUNNING" else "",
         tracking_uri=uri,
         parent_run_id=parent.info.run_id,
+        space=None if parent.data.tags.get(store.TAG_KIND) == "final" else _space_of(parent),
     )
+
+
+def _space_of(parent: Any) -> str | None:
+    """The space a sweep's parent run records: its path on the machine that ran it, else its name."""
+    return parent.data.tags.get("worm_tune.space") or parent.data.params.get("space")
+
+
+#: MLflow's switch for the progress bar it draws on stderr for each artifact download.
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def ticket(uri: str, run_id: str) -> Ticket:
     """A trial's ticket (:class:`~worm_tune.tickets.Ticket`: the mask it pruned with) from its MLflow
-    run. ``LookupError`` if it has none: a dense trial, or one that ended before its prune."""
+    run. ``LookupError`` if it has none: a dense trial, or one that ended before its prune. Quietly:
+    a report reads every trial's, and MLflow would draw a progress bar for each."""
     client = store.client(uri)
-    with store.at_store(uri):
+    with store.at_store(uri), _environ(PROGRESS_BAR, "false"):
         if TICKET_FILE not in {a.path for a in client.list_artifacts(run_id)}:
             raise LookupError(f"run {run_id} logged no {TICKET_FILE}: a dense trial, or one that ended before pruning")
         with tempfile.TemporaryDirectory() as tmp:
             return Ticket.load(client.download_artifacts(run_id, TICKET_FILE, tmp))
+
+
+@contextlib.contextmanager
+def _environ(key: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block, then restore it as it was."""
+    before = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _epochs(client: Any, run_id: str, keys: set[str], after: str) -> list[tuple[int, str, int, dict[str, float]]]:
@@ -237,6 +266,7 @@ def from_ray(folder: Path) -> Sweep:
         driver=_ray_driver_state(folder, settings) if running else "",
         tracking_uri=settings.tracking_uri,
         parent_run_id=settings.parent_run_id,
+        space=None if settings.kind == "final" else settings.space,
     )
 
 

@@ -8,7 +8,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,14 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import compare, paper, plots
+from analysis import compare, paper, plots, tickets
 from analysis.load import FINISHED, Sweep
 from analysis.page import to_html
-from analysis.stats import ALPHA, LEVEL, MIN_PAIRS, N_BOOT
+from analysis.stats import ALPHA, LEVEL, MIN_PAIRS, N_BOOT, WILCOXON_METHOD
 from worm_tune.tune import store
 from worm_tune.usage import format_table
 
 REPORT, TRIALS_CSV, COMPARISONS_CSV, METHODS_CSV = "report.md", "trials.csv", "comparisons.csv", "methods.csv"
+VERSUS_CSV = "versus.csv"
+#: The accuracy table's rows, in order: the at-the-stop one beside its like-with-like counterpart.
+ACCURACY = ("pre_prune_acc", "acc_at_matched_epoch", "post_prune_acc", "acc_after_1_retrain_epoch")
+ACCURACY += ("epochs_to_target", "final_acc")
 HTML = "report.html"
 ARTIFACT_DIR = "report"
 #: The comparisons whose paired mean difference and pair count the parent run carries as metrics.
@@ -47,14 +51,27 @@ class Report:
         return self.folder / REPORT
 
 
-def write(sweep: Sweep, out: Path, n_boot: int = N_BOOT, seed: int = 0, command: str = "") -> Report:
-    """Compute every comparison of ``sweep`` and write the report folder ``out``."""
+def write(
+    sweep: Sweep,
+    out: Path,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    command: str = "",
+    margin: float | None = None,
+) -> Report:
+    """Compute every comparison of ``sweep`` and write the report folder ``out``.
+
+    ``margin``: the equivalence margin of accuracies (a fraction: 0.01 is 1 pp), or None for no
+    TOST. Tickets are compared when the sweep was read from MLflow, where they are artifacts.
+    """
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out)
     labelled = compare.label(sweep.trials)
-    comparisons = compare.compare(labelled, n_boot, seed)
+    comparisons = compare.compare(labelled, n_boot, seed, margin, sweep.curves)
+    versus = compare.versus(labelled, n_boot, seed, margin, sweep.curves)
     methods = compare.per_method(labelled, n_boot, seed)
-    for name, frame in ((TRIALS_CSV, labelled), (COMPARISONS_CSV, comparisons), (METHODS_CSV, methods)):
+    frames = [(TRIALS_CSV, labelled), (COMPARISONS_CSV, comparisons), (VERSUS_CSV, versus), (METHODS_CSV, methods)]
+    for name, frame in frames:
         frame.to_csv(out / name, index=False)
         report.files.append(out / name)
 
@@ -83,7 +100,10 @@ def write(sweep: Sweep, out: Path, n_boot: int = N_BOOT, seed: int = 0, command:
             report.files.append(path)
             embedded.append(f"### {title}\n\n![{title}]({name})\n")
 
-    text = markdown(sweep, labelled, comparisons, methods, embedded, n_boot, command)
+    from_mlflow = sweep.tracking_uri is not None and sweep.source.startswith("MLflow")
+    found = tickets.load_tickets(sweep.tracking_uri, sweep.trials) if from_mlflow else {}
+    sections = [tickets.section(labelled, found, n_boot, seed)]
+    text = markdown(sweep, labelled, comparisons, methods, embedded, n_boot, command, margin, versus, sections)
     report.path.write_text(text)
     (out / HTML).write_text(to_html(text, out), encoding="utf-8")
     report.files[:0] = [report.path, out / HTML]
@@ -152,7 +172,12 @@ def markdown(
     figures: list[str],
     n_boot: int,
     command: str,
+    margin: float | None = None,
+    versus: pd.DataFrame | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> str:
+    """The report's Markdown. ``versus``: :func:`analysis.compare.versus`'s table (none: no section
+    rows); ``extra_sections`` go before the plots."""
     finished = int(labelled["status"].isin((*FINISHED, "dense")).sum())
     parts = [f"# Sweep `{sweep.name}`: EarlyBird vs WORM\n"]
     where = f"{sweep.source}" + (f", parent run `{sweep.parent_run_id}`" if sweep.parent_run_id else "")
@@ -168,7 +193,8 @@ def markdown(
         parts.append(f"> {note}\n")
     parts.append(
         f"Intervals are {LEVEL:.0%} BCa bootstrap intervals (bias-corrected and accelerated, {n_boot} resamples); "
-        f"p-values are two-sided Wilcoxon signed-rank tests on paired seeds, called significant below {ALPHA}. "
+        "p-values are two-sided Wilcoxon signed-rank tests on paired seeds, called significant when their "
+        f"Holm-adjusted value is below {ALPHA}. "
         f"A figure resting on fewer than {MIN_PAIRS} values (pairs, for a difference) gets no interval and no "
         f"p-value, and its rows show each seed's values instead: with so few a bootstrap interval covers far less "
         f"than {LEVEL:.0%}, and no Wilcoxon test on fewer than {MIN_PAIRS} pairs can reach {ALPHA}. Search cost "
@@ -178,7 +204,26 @@ def markdown(
         "on other machines differ in wall time by the machine's load. Accuracies count every finished trial; "
         "`n` is how many trials (or pairs) a figure rests on.\n"
     )
-    paired = compare.pairs(labelled)
+    parts.append(
+        f"The test is the {WILCOXON_METHOD}. Since it drops zero differences, the {MIN_PAIRS}-pair minimum for a "
+        "p-value counts non-zero pairs: a row of 20 pairs of which 2 differ shows its seeds, not a test. "
+        "Verdicts use Holm's correction within families: a family is one setting and one metric, with every "
+        f"variant compared with that setting's EarlyBird (or, in the variant-against-variant tables, one setting, "
+        "one knob and one metric, with every pair of variants that differ only in that knob); each table shows "
+        "the raw p, the Holm-adjusted p the verdict rests on, and how many tests its family holds. Holm keeps "
+        f"the chance of calling any test of a family significant when none is at {ALPHA}, whatever the family's "
+        "size.\n"
+    )
+    if margin is not None:
+        m = compare.margin_text(margin)
+        parts.append(
+            f"Equivalence within ±{m} (TOST): for each accuracy comparison two one-sided Wilcoxon tests, of "
+            f'"the difference is at or below -{m}" and of "at or above +{m}". Both rejected at {ALPHA}: '
+            f'"equivalent within ±{m}"; significantly below -{m} (with the difference itself significant): '
+            f'"worse"; above +{m}: "better"; else "undecided": the data cannot tell a difference within '
+            "the margin from one beyond it. Not significant alone never means no difference.\n"
+        )
+    paired = compare.pairs(labelled, sweep.curves)
     parts += ["## Trials\n", trials_table(methods), ""]
     parts += ["## Search epochs and accuracy, per method (the shape of the paper's Tables 2 and 3)\n"]
     parts += [paper_table(labelled, methods), ""]
@@ -194,13 +239,18 @@ def markdown(
     ]
     if alone:
         parts += [f"Not compared, no EarlyBird trial in their setting: {'; '.join(alone)}.\n"]
-    parts += ["## Accuracy, paired: variant minus EarlyBird\n", accuracy_table(comparisons, paired), ""]
+    parts += ["## Accuracy, paired: variant minus EarlyBird (exploratory)\n"]
+    parts += [accuracy_table(comparisons, paired, margin), ""]
+    parts += ["## Variant against variant\n", versus_tables(versus, margin), ""]
+    # The hook for sections computed elsewhere (ticket overlap): each a whole "## " section.
+    parts += [section.rstrip("\n") + "\n" for section in extra_sections]
     parts += ["## Plots\n", *figures]
     parts += [
         "## Files\n",
         f"- [`{TRIALS_CSV}`]({TRIALS_CSV}): one row per trial: its config, status and summary metrics.",
         f"- [`{METHODS_CSV}`]({METHODS_CSV}): per setting and method, every mean and interval, unrounded.",
         f"- [`{COMPARISONS_CSV}`]({COMPARISONS_CSV}): every paired comparison above, unrounded.",
+        f"- [`{VERSUS_CSV}`]({VERSUS_CSV}): every comparison of variant against variant, unrounded.",
         "",
     ]
     return "\n".join(parts)
@@ -261,6 +311,8 @@ def paper_table(labelled: pd.DataFrame, methods: pd.DataFrame) -> str:
         else f"No setting of this sweep matches the paper's protocol ({paper.PROTOCOL_TEXT}), "
         "so its figures are not shown."
     )
+    if not matched and (closest := paper.closest(labelled.to_dict("records"))):
+        note += f" The closest setting of the paper's models and methods differs in: {closest}."
     return table(header, rows) + "\n\n" + note
 
 
@@ -270,8 +322,8 @@ def search_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
             "No pairs: the sweep has no trial of a truncating method with an EarlyBird trial of the same seed "
             "and setting."
         )
-    header = ["setting", "variant", "pairs", "EarlyBird", "variant", "difference", "p", "verdict"]
-    header += ["speed-up: epochs", "FLOPs", "not converged (EB / variant)"]
+    header = ["setting", "variant", "pairs", "EarlyBird", "variant", "difference", "p", "Holm p", "family"]
+    header += ["verdict", "speed-up: epochs", "FLOPs", "not converged (EB / variant)"]
     rows = []
     for setting, variant in comparisons[["setting", "variant"]].drop_duplicates().itertuples(index=False):
         mine = comparisons[(comparisons["setting"] == setting) & (comparisons["variant"] == variant)]
@@ -281,11 +333,13 @@ def search_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
             [
                 setting,
                 variant,
-                str(int(epochs["n_pairs"])),
+                pair_count(epochs),
                 estimate(epochs, "eb", ".2f"),
                 estimate(epochs, "v", ".2f"),
                 difference(epochs, paired, "+.2f"),
                 pvalue(epochs["p"]),
+                pvalue(epochs["p_holm"]),
+                family(epochs),
                 epochs["verdict"],
                 speedup(by["search_epochs"]),
                 speedup(by["search_flops"]),
@@ -296,7 +350,9 @@ def search_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
         "Search epochs: mean [95% CI] over each method's converged trials; the difference, p and speed-ups are "
         "over the pairs where both trials converged (speed-up = EarlyBird's mean cost over the variant's; "
         "above 1 means the variant found its ticket sooner). A trial that did not converge used the whole "
-        "search budget and is counted in the last column, not compared. Wall time is in its own table below."
+        "search budget and is counted in the last column, not compared. Wall time is in its own table below. "
+        "Pairs: how many, and how many of them differ when some tie; family: the tests Holm's correction "
+        f"spans (this setting's variants, each against {compare.EB}); the verdict rests on the Holm p."
     )
     return table(header, rows) + "\n\n" + note + _few_pairs_note(comparisons, ("search_epochs",))
 
@@ -331,7 +387,7 @@ def wall_time_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
     timing = comparisons[comparisons["metric"].isin(keys)]
     if timing.empty:
         return "No pairs to compare."
-    header = ["setting", "variant", "metric", "pairs", "difference", "p", "verdict", "speed-up"]
+    header = ["setting", "variant", "metric", "pairs", "difference", "p", "Holm p", "verdict", "speed-up"]
     rows = []
     for r in timing.to_dict("records"):
         k, m = int(r["n_pairs"]), int(r["n_in_scope"])
@@ -339,10 +395,11 @@ def wall_time_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
         cells = [r["setting"], r["variant"], metric.label, f"concurrent pairs only, n={k} of {m}" if m else "no pairs"]
         if k == 0:
             diff, word = ("no pair ran side by side on one node", "not compared") if m else ("-", "no pairs")
-            rows.append([*cells, diff, "-", word, "-"])
+            rows.append([*cells, diff, "-", "-", word, "-"])
         else:
             speed = speedup(r) if metric.speedup else "-"
-            rows.append([*cells, difference(r, paired, "+.1f"), pvalue(r["p"]), r["verdict"], speed])
+            p = [pvalue(r["p"]), pvalue(r["p_holm"])]
+            rows.append([*cells, difference(r, paired, "+.1f"), *p, r["verdict"], speed])
     note = (
         "Seconds, variant minus EarlyBird, over the pairs whose trials ran on the same node and overlapped for at "
         f"least {compare.MIN_OVERLAP:.0%} of the longer one's run (n=k of m: k such pairs of the m with both "
@@ -351,36 +408,104 @@ def wall_time_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
     return table(header, rows) + "\n\n" + note + _few_pairs_note(timing, keys)
 
 
-def accuracy_table(comparisons: pd.DataFrame, paired: pd.DataFrame) -> str:
+def accuracy_table(comparisons: pd.DataFrame, paired: pd.DataFrame, margin: float | None = None) -> str:
+    """Accuracy at every point of a trial, each point its own family of tests, so the table as a
+    whole is exploratory; with a margin, each accuracy row's TOST verdict beside its difference test."""
     if comparisons.empty:
         return "No pairs to compare."
-    keys = ("pre_prune_acc", "post_prune_acc", "acc_after_1_retrain_epoch", "epochs_to_target", "final_acc")
-    header = ["setting", "variant", "metric", "EarlyBird", "variant", "difference", "p", "pairs", "verdict"]
+    header = ["setting", "variant", "metric", "EarlyBird", "variant", "difference", "p", "Holm p", "family", "pairs"]
+    header += ["verdict"]
+    if margin is not None:
+        header += [f"equivalence (±{compare.margin_text(margin)})"]
     rows = []
-    for r in comparisons[comparisons["metric"].isin(keys)].to_dict("records"):
+    for r in comparisons[comparisons["metric"].isin(ACCURACY)].to_dict("records"):
         fmt = ".2f" if r["metric"] == "epochs_to_target" else "%"
-        rows.append(
-            [
-                r["setting"],
-                r["variant"],
-                compare.METRIC[r["metric"]].label,
-                estimate(r, "eb", fmt),
-                estimate(r, "v", fmt),
-                difference(r, paired, "+.2f" if fmt != "%" else "+%"),
-                pvalue(r["p"]),
-                str(int(r["n_pairs"])),
-                r["verdict"],
-            ]
+        row = [
+            r["setting"],
+            r["variant"],
+            compare.METRIC[r["metric"]].label,
+            estimate(r, "eb", fmt),
+            estimate(r, "v", fmt),
+            difference(r, paired, "+.2f" if fmt != "%" else "+%"),
+            pvalue(r["p"]),
+            pvalue(r["p_holm"]),
+            family(r),
+            pair_count(r),
+            r["verdict"],
+        ]
+        if margin is not None:
+            row.append(r["equivalence"] or "-")
+        rows.append(row)
+    note = (
+        "\n\nExploratory: accuracy is compared at several points of a trial, each its own family of tests, so one "
+        "significant row among them is weaker evidence than a single pre-stated comparison. Accuracy differences "
+        "are in percentage points. Acc. before pruning is read when each search stops, earlier for the method that "
+        "stopped sooner, so its difference mixes the method's effect with less training: it is confounded by the "
+        "stop. Dense acc. at the same epoch compares like with like: both networks of a pair at the earlier of "
+        "their two stops, read from the per-epoch history."
+    )
+    return table(header, rows) + note + _few_pairs_note(comparisons, ACCURACY)
+
+
+def versus_tables(versus: pd.DataFrame | None, margin: float | None = None) -> str:
+    """One table per knob a sweep varies: each pair of variants that differ only in it, on their shared
+    seeds (the larger value minus the smaller), in families of (setting, knob, metric)."""
+    if versus is None or versus.empty:
+        return (
+            "No knob of the truncating methods varies within a setting of this sweep: no variants to compare "
+            "with each other."
         )
-    note = "\n\nAccuracy differences are in percentage points." + _few_pairs_note(comparisons, keys)
-    return table(header, rows) + note
+    parts = []
+    for knob, mine in versus.groupby("knob", sort=False):
+        header = ["setting", "pair", "metric", "pairs", "difference", "p", "Holm p", "family", "verdict"]
+        if margin is not None:
+            header += [f"equivalence (±{compare.margin_text(margin)})"]
+        rows = []
+        for r in mine.to_dict("records"):
+            metric = compare.METRIC[r["metric"]]
+            row = [r["setting"], versus_label(r), metric.label, pair_count(r)]
+            row += [estimate(r, "diff", "+%" if metric.accuracy else "+.2f"), pvalue(r["p"]), pvalue(r["p_holm"])]
+            row += [family(r), r["verdict"]]
+            if margin is not None:
+                row.append(r["equivalence"] or "-")
+            rows.append(row)
+        parts.append(f"### {compare.knob_symbol(str(knob))} ({knob})\n\n{table(header, rows)}\n")
+    note = (
+        "Each pair of variants that differ only in the knob, compared seed by seed on the seeds both ran: the "
+        "larger value minus the smaller (accuracies in percentage points). A family is one setting, one knob and "
+        f"one metric; the verdict rests on the Holm p. Below {MIN_PAIRS} non-zero pairs a row has no test, and below "
+        f"{MIN_PAIRS} pairs no interval."
+    )
+    return "\n".join(parts) + "\n" + note
+
+
+def versus_label(row: dict) -> str:
+    """``δ=0.03 − δ=0.01 (WORM r=0.003)``: the two knob values, then what the two variants share."""
+    symbol = compare.knob_symbol(row["knob"])
+    a, b = (f"{symbol}={compare.format_value(row[k])}" for k in ("a_value", "b_value"))
+    shared = " ".join(word for word in str(row["a"]).split() if word != a)
+    return f"{b} − {a} ({shared})"
+
+
+def pair_count(row: pd.Series | dict) -> str:
+    """``20`` pairs, or ``20 (18 non-zero)`` when some tie: Wilcoxon counts only those that differ."""
+    n, k = int(row["n_pairs"]), int(row["n_nonzero"])
+    return str(n) if k == n else f"{n} ({k} non-zero)"
+
+
+def family(row: pd.Series | dict) -> str:
+    """How many tests the row's Holm correction spans."""
+    size = int(row["family_size"])
+    return "-" if size == 0 else f"{size} test" + ("s" if size > 1 else "")
 
 
 def difference(row: pd.Series | dict, paired: pd.DataFrame, fmt: str) -> str:
     """The paired difference with its interval, or, below :data:`MIN_PAIRS` pairs, its mean and each
-    seed's ``EarlyBird → variant`` values (``fmt`` as for :func:`estimate`, its sign dropped for the values)."""
-    n = int(row["n_pairs"])
-    if n == 0 or n >= MIN_PAIRS:
+    seed's ``EarlyBird → variant`` values; from :data:`MIN_PAIRS` pairs on but below as many non-zero
+    ones (no test), its interval and each seed's values (``fmt`` as for :func:`estimate`, its sign
+    dropped for the values)."""
+    n, k = int(row["n_pairs"]), int(row["n_nonzero"])
+    if n == 0 or (n >= MIN_PAIRS and (k == 0 or k >= MIN_PAIRS)):  # all tied: the interval says it
         return estimate(row, "diff", fmt)
     mine = paired[(paired["setting"] == row["setting"]) & (paired["variant"] == row["variant"])]
     seeds, a, b, _ = compare.paired_values(mine, compare.METRIC[row["metric"]])
@@ -391,13 +516,20 @@ def difference(row: pd.Series | dict, paired: pd.DataFrame, fmt: str) -> str:
 
 def _few_pairs_note(comparisons: pd.DataFrame, keys: tuple[str, ...]) -> str:
     """Why a table shows seeds instead of intervals, said under it when it does."""
-    few = comparisons[comparisons["metric"].isin(keys) & comparisons["n_pairs"].between(1, MIN_PAIRS - 1)]
-    if few.empty:
-        return ""
-    return (
-        f" Rows with fewer than {MIN_PAIRS} pairs show each seed's EarlyBird → variant values instead of an "
-        f"interval and a p-value: with fewer than {MIN_PAIRS} pairs no interval or test can be meaningful."
-    )
+    mine = comparisons[comparisons["metric"].isin(keys)]
+    few, tied = mine["n_pairs"].between(1, MIN_PAIRS - 1), mine["n_nonzero"].between(1, MIN_PAIRS - 1)
+    note = ""
+    if few.any():
+        note += (
+            f" Rows with fewer than {MIN_PAIRS} pairs show each seed's EarlyBird → variant values instead of an "
+            f"interval and a p-value: with fewer than {MIN_PAIRS} pairs no interval or test can be meaningful."
+        )
+    if (tied & ~few).any():
+        note += (
+            f" Rows with fewer than {MIN_PAIRS} pairs that differ show each seed's values beside the interval, and "
+            "no p-value: Wilcoxon's test drops the pairs that tie."
+        )
+    return note
 
 
 # -- formatting ------------------------------------------------------------------------------

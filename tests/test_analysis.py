@@ -233,6 +233,25 @@ def test_the_apply_mode_names_the_variant_when_the_sweep_varies_it() -> None:
     assert compare.label(load.trials_frame(rows[:2]))["variant"].tolist() == ["EarlyBird", "WORM δ=0.05 r=0.003"]
 
 
+def test_variants_are_compared_with_each_other_on_the_seeds_both_ran() -> None:
+    rows = [trial("earlybird", s) for s in range(6)]
+    rows += [trial("worm", s, search_epochs=5, config={"worm.delta": 0.05}) for s in range(6)]
+    rows += [trial("worm", s, search_epochs=4 + s % 2, config={"worm.delta": 0.1}) for s in range(1, 8)]
+    versus = compare.versus(compare.label(load.trials_frame(rows)), n_boot=200)
+    search = versus[versus["metric"] == "search_epochs"].iloc[0]
+    # Seeds 1-5 both ran; δ=0.1 minus δ=0.05 is -1 on seeds 2, 4 and 0 on seeds 1, 3, 5.
+    assert (search["a"], search["b"], search["n_pairs"], search["n_nonzero"]) == (
+        "WORM δ=0.05 r=0.003",
+        "WORM δ=0.1 r=0.003",
+        5,
+        2,
+    )
+    assert search["diff_mean"] == pytest.approx(-2 / 5) and math.isnan(search["p"])
+    assert search["verdict"] == "too few pairs (n=5 < 6): per-seed values shown"
+    assert math.isnan(versus[versus["metric"] == "acc_at_matched_epoch"].iloc[0]["diff_mean"])  # no curves given
+    assert compare.versus(compare.label(load.trials_frame(rows[:12]))).empty  # one δ: nothing to compare
+
+
 # -- the report ------------------------------------------------------------------------------
 
 PLOTS = ("mask_distance.png", "search_epochs_vs_ratio.png", "search_epochs_vs_delta.png", "recovery.png", "pareto.png")
@@ -253,6 +272,7 @@ def test_the_report_has_every_table_plot_and_csv(tmp_path: Path) -> None:
 
 def test_the_papers_rows_sit_under_a_matching_setting_with_the_training_set_caveat(tmp_path: Path) -> None:
     protocol = {"data.dataset": "cifar10", "model.pretrained": True, "search.ratio": 0.5}
+    protocol |= {"search.rules": "reference", "speed.precision": "fp32", "retrain.stop_at_target": True}
     rows = [trial(m, s, config=protocol) for m in ("earlybird", "worm") for s in range(2)]
     text = report.write(sweep_of(rows), tmp_path, n_boot=200).path.read_text()
     assert text.count(paper.SOURCE) == 2 and "81.67%" in text and "80.67%" in text
@@ -260,6 +280,7 @@ def test_the_papers_rows_sit_under_a_matching_setting_with_the_training_set_cave
     other = [trial(m, s, config=protocol | {"search.ratio": 0.3}) for m in ("earlybird", "worm") for s in range(2)]
     text = report.write(sweep_of(other), tmp_path / "p03", n_boot=200).path.read_text()
     assert paper.SOURCE not in text and paper.CAVEAT not in text and "matches the paper's protocol" in text
+    assert "differs in: search.ratio=0.3 (paper: 0.5)." in text  # what keeps the paper's row away
 
 
 def test_three_pairs_show_each_seeds_values_and_no_interval(tmp_path: Path) -> None:
@@ -270,7 +291,7 @@ def test_three_pairs_show_each_seeds_values_and_no_interval(tmp_path: Path) -> N
     assert "| -2.00 (n=3): seed 0: 8.00 → 7.00; seed 1: 9.00 → 7.00; seed 2: 10.00 → 7.00 |" in search
     assert "too few pairs (n=3 < 6): per-seed values shown" in search
     assert "with fewer than 6 pairs no interval or test can be meaningful" in search
-    accuracy = section(text, "Accuracy, paired: variant minus EarlyBird")
+    accuracy = section(text, "Accuracy, paired: variant minus EarlyBird (exploratory)")
     assert "| -5.00 pp (n=3): seed 0: 80.00% → 75.00%; seed 1: 80.00% → 75.00%" in accuracy
     for part in (search, accuracy):
         assert not any("[" in cell for row in cells(part) for cell in row)  # no interval of any kind
@@ -307,6 +328,7 @@ def test_the_report_compares_wall_time_over_side_by_side_pairs_only(tmp_path: Pa
         assert row[3:] == [
             "concurrent pairs only, n=0 of 6",
             "no pair ran side by side on one node",
+            "-",
             "-",
             "not compared",
             "-",

@@ -18,7 +18,9 @@ import ray
 import torch
 from mlflow.tracking import MlflowClient
 
-from analysis import load
+from analysis import compare, load
+from analysis.stats import N_BOOT
+from analysis.tickets import SAME, compare_tickets, load_tickets, section
 from tests.helpers import ENGINE_TINY, mounted_tmpfs
 from worm_tune import metrics
 from worm_tune.checkpoints import load_state
@@ -265,6 +267,27 @@ def test_each_trial_logs_its_ticket_and_it_is_the_mask_its_engine_pruned(
 
 
 # -- a full storage ----------------------------------------------------------------------------
+
+
+def test_a_real_sweeps_tickets_compared(local_ray: Any, where: dict[str, Any], shared: str) -> None:
+    """The footprint tests' sweep (EarlyBird and WORM at two δ, one seed, two thresholds), read from MLflow."""
+    parent, _ = load.find_parent(where["uri"], "shared")
+    sweep = load.from_mlflow(where["uri"], parent)
+    tickets = load_tickets(where["uri"], sweep.trials)
+    assert set(tickets) == set(sweep.trials["trial_id"])  # every trial pruned and logged its ticket
+    frame = compare.label(sweep.trials)
+    per_pair, chance = compare_tickets(frame, tickets)
+    assert len(per_pair) == 4 and chance.empty  # 2 settings x 2 variants, one seed: no two EB seeds
+    for r in per_pair.to_dict("records"):
+        a, b = tickets[r["eb_trial"]], tickets[r["v_trial"]]
+        # By inclusion-exclusion (|A ∪ B| = |A| + |B| - |A ∩ B|), over the tensors one by one.
+        both = sum(int((~a.masks[k] & ~b.masks[k]).sum()) for k in a.masks)
+        assert r["jaccard"] == pytest.approx(both / (a.size - a.kept + b.size - b.kept - both))
+        assert r["identical"] == (r["jaccard"] == 1.0)
+        assert r["layer_names"] == list(a.masks)  # per weight tensor
+    text = section(frame, tickets, n_boot=N_BOOT)
+    assert "too few pairs (n=1 < 6)" in text or SAME in text
+    assert "fewer than two seeds" in text and "Kept in common per layer" in text
 
 
 @pytest.fixture

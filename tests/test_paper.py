@@ -29,10 +29,17 @@ PAPERS: dict[str, Any] = {
     "search.window": 5,
     "search.threshold": 0.1,
     "search.l1": 0.0,
+    "search.rules": "reference",
+    "speed.precision": "fp32",
     "prune.kind": "unstructured",
     "retrain.init": "searched",
     "retrain.target_acc": 0.9,
+    "retrain.stop_at_target": True,
 }
+#: The budgets: any from the bound on matches (the paper's searches and retrainings fit in them).
+BUDGETS: dict[str, int] = {"search.max_epochs": 10, "retrain.max_epochs": 5}
+#: What the default grids of the CIFAR spaces lack of the protocol (their searches follow docs/method.md).
+NOT_IN_DEFAULT_GRIDS = {"search.rules": "reference", "speed.precision": "fp32", "retrain.stop_at_target": True}
 WORMS: dict[str, Any] = {"worm.delta": 0.05, "worm.factor": 0.003, "worm.scope": "bn", "worm.apply": "grad"}
 #: For each field the paper fixes, a valid value that is not the paper's.
 OTHER: dict[str, Any] = {
@@ -51,9 +58,14 @@ OTHER: dict[str, Any] = {
     "search.window": 3,
     "search.threshold": 0.05,
     "search.l1": 1e-4,
+    "search.rules": "algorithm",
+    "speed.precision": "auto",  # bf16 on a GPU
+    "search.max_epochs": 9,
     "prune.kind": "structured",
     "retrain.init": "reinit",
     "retrain.target_acc": 0.8,
+    "retrain.stop_at_target": False,
+    "retrain.max_epochs": 4,
     "worm.delta": 0.1,
     "worm.factor": 0.03,
     "worm.scope": "channel",
@@ -64,14 +76,17 @@ OTHER: dict[str, Any] = {
 def config(method: str, arch: str = "resnet18", **changes: Any) -> dict[str, Any]:
     """A flat trial config of the paper's protocol, with ``changes`` (dotted keys spelt with ``__``)."""
     dotted = {k.replace("__", "."): v for k, v in changes.items()}
-    return TrialConfig().replace({"method": method, "model.arch": arch, **PAPERS, **WORMS, **dotted}).to_flat()
+    fields = {"method": method, "model.arch": arch, **PAPERS, **BUDGETS, **WORMS, **dotted}
+    return TrialConfig().replace(fields).to_flat()
 
 
 def test_the_protocol_is_written_once_and_worded_from_its_values() -> None:
-    assert PAPERS | WORMS == paper.PROTOCOL
+    assert PAPERS | WORMS | {k: paper.AtLeast(v) for k, v in BUDGETS.items()} == paper.PROTOCOL
     text = paper.PROTOCOL_TEXT
+    assert "the reference code's search rules" in text and "fp32 arithmetic" in text
+    assert "a search budget of at least 10 epochs" in text and "until 90% (stopping there)" in text
     assert "batch 32" in text and "lr 0.01 momentum 0.9" in text and "p = 0.5, window 5, s = 0.1" in text
-    assert "δ = 0.05, r = 0.003" in text and "searched weights to 90%" in text
+    assert "δ = 0.05, r = 0.003" in text and "searched weights until 90%" in text
 
 
 @pytest.mark.parametrize(("arch", "method"), sorted(paper.PAPER))
@@ -85,6 +100,14 @@ def test_one_field_off_the_protocol_hides_the_row(field: str) -> None:
     assert paper.paper_row(cfg) is None
     if not field.startswith("worm."):
         assert paper.paper_row(config("earlybird") | {field: OTHER[field]}) is None
+
+
+def test_a_longer_budget_matches_and_a_shorter_one_does_not() -> None:
+    longer = config("worm", search__max_epochs=30, retrain__max_epochs=10)
+    assert paper.paper_row(longer) == paper.PAPER[("resnet18", "worm")]
+    shorter = config("worm", search__max_epochs=9)
+    assert paper.paper_row(shorter) is None
+    assert paper.mismatches(shorter) == ["search.max_epochs=9 (paper: at least 10)"]
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.7])
@@ -110,7 +133,16 @@ def test_floats_match_within_rounding_and_a_missing_field_does_not_match() -> No
 
 @pytest.mark.parametrize("space", ["resnet18", "vgg11_bn"])
 def test_in_the_default_grid_only_the_papers_own_settings_show_its_row(space: str) -> None:
-    grid = load_space(space).grid()
+    """The default grids search by docs/method.md's rules, in the GPU's bf16, for a fixed retraining
+    budget: no row, and the report says which fields keep it away. With the paper's rules, precision
+    and stop, exactly the paper's own settings show it."""
+    default = load_space(space).grid()
+    assert not any(paper.paper_row(cfg.to_flat()) for cfg in default)
+    assert paper.closest([cfg.to_flat() for cfg in default]) == (
+        "search.rules=algorithm (paper: reference); speed.precision=auto (paper: fp32); "
+        "retrain.stop_at_target=False (paper: True)"
+    )
+    grid = [cfg.replace(NOT_IN_DEFAULT_GRIDS) for cfg in default]
     shown = [cfg for cfg in grid if paper.paper_row(cfg.to_flat()) is not None]
     assert shown and any(cfg.method == "worm" for cfg in shown) and any(cfg.method == "earlybird" for cfg in shown)
     for cfg in grid:

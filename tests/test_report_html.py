@@ -99,7 +99,7 @@ def test_every_table_keeps_its_rows_and_no_markdown_is_left(logged: dict[str, An
     written: report.Report = logged["report"]
     text = (written.folder / report.HTML).read_text(encoding="utf-8")
     page = Page(text)
-    assert page.tables == markdown_tables(written.path.read_text()) and len(page.tables) == 6
+    assert page.tables == markdown_tables(written.path.read_text()) and len(page.tables) == 7
     assert "|---" not in text and "|-" not in text and "](" not in text and "**" not in text
     assert '<th class="num">pairs</th>' in text and "<td>WORM δ=0.1 r=0.003</td>" in text
 

@@ -1,5 +1,6 @@
 """The statistics on known answers: BCa intervals equal to scipy's own, degenerate and tiny samples,
-NaN handling, reproducibility, and Wilcoxon's exact p-values."""
+NaN handling, reproducibility, Wilcoxon's exact p-values with ties and zeros, Holm's correction and
+the TOST verdicts."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def test_wilcoxon_exact_p_values_from_min_pairs_on() -> None:
     # Every difference negative, distinct magnitudes: the exact two-sided p is 2 / 2^n.
     assert stats.wilcoxon_p([-1, -2, -3, -4, -5, -6]) == pytest.approx(2 / 2**6)
     assert stats.wilcoxon_p([-1, -2, -3, -4, -5, -6, -7]) == pytest.approx(2 / 2**7)
-    assert stats.wilcoxon_p([0] * 6) == 1.0
+    assert math.isnan(stats.wilcoxon_p([0] * 6))  # zeros are dropped: no non-zero pair, no test
     assert math.isnan(stats.wilcoxon_p([-1, -2, -3, -4, -5]))  # could never reach 0.05 (its least p: 0.0625)
     assert math.isnan(stats.wilcoxon_p([-1, -2, -3, -4, -5, math.nan]))
 
@@ -111,3 +112,52 @@ def test_verdicts() -> None:
     assert stats.verdict(6, [0] * 6, 1.0) == "no difference"
     assert stats.verdict(6, [-1] * 6, 0.03) == "significant"
     assert stats.verdict(6, [-1, 1] * 3, 0.9) == "not significant"
+    assert stats.verdict(8, [0, 0, 0, -1, -2, -3, -4, -5], math.nan) == "too few non-zero pairs (n=5 < 6)"
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "less", "greater"])
+def test_wilcoxon_is_exact_with_ties_and_zeros(alternative: str) -> None:
+    """The exact null distribution with tied mid-ranks, checked against scipy's exhaustive permutation
+    test (every one of the 2^n sign patterns, an independent implementation)."""
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        d = np.round(rng.normal(0.4, 1.0, 10))  # integers: many ties, some zeros
+        permuted = sp.wilcoxon(d, alternative=alternative, method=sp.PermutationMethod(n_resamples=2 ** len(d)))
+        if stats.nonzero(d) >= stats.MIN_PAIRS:
+            assert stats.wilcoxon_p(d, alternative) == pytest.approx(permuted.pvalue, rel=1e-12)
+    assert stats.wilcoxon_p([-1, -2, -3, -4, -5, -6], "less") == pytest.approx(1 / 2**6)
+    assert stats.wilcoxon_p([-1, -2, -3, -4, -5, -6], "greater") == 1.0
+    assert stats.nonzero([0, 0, 1, -2, math.nan]) == 2
+
+
+def test_float_noise_neither_breaks_ties_nor_makes_zeros() -> None:
+    a, b = np.array([0.8, 0.71, 0.62, 0.53, 0.44, 0.35, 0.9]), np.array([0.79, 0.7, 0.61, 0.52, 0.43, 0.34, 0.9])
+    d = b - a  # six differences of -0.01 up to float noise, and one 0
+    assert len(set(d[:6])) > 1 and stats.nonzero(d) == 6
+    assert stats.wilcoxon_p(d) == pytest.approx(2 / 2**6)  # all tied and negative: only one pattern as extreme
+    assert stats.nonzero(d + 0.01) == 1  # the six shifted to zero, not to ±1e-17
+
+
+def test_holm_on_the_digits_studys_four_p_values() -> None:
+    # By hand: sorted 0.000873, 0.000879, 0.0145, 0.0167 times 4, 3, 2, 1 is 0.003492, 0.002637, 0.029, 0.0167;
+    # each raised to the largest before it: 0.003492, 0.003492, 0.029, 0.029.
+    adjusted = stats.holm([0.0167, 0.0145, 0.000879, math.nan, 0.000873])
+    assert adjusted[:3] == pytest.approx([0.029, 0.029, 0.003492]) and adjusted[4] == pytest.approx(0.003492)
+    assert math.isnan(adjusted[3])  # no test: not counted in the family of four
+    assert stats.holm([0.039]) == pytest.approx([0.039])
+    assert list(stats.holm([0.3, 0.6])) == [0.6, 0.6] and list(stats.holm([0.6, 0.9, 0.8])) == [1.0, 1.0, 1.0]
+    assert math.isnan(stats.holm([math.nan])[0]) and len(stats.holm([])) == 0
+
+
+def test_equivalence_verdicts() -> None:
+    inside = [0.001, -0.002, 0.003, -0.004, 0.002, -0.001]
+    assert stats.tost(inside, 0.01) == pytest.approx((1 / 64, 1 / 64))  # every d + m > 0 and every d - m < 0
+    assert stats.equivalence(inside, 0.01, 0.9, shown="1 pp") == "equivalent within ±1 pp"
+    above = [0.021, 0.022, 0.023, 0.024, 0.025, 0.026]
+    assert stats.equivalence(above, 0.01, 0.03) == "better"
+    assert stats.equivalence([-x for x in above], 0.01, 0.03) == "worse"
+    assert stats.equivalence(above, 0.01, 0.2) == "undecided"  # the difference test does not reject: no call
+    assert stats.equivalence([0.03, -0.03] * 3, 0.01, 0.9) == "undecided"
+    assert stats.equivalence(inside[:5], 0.01, math.nan) == "no verdict: too few pairs (n=5 < 6)"
+    on_margin = [0.01, 0.01, 0.01, -0.01, 0.002, 0.003]
+    assert stats.equivalence(on_margin, 0.01, 0.9) == "no verdict: too few pairs off the margin (n=3 < 6)"

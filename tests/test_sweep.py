@@ -256,7 +256,7 @@ def test_the_terminal_says_how_each_trial_ended_and_what_to_run_next(local_ray: 
     assert out[out.index("next:") + 2 :][:2] == [
         f"  python -m analysis terminal --tracking-uri {uri}   # the report again, e.g. once more trials are in",
         f"  python -m worm_tune.final terminal --tracking-uri {uri} --storage {storage}   "
-        "# rerun the best configs with new seeds",
+        "# confirm the pick on fresh seeds, beside EarlyBird",
     ]
     assert f"  tensorboard --logdir {storage / 'terminal'}" in out
     assert len(out) + len(err.splitlines()) <= 25, done.stdout + err
@@ -636,18 +636,32 @@ def test_final_reruns_the_best_config_and_links_back(quick_sweep: dict[str, Any]
     parent, children = runs_of(store["uri"], "quick-final")
     assert parent.data.tags[TAG_KIND] == "final" and parent.data.tags["source_sweep"] == "quick"
     assert parent.info.experiment_id == quick_sweep["parent"].info.experiment_id
-    assert sorted(r.data.tags["seed"] for r in children) == ["6", "7"]
+    picks = [r for r in children if "final_rank" in r.data.tags]
+    assert sorted(r.data.tags["seed"] for r in picks) == ["6", "7"]
+    # A WORM pick runs beside its EarlyBird partner on the same seeds; EarlyBird is its own partner.
+    partners = [r for r in children if "partner_of" in r.data.tags]
+    method = runs_of_setting[best][0].data.tags["method"]
+    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in partners) == (
+        [("earlybird", "6"), ("earlybird", "7")] if method == "worm" else []
+    )
+    assert len(children) == len(picks) + len(partners)
+    sweep_hashes = {r.data.tags["config_hash"] for r in sweep_runs}
+    assert not {r.data.tags["config_hash"] for r in children} & sweep_hashes  # no rerun repeats a sweep trial
     source_ids = {r.info.run_id for r in runs_of_setting[best]}
     for run in children:
+        assert run.data.params["retrain.max_epochs"] == "2" and results_of(run)["retrain_epochs"] == 2
+        assert len(run.outputs.model_outputs) == 1  # its network, logged as an MLflow model
+    for run in picks:
         assert set(run.data.tags["source_runs"].split(",")) == source_ids
         assert run.data.tags["source_group"] == best and run.data.tags["final_rank"] == "1"
-        assert run.data.params["retrain.max_epochs"] == "2" and results_of(run)["retrain_epochs"] == 2
         assert all(source in run.data.tags["mlflow.note.content"] for source in source_ids)
-        assert len(run.outputs.model_outputs) == 1  # its network, logged as an MLflow model
         # The rerun is the source config but for the seed and the retraining budget.
         source = runs_of_setting[best][0].data.params
         differ = {k for k, v in run.data.params.items() if source[k] != v}
         assert differ == {"seed", "retrain.max_epochs"}
+    assert parent.data.tags.get("confirmation", "").startswith(
+        "confirmation on 2 fresh seeds (one pre-stated test): "
+    ) == (method == "worm")
 
 
 def test_an_mlflow_server_given_by_environment_variable(

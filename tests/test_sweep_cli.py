@@ -175,6 +175,9 @@ def test_exit_code_2_from_the_real_command(tmp_path: Path) -> None:
         (["s", "--seeds", "a,b"], "--seeds 'a,b' is invalid"),
         (["s", "--top-k", "0"], "--top-k 0 is invalid"),
         (["s", "--retrain-epochs", "0"], "--retrain-epochs 0 is invalid"),
+        (["s", "--num-seeds", "0"], "--num-seeds 0 is invalid"),
+        (["s", "--num-seeds", "x"], "argument --num-seeds: invalid int value: 'x'"),
+        (["s", "--seeds", "7", "--num-seeds", "2"], "--seeds and --num-seeds both given"),
         (["s", "--resume"], "--resume needs --name"),
         (["s", "--tracking-uri", "http://127.0.0.1:9"], "is unreachable"),
     ],
@@ -202,40 +205,54 @@ def test_a_dry_run_fails_on_missing_data_as_the_run_does(
     assert dry[2] == real[2] and real[2].count("\n") == 1 and "cifar10 not found in" in real[2]
 
 
-# -- final: the ranking shows what the sweep varied; the reruns keep the sweep's budget ----------
+# -- final: the ranking shows what the sweep varied; the reruns run fresh seeds, with partners -----
 
 
-@pytest.fixture
-def finished_sweep(tmp_path: Path, where: list[str]) -> dict[str, Any]:
+def _write_sweep(where: list[str], space: str) -> dict[str, Any]:
     """The MLflow runs of a finished sweep, written without running it: the quick resnet18 profile's
-    seeds 0 and 1 (EarlyBird, WORM at delta 0.01 and 0.03), final_acc best for WORM at 0.03."""
+    seeds 0 and 1 (EarlyBird, WORM at delta 0.01 and 0.03), final_acc best for WORM at 0.03. Its
+    parent's ``space`` param names ``space`` (the quick profile), whose ``[final]`` table final reads."""
     uri = where[3]
     settings = SweepSettings(space="resnet18", name="done", storage=where[1], tracking_uri=uri, profile="quick")
     configs = [cfg for cfg in make_plan(settings).configs() if cfg.seed < 2]
     exp = store.experiment_id(uri, "resnet18")
-    parent = store.start_parent_run(uri, exp, "done", "sweep", {}, {"name": "done", "storage": where[1]})
+    params = {"name": "done", "storage": where[1], "space": space, "profile": "quick"}
+    parent = store.start_parent_run(uri, exp, "done", "sweep", {}, params)
     client = store.client(uri)
     score = {"earlybird": 0.5, "worm0.01": 0.6, "worm0.03": 0.7}
+    runs = {}
     for cfg in configs:
         child = client.create_run(exp, tags={store.PARENT_TAG: parent, "group_hash": cfg.replace({"seed": 0}).hash()})
         store.log_params(uri, child.info.run_id, cfg.to_flat())
         key = cfg.method + (f"{cfg.get('worm.delta'):g}" if cfg.method == "worm" else "")
         client.log_metric(child.info.run_id, "final_acc", score[key] + cfg.seed / 100)
         client.set_terminated(child.info.run_id, "FINISHED")
+        runs[cfg.hash()] = child.info.run_name
     store.end_run(uri, parent, "FINISHED")
-    return {"configs": configs}
+    return {"configs": configs, "runs": runs}
 
 
-def _tables(out: str) -> list[list[list[str]]]:
-    """Each Markdown table printed (a blank line apart), as rows of cells: the header, then the rows."""
-    return [
-        [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if not line.startswith("|--")]
-        for block in out.strip().split("\n\n")
-    ]
+@pytest.fixture
+def finished_sweep(where: list[str]) -> dict[str, Any]:
+    return _write_sweep(where, "resnet18")
 
 
-@pytest.mark.parametrize(("budget", "retrain"), [([], 2), (["--retrain-epochs", "7"], 7)])
-def test_final_ranks_by_what_the_sweep_varied_and_keeps_its_budget(
+def _tables(out: str) -> dict[str, list[list[str]]]:
+    """Each Markdown table printed (a blank line apart) by its first header cell ("" the ranking, "#"
+    the reruns), as rows of cells: the header, then the rows; "notes": the lines of other blocks."""
+    tables: dict[str, list[list[str]]] = {"notes": []}
+    for block in out.strip().split("\n\n"):
+        if not block.startswith("|"):
+            tables["notes"] += [[line] for line in block.splitlines()]
+            continue
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+        tables[rows[0][0]] = [row for row in rows if not row[0].startswith("--")]
+    return tables
+
+
+# The quick profile's [final] table: 6 seeds, 3 retraining epochs, top 1; the sweep's budget is 2.
+@pytest.mark.parametrize(("budget", "retrain"), [([], 3), (["--retrain-epochs", "7"], 7)])
+def test_final_ranks_by_what_the_sweep_varied_and_takes_the_final_budget(
     finished_sweep: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
     where: list[str],
@@ -245,7 +262,8 @@ def test_final_ranks_by_what_the_sweep_varied_and_keeps_its_budget(
     argv = ["done", "--top-k", "2", "--seeds", "5", *budget, "--dry-run", *where]
     code, out, err = run_main(final, argv, capsys)
     assert code == 0, err
-    ranking, reruns = _tables(out)
+    tables = _tables(out)
+    ranking, reruns = tables[""], tables["#"]
     assert ranking[0] == ["", "#", "final_acc:max (mean)", "seeds", "method", "worm.delta", "group"]
     assert [row[:6] for row in ranking[1:]] == [
         ["*", "1", "0.705", "2", "worm", "0.03"],
@@ -254,9 +272,67 @@ def test_final_ranks_by_what_the_sweep_varied_and_keeps_its_budget(
     ]
     by_group = {cfg.replace({"seed": 0}).hash(): cfg for cfg in finished_sweep["configs"]}
     assert all(row[-1] in by_group for row in ranking[1:])
-    # Each rerun is its source config with the new seed and, without --retrain-epochs, the sweep's budget (2).
-    expected = {by_group[row[-1]].replace({"seed": 5, "retrain.max_epochs": retrain}).hash() for row in ranking[1:3]}
-    assert {row[-1] for row in reruns[1:]} == expected
+    # Each rerun is its source config with the new seed and the final budget; both WORM picks share
+    # one EarlyBird partner (the sweep's EarlyBird setting, rank 3), run once.
+    expected = {by_group[row[-1]].replace({"seed": 5, "retrain.max_epochs": retrain}).hash() for row in ranking[1:]}
+    assert {row[-1] for row in reruns[1:]} == expected and len(reruns) == 4
+    source = "--retrain-epochs" if budget else "the space's [final] retrain_epochs"
+    assert [f"retraining budget: {retrain} epochs ({source})"] in tables["notes"]
+
+
+def test_final_dry_run_plans_fresh_seeds_with_earlybird_partners(
+    finished_sweep: dict[str, Any], capsys: pytest.CaptureFixture[str], where: list[str]
+) -> None:
+    """Without --seeds: the space's [final] seeds (6) after the sweep's largest (1), its top 1 (WORM at
+    0.03) beside its EarlyBird partner, which shows no WORM knob; no rerun repeats a sweep trial."""
+    code, out, err = run_main(final, ["done", "--dry-run", *where], capsys)
+    assert code == 0, err
+    tables = _tables(out)
+    header, rows = tables["#"][0], tables["#"][1:]
+    assert header == ["#", "method", "seed", "worm.delta", "hash"]
+    assert sorted((r[1], int(r[2]), r[3]) for r in rows) == sorted(
+        (m, s, "0.03" if m == "worm" else "-") for m in ("earlybird", "worm") for s in range(2, 8)
+    )
+    assert not {r[-1] for r in rows} & set(finished_sweep["runs"])
+    assert ["seeds: 2, 3, 4, 5, 6, 7 (the 6 after the sweep's largest, 1)"] in tables["notes"]
+    code, out, err = run_main(final, ["done", "--num-seeds", "2", "--dry-run", *where], capsys)
+    assert code == 0, err
+    assert sorted({int(r[2]) for r in _tables(out)["#"][1:]}) == [2, 3]
+
+
+def test_final_reuses_a_sweep_trial_instead_of_repeating_it(
+    finished_sweep: dict[str, Any], capsys: pytest.CaptureFixture[str], where: list[str]
+) -> None:
+    """--seeds naming a sweep seed, with the sweep's budget: those reruns are the sweep's trials (same hash)."""
+    argv = ["done", "--top-k", "1", "--seeds", "1,2", "--retrain-epochs", "2", "--dry-run", *where]
+    code, out, err = run_main(final, argv, capsys)
+    assert code == 0, err
+    tables = _tables(out)
+    rows = tables["#"][1:]
+    assert {(r[1], r[2]) for r in rows} == {("worm", "2"), ("earlybird", "2")}
+    assert not {r[-1] for r in rows} & set(finished_sweep["runs"])
+    reused = {
+        h: name
+        for h, name in finished_sweep["runs"].items()
+        if any(c.hash() == h and c.seed == 1 and c.get("worm.delta") in (0.03, 0.05) for c in finished_sweep["configs"])
+    }
+    assert len(reused) == 2  # the WORM 0.03 trial and its EarlyBird partner, at seed 1
+    for h, name in reused.items():
+        assert [f"reused from the sweep: {name} ({h})"] in tables["notes"]
+
+
+def test_final_of_a_sweep_whose_space_is_gone_takes_the_defaults(
+    where: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_sweep(where, "no-such-space")
+    code, out, err = run_main(final, ["done", "--dry-run", *where], capsys)
+    assert code == 0, err
+    tables = _tables(out)
+    notes = [n[0] for n in tables["notes"]]
+    assert sum("the sweep's space cannot be read" in n and "final's defaults apply" in n for n in notes) == 1
+    assert "retraining budget: the sweep's" in "\n".join(notes)
+    # The defaults: the top 3 (their partner among them), 6 fresh seeds.
+    assert len(tables["#"]) - 1 == 3 * 6
 
 
 # -- every flag a message suggests is one its command takes -------------------------------------

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("space", help="a search space name or a path to a .toml file")
     parser.add_argument("--quick", action="store_true", help="the space's quick profile (digits, minutes on a CPU)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="one of the space's profiles (the CIFAR spaces' `paper`: the paper's protocol alone); --quick is "
+        "--profile quick",
+    )
     parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="pin any config field")
     parser.add_argument("--search", choices=("grid", "optuna"), default=None, help="grid (default) or optuna (TPE)")
     parser.add_argument("--num-samples", type=int, default=None, help="Optuna trials (default: the space's)")
@@ -57,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train every trial on its own (a grid sweep without --scheduler trains each shared trajectory once)",
     )
-    parser.add_argument("--name", default=None, help="sweep name (default <space>[-quick]-<time>)")
+    parser.add_argument("--name", default=None, help="sweep name (default <space>[-<profile>]-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (the latest, or --name)")
     parser.add_argument("--dry-run", action="store_true", help="check the data and weights, print the trials, exit")
     return parser
@@ -65,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _RESUME_FIXED = (
     "quick",
+    "profile",
     "set",
     "search",
     "num_samples",
@@ -90,7 +97,11 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
             raise UsageError(f"--resume continues a sweep with its saved settings; drop {', '.join(given)}")
         folder = _find_sweep(storage, args.space, args.name)
         return SweepSettings.load(folder)
-    name = args.name or f"{Path(args.space).stem}{'-quick' if args.quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.quick and args.profile not in (None, "quick"):
+        raise UsageError(f"--quick is --profile quick; drop one of --quick and --profile {args.profile}")
+    profile = "quick" if args.quick else args.profile or "default"
+    suffix = "" if profile == "default" else f"-{profile}"
+    name = args.name or f"{Path(args.space).stem}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_name(name)
     if (storage / name / SETTINGS_FILE).exists():
         raise UsageError(f"sweep {name!r} already exists in {storage}; pass --resume to continue it or another --name")
@@ -108,7 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         name=name,
         storage=str(storage),
         tracking_uri=resolve_tracking_uri(args.tracking_uri),
-        profile="quick" if args.quick else "default",
+        profile=profile,
         sets=sets,
         search=search,
         num_samples=args.num_samples,

@@ -21,6 +21,14 @@ A file names the fixed fields, the grid axes and the Optuna ranges of one experi
     num_samples = 24
     params = { "worm.delta" = { low = 0.005, high = 0.2, log = true } }
 
+    [final]                   # python -m worm_tune.final: the confirmatory rerun of the sweep's pick
+    seeds = 6                 # fresh seeds (after the sweep's largest); 6 pairs make a Wilcoxon test possible
+    retrain_epochs = 20       # the final-training budget (default: the sweep's)
+    top_k = 1                 # how many of the sweep's best settings to rerun (default 3)
+
+    [analysis]
+    margin = 0.01             # equivalence margin for accuracies (0.01 = 1 percentage point)
+
     [profiles.quick]          # the same tables again, merged over the ones above
     base = { "data.dataset" = "digits" }
 
@@ -31,6 +39,7 @@ that field's axis, so a pinned field never multiplies trials.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from collections.abc import Mapping
@@ -47,9 +56,11 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 #: Metrics an objective may name, with the direction that is better (the schema's, kept under this name).
 OBJECTIVES: dict[str, str] = metrics.OBJECTIVES
 
-_TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "optuna", "profiles"}
+_TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "optuna", "final", "analysis", "profiles"}
 _PROFILE_KEYS = _TOP_KEYS - {"profiles"}
 _OPTUNA_KEYS = {"method", "objective", "num_samples", "params"}
+_FINAL_KEYS = {"seeds", "retrain_epochs", "top_k"}
+_ANALYSIS_KEYS = {"margin"}
 
 
 class SpaceError(ValueError):
@@ -96,6 +107,15 @@ class OptunaSpec:
 
 
 @dataclass(frozen=True)
+class FinalSpec:
+    """A space's ``[final]`` table: how ``final`` confirms the sweep's pick; None: the command's default."""
+
+    seeds: int | None = None  # how many fresh seeds each rerun runs
+    retrain_epochs: int | None = None  # the final-training budget (None: the sweep's own)
+    top_k: int | None = None  # how many of the sweep's best settings to rerun
+
+
+@dataclass(frozen=True)
 class SweepSpace:
     """One experiment's sweep: a base config, grid axes and Optuna ranges. (Its file and messages keep the
     users' name, a search space; "search" alone is the Early-Bird phase.)"""
@@ -108,6 +128,9 @@ class SweepSpace:
     axes: dict[str, list[Any]] = field(default_factory=dict)
     method_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     optuna: OptunaSpec | None = None
+    final: FinalSpec = field(default_factory=FinalSpec)
+    #: ``[analysis] margin``: the equivalence margin for accuracies (0.01 = 1 pp); None: none stated.
+    margin: float | None = None
 
     def pin(self, overrides: Mapping[str, Any]) -> SweepSpace:
         """Apply ``--set`` overrides: they win over the base and remove the matching axes."""
@@ -123,7 +146,7 @@ class SweepSpace:
         if optuna is not None:
             params = tuple(p for p in optuna.params if p.key not in overrides)
             optuna = OptunaSpec(optuna.method, optuna.objectives, optuna.num_samples, params)
-        return SweepSpace(self.name, self.profile, self.description, methods, base, axes, method_axes, optuna)
+        return dataclasses.replace(self, methods=methods, base=base, axes=axes, method_axes=method_axes, optuna=optuna)
 
     def grid(self) -> list[TrialConfig]:
         """Every trial of the grid, validated, without duplicates, in file order."""
@@ -193,7 +216,7 @@ def _merge(data: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
             merged[key] = {**data.get(key, {}), **value}
         elif key == "method_axes":
             merged[key] = {m: {**data.get(key, {}).get(m, {}), **v} for m, v in {**data.get(key, {}), **value}.items()}
-        elif key == "optuna":
+        elif key in ("optuna", "final", "analysis"):
             merged[key] = {**data.get(key, {}), **value}
         else:
             merged[key] = value
@@ -221,7 +244,35 @@ def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SweepSp
     if "method" in axes:
         raise SpaceError(f"{where}: sweep methods with the 'methods' list, not an axis")
     optuna = _optuna(data["optuna"], where) if "optuna" in data else None
-    return SweepSpace(name, profile, str(data.get("description", "")), methods, base, axes, method_axes, optuna)
+    description = str(data.get("description", ""))
+    final, margin = _final(data.get("final", {}), where), _margin(data.get("analysis", {}), where)
+    return SweepSpace(name, profile, description, methods, base, axes, method_axes, optuna, final, margin)
+
+
+def _final(table: Mapping[str, Any], where: str) -> FinalSpec:
+    """``[final]``: each key a positive integer."""
+    if not isinstance(table, Mapping):
+        raise SpaceError(f"{where}: final must be a table, e.g. [final]")
+    _only(table, _FINAL_KEYS, f"{where}: final")
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SpaceError(f"{where}: final.{key}={value!r} is invalid: must be a positive integer")
+    return FinalSpec(**table)
+
+
+def _margin(table: Mapping[str, Any], where: str) -> float | None:
+    """``[analysis] margin``: a fraction of accuracy strictly between 0 and 1."""
+    if not isinstance(table, Mapping):
+        raise SpaceError(f"{where}: analysis must be a table, e.g. [analysis]")
+    _only(table, _ANALYSIS_KEYS, f"{where}: analysis")
+    margin = table.get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 1:
+        raise SpaceError(
+            f"{where}: analysis.margin={margin!r} is invalid: must be a number in (0, 1), e.g. 0.01 = 1 pp"
+        )
+    return float(margin)
 
 
 def _axes(table: Mapping[str, Any], where: str, section: str) -> dict[str, list[Any]]:

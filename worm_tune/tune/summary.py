@@ -124,7 +124,9 @@ def next_steps(settings: SweepSettings) -> str:
     ]
     if settings.kind == "sweep":
         storage = storage_flag(settings.storage)
-        lines.append(f"  python -m worm_tune.final {name}{where}{storage}   # rerun the best configs with new seeds")
+        lines.append(
+            f"  python -m worm_tune.final {name}{where}{storage}   # confirm the pick on fresh seeds, beside EarlyBird"
+        )
     if next(folder.glob(f"{EXPERIMENT}/*/events.out.tfevents.*"), None) is not None:
         lines.append(f"  tensorboard --logdir {folder}")
     return "\n".join(lines)
