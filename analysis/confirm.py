@@ -8,10 +8,11 @@ One test, so no correction; anything else a rerun shows beside it is labelled ex
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis.stats import ALPHA, MIN_PAIRS, bootstrap_mean, wilcoxon_p
+from analysis.compare import METRIC
+from analysis.stats import ALPHA, MIN_PAIRS, bootstrap_mean, nonzero, wilcoxon_p
 from worm_tune.tune.spaces import Objective
 
 #: Shown beside the ranking metric when it is not the search length, WORM's point.
@@ -38,11 +39,11 @@ def confirmation(
         else f"{len(seeds)} seeds ({len(seeds) - fresh} of them the sweep's)"
     )
     head = f"confirmation on {where} (one pre-stated test): {pick} minus EarlyBird, "
-    nonzero = sum(d != 0 for d in differences)
-    if nonzero < MIN_PAIRS:
-        values = ", ".join(f"s{s} {d:+.4g}" for s, d in zip(seeds, differences, strict=True)) or "none"
+    differing = nonzero(differences)
+    if differing < MIN_PAIRS:
+        values = per_seed(objective.metric, seeds, differences)
         lines = [
-            f"{head}{objective.metric} per seed: {values}: too few pairs to test ({nonzero} non-zero < {MIN_PAIRS})"
+            f"{head}{objective.metric} per seed: {values}: too few pairs to test ({differing} non-zero < {MIN_PAIRS})"
         ]
     else:
         estimate, p = bootstrap_mean(differences), wilcoxon_p(differences)
@@ -65,8 +66,20 @@ def paired(
     return seeds, [a[s][metric] - b[s][metric] for s in seeds]
 
 
+def signed(metric: str, difference: float) -> str:
+    """A difference as the report writes it: accuracies (fractions) in percentage points."""
+    if metric in METRIC and METRIC[metric].accuracy:
+        return f"{100 * difference:+.2f} pp"
+    return f"{difference:+.3g}"
+
+
+def per_seed(metric: str, seeds: Sequence[int], differences: Sequence[float]) -> str:
+    return ", ".join(f"s{s} {signed(metric, d)}" for s, d in zip(seeds, differences, strict=True)) or "none"
+
+
 def describe(metric: str, estimate: Any, p: float) -> str:
-    return f"{metric} {estimate.value:+.3g} [{estimate.lo:+.3g}, {estimate.hi:+.3g}], Wilcoxon p={p:.2g}"
+    interval = f"[{signed(metric, estimate.lo)}, {signed(metric, estimate.hi)}]"
+    return f"{metric} {signed(metric, estimate.value)} {interval}, Wilcoxon p={p:.2g}"
 
 
 def comparison_lines(
@@ -74,7 +87,7 @@ def comparison_lines(
 ) -> list[str]:
     """``name`` minus EarlyBird on ``metric``: mean, interval and p, or per-seed values below the pairs a test needs."""
     seeds, differences = paired(a, b, metric)
-    if sum(d != 0 for d in differences) < MIN_PAIRS:
-        values = ", ".join(f"s{s} {d:+.4g}" for s, d in zip(seeds, differences, strict=True)) or "none"
+    if nonzero(differences) < MIN_PAIRS:
+        values = per_seed(metric, seeds, differences)
         return [f"{name} minus EarlyBird, {metric} per seed: {values} (too few non-zero pairs to test)"]
     return [f"{name} minus EarlyBird, {describe(metric, bootstrap_mean(differences), wilcoxon_p(differences))}"]

@@ -219,7 +219,7 @@ def verdict(n_pairs: int, differences: Sequence[float], p: float) -> str:
     if n_pairs < MIN_PAIRS:
         return f"too few pairs (n={n_pairs} < {MIN_PAIRS}): per-seed values shown"
     if not np.any(_finite(differences)):
-        return "no difference"
+        return "the same on every pair"
     if (k := nonzero(differences)) < MIN_PAIRS:
         return f"too few non-zero pairs (n={k} < {MIN_PAIRS})"
     return "significant" if p < ALPHA else "not significant"

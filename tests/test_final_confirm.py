@@ -68,6 +68,7 @@ def test_the_other_direction_and_no_evidence_are_not_confirmed() -> None:
     pick, partner = sides("final_acc", worse, range(6))
     lines = confirmation("WORM δ=0.03 r=0.003", pick, partner, ACCURACY, set())
     assert lines[0].endswith(": not confirmed: EarlyBird is better")
+    assert "minus EarlyBird, final_acc -3.50 pp [" in lines[0]  # accuracies in percentage points, as the report
     # The search length follows, secondary: -1 on 6 seeds, a tie each time in magnitude.
     assert lines[1].startswith("secondary: WORM δ=0.03 r=0.003 minus EarlyBird, search_epochs -1 [")
     mixed = [1.0, -2.0, 3.0, -4.0, 5.0, -6.0]

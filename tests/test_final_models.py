@@ -71,7 +71,9 @@ def test_final_logs_each_network_and_registers_the_best(
 
     # The confirmation: WORM minus EarlyBird on final_acc, paired by seed; 2 pairs are too few to test.
     of = {(r.data.tags["method"], int(r.data.tags["seed"])): results_of(r) for r in children.values()}
-    values = ", ".join(f"s{s} {of['worm', s]['final_acc'] - of['earlybird', s]['final_acc']:+.4g}" for s in (3, 4))
+    values = ", ".join(
+        f"s{s} {100 * (of['worm', s]['final_acc'] - of['earlybird', s]['final_acc']):+.2f} pp" for s in (3, 4)
+    )
     nonzero = sum(of["worm", s]["final_acc"] != of["earlybird", s]["final_acc"] for s in (3, 4))
     factor = TrialConfig().worm.factor
     verdict = (

@@ -109,7 +109,7 @@ def test_wilcoxon_exact_p_values_from_min_pairs_on() -> None:
 def test_verdicts() -> None:
     assert stats.verdict(0, [], math.nan) == "no pairs"
     assert stats.verdict(3, [-1, -2, -3], math.nan) == "too few pairs (n=3 < 6): per-seed values shown"
-    assert stats.verdict(6, [0] * 6, 1.0) == "no difference"
+    assert stats.verdict(6, [0] * 6, 1.0) == "the same on every pair"
     assert stats.verdict(6, [-1] * 6, 0.03) == "significant"
     assert stats.verdict(6, [-1, 1] * 3, 0.9) == "not significant"
     assert stats.verdict(8, [0, 0, 0, -1, -2, -3, -4, -5], math.nan) == "too few non-zero pairs (n=5 < 6)"

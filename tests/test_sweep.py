@@ -303,7 +303,8 @@ def test_the_sweep_folder_can_be_read_without_mlflow(quick_sweep: dict[str, Any]
     assert len(results) == 2 * SEEDS and all(r["done"] and r["summary"]["done"] for r in results)
 
 
-REPORT_FILES = ("report.md", "report.html", "trials.csv", "methods.csv", "comparisons.csv", "mask_distance.png")
+REPORT_FILES = ("report.md", "report.html", "trials.csv", "methods.csv", "comparisons.csv", "versus.csv")
+REPORT_FILES += ("mask_distance.png",)
 REPORT_FILES += ("search_epochs_vs_ratio.png", "search_epochs_vs_delta.png", "recovery.png", "pareto.png")
 
 
