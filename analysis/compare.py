@@ -20,7 +20,7 @@ accuracy at each one's stop is read earlier for the one that stopped sooner.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -44,6 +44,7 @@ from analysis.stats import (
 from worm_tune import metrics
 from worm_tune.config import PAIR_FREE_FIELDS, TRUNCATION_FIELDS, field_types
 from worm_tune.ticket.methods import BASELINE, METHODS
+from worm_tune.tune.plan import SYMBOLS, cell
 
 EB = METHODS[BASELINE].label
 #: The methods compared with their EarlyBird pair: those that truncate gradients.
@@ -102,8 +103,6 @@ METRICS = (
 METRIC = {m.key: m for m in METRICS}
 #: What :func:`versus` compares between variants: the search cost and accuracy, like with like.
 VERSUS_METRICS = ("search_epochs", "final_acc", "acc_at_matched_epoch")
-#: The short names of WORM's knobs in labels.
-SYMBOLS = {"worm.delta": "δ", "worm.factor": "r"}
 NO_ESTIMATE = Estimate(math.nan, math.nan, math.nan, 0)
 
 
@@ -122,33 +121,31 @@ def label(trials: pd.DataFrame) -> pd.DataFrame:
     out["setting"] = [
         " · ".join(
             [
-                *(f"{p}{format_value(row[k])}" for k, p in LABELLED.items()),
-                *(f"{k}={format_value(row[k])}" for k in varying),
+                *(f"{p}{cell(row[k])}" for k, p in LABELLED.items()),
+                *(f"{k}={cell(row[k])}" for k in varying),
             ]
         )
         for _, row in out.iterrows()
     ]
-    out["variant"] = [_variant(row, worm_varying) for _, row in out.iterrows()]
+    out["variant"] = [variant_label(row, worm_varying) for _, row in out.iterrows()]
     return out
 
 
-def _variant(row: pd.Series, worm_varying: Sequence[str]) -> str:
+def variant_label(row: Mapping[str, Any], worm_varying: Sequence[str] = ()) -> str:
+    """A trial's method with its knobs, ``WORM δ=0.03 r=0.003`` (and any other WORM field the sweep
+    varies), the name it is compared under."""
     method = row["method"]
     spec = METHODS.get(method)
     name = spec.label if spec else method
     if spec is None or not spec.truncates:
         return name
     knobs = [*spec.knobs, *(k for k in worm_varying if k not in ("worm.delta", "worm.factor"))]
-    return " ".join([name, *(f"{knob_symbol(k)}={format_value(row[k])}" for k in knobs)])
+    return " ".join([name, *(f"{knob_symbol(k)}={cell(row[k])}" for k in knobs)])
 
 
 def knob_symbol(key: str) -> str:
     """A knob as labels name it: ``δ`` for ``worm.delta``, ``scope`` for ``worm.scope``."""
     return SYMBOLS.get(key, key.removeprefix("worm."))
-
-
-def format_value(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # -- pairs -----------------------------------------------------------------------------------

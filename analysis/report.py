@@ -21,6 +21,7 @@ from analysis.load import FINISHED, Sweep
 from analysis.page import to_html
 from analysis.stats import ALPHA, LEVEL, MIN_PAIRS, N_BOOT, WILCOXON_METHOD
 from worm_tune.tune import store
+from worm_tune.tune.plan import cell
 from worm_tune.usage import format_table
 
 REPORT, TRIALS_CSV, COMPARISONS_CSV, METHODS_CSV = "report.md", "trials.csv", "comparisons.csv", "methods.csv"
@@ -482,7 +483,7 @@ def versus_tables(versus: pd.DataFrame | None, margin: float | None = None) -> s
 def versus_label(row: dict) -> str:
     """``δ=0.03 − δ=0.01 (WORM r=0.003)``: the two knob values, then what the two variants share."""
     symbol = compare.knob_symbol(row["knob"])
-    a, b = (f"{symbol}={compare.format_value(row[k])}" for k in ("a_value", "b_value"))
+    a, b = (f"{symbol}={cell(row[k])}" for k in ("a_value", "b_value"))
     shared = " ".join(word for word in str(row["a"]).split() if word != a)
     return f"{b} − {a} ({shared})"
 

@@ -18,6 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from analysis.compare import variant_label
 from analysis.confirm import confirmation
 from worm_tune.cli import final, sweep
 from worm_tune.config import TRUNCATION_FIELDS, TrialConfig
@@ -110,7 +111,7 @@ def test_the_earlybird_partner_is_the_same_setting_without_worm_knobs() -> None:
     other = earlybird.replace({"search.ratio": 0.7, "seed": 0})
     assert final.partner(worm, [other, pinned]).hash() == pinned.replace({"seed": 4}).hash() != found.hash()
     assert all(found.get(k) == TrialConfig().get(k) for k in TRUNCATION_FIELDS)
-    assert final.label(worm) == "WORM δ=0.03 r=0.01" and final.label(earlybird) == "EarlyBird"
+    assert variant_label(worm.to_flat()) == "WORM δ=0.03 r=0.01" and variant_label(earlybird.to_flat()) == "EarlyBird"
 
 
 # -- the spaces' [final] and [analysis] tables ---------------------------------------------------

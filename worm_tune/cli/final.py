@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.compare import variant_label
 from analysis.confirm import comparison_lines, confirmation
 from analysis.stats import MIN_PAIRS
 from worm_tune import metrics
@@ -42,7 +43,6 @@ from worm_tune.tune.errors import USAGE_ERRORS
 from worm_tune.tune.plan import (
     CHOSEN_FILE,
     SETTINGS_FILE,
-    SYMBOLS,
     Plan,
     SweepSettings,
     cell,
@@ -191,8 +191,7 @@ def partner(cfg: TrialConfig, earlybirds: Sequence[TrialConfig] = ()) -> TrialCo
         found = earlybird.replace({"seed": cfg.seed})
         if found.method == BASELINE and pair_key(found) == pair_key(cfg):
             return found
-    defaults = TrialConfig().to_flat()
-    return cfg.replace({"method": BASELINE, **{k: defaults[k] for k in TRUNCATION_FIELDS}}).validate()
+    return _without_worm_knobs(cfg).replace({"method": BASELINE}).validate()
 
 
 def plan_reruns(
@@ -233,9 +232,14 @@ def rerun_plan(configs: Sequence[TrialConfig]) -> Plan:
     """The reruns' plan. Its base is an EarlyBird rerun's config where there is one (else the first with
     WORM's knobs at their defaults): a field set on top of the base is shown in a trial's table row
     and run name, and so an EarlyBird rerun shows none of WORM's knobs."""
-    defaults = TrialConfig().to_flat()
     base = next((c for c in configs if c.method == BASELINE), None)
-    return grid_plan(configs, base or configs[0].replace({k: defaults[k] for k in TRUNCATION_FIELDS}))
+    return grid_plan(configs, base or _without_worm_knobs(configs[0]))
+
+
+def _without_worm_knobs(cfg: TrialConfig) -> TrialConfig:
+    """``cfg`` with WORM's knobs at their defaults: what EarlyBird, which ignores them, is run with."""
+    defaults = TrialConfig().to_flat()
+    return cfg.replace({k: defaults[k] for k in TRUNCATION_FIELDS})
 
 
 def _seeds(text: str) -> list[int]:
@@ -351,7 +355,7 @@ def confirm(settings: SweepSettings, objective: Objective, tags: Mapping[str, st
         if run.info.status == "FINISHED":
             setting = run.data.tags["group_hash"]
             per_seed[setting][int(run.data.params["seed"])] = metrics.logged_summary(run.data.metrics)
-            labels[setting] = label(source_config(run))
+            labels[setting] = variant_label(source_config(run).to_flat())
     (pick, base), others = pairs[0], pairs[1:]
     sweep_seeds = {int(s) for s in tags.get(TAG_SWEEP_SEEDS, "").split(",") if s}
     lines = confirmation(labels.get(pick, pick), per_seed[pick], per_seed[base], objective, sweep_seeds)
@@ -366,12 +370,6 @@ def confirm(settings: SweepSettings, objective: Objective, tags: Mapping[str, st
     client.set_tag(settings.parent_run_id, "confirmation", lines[0])
     with store.at_store(uri):
         client.log_text(settings.parent_run_id, text + "\n", CONFIRMATION_FILE)
-
-
-def label(cfg: TrialConfig) -> str:
-    """A config as the confirmation names it: its method and its WORM knobs, ``WORM δ=0.03 r=0.003``."""
-    method = METHODS[cfg.method]
-    return " ".join([method.label, *(f"{SYMBOLS.get(k, k)}={cell(cfg.get(k))}" for k in method.knobs)])
 
 
 def _final_table(parent: Any) -> FinalSpec:
