@@ -43,6 +43,7 @@ from worm_tune.tune import store
 from worm_tune.tune.plan import (
     CHOSEN_FILE,
     GROUP_KEY,
+    IMPORTANCE,
     MEMBERS,
     SETTINGS_FILE,
     TRIAL_STATES_FILE,
@@ -51,6 +52,7 @@ from worm_tune.tune.plan import (
     make_plan,
     staying,
 )
+from worm_tune.tune.spaces import Objective, SpaceError
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
 FINISHED = ("converged", "not_converged")
@@ -76,6 +78,12 @@ class Sweep:
     #: The search space the sweep was planned from (a name or a path); None for a ``final`` rerun.
     space: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: How the sweep picked its trials (``grid``, ``optuna``), as its parent run records it; None: unknown.
+    search: str | None = None
+    #: The objectives the sweep logged (empty: none logged, or read from Ray).
+    objectives: tuple[Objective, ...] = ()
+    #: The parent run's :data:`IMPORTANCE` metrics, by name: present once an Optuna study has ended.
+    importances: dict[str, float] = field(default_factory=dict)
 
 
 # -- MLflow ----------------------------------------------------------------------------------
@@ -150,7 +158,21 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         tracking_uri=uri,
         parent_run_id=parent.info.run_id,
         space=None if parent.data.tags.get(store.TAG_KIND) == "final" else _space_of(parent),
+        search=parent.data.params.get("search"),
+        objectives=_objectives(parent.data.params.get("objectives", "")),
+        importances={k: v for k, v in parent.data.metrics.items() if k.startswith(f"{IMPORTANCE}/")},
     )
+
+
+def _objectives(logged: str) -> tuple[Objective, ...]:
+    """The objectives of a parent run's ``objectives`` param, a list as ``str`` writes it
+    (``['search_epochs:min', 'final_acc:max']``); one that does not parse is left out."""
+    out = []
+    for text in logged.strip("[]").split(","):
+        with contextlib.suppress(SpaceError):
+            if text := text.strip(" '\""):
+                out.append(Objective.parse(text))
+    return tuple(out)
 
 
 def _space_of(parent: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""The report's figures: mask distances, search epochs, accuracy recovery, and search cost against accuracy.
+"""The report's figures: mask distances, search epochs, accuracy recovery, search cost against accuracy,
+and an Optuna study's candidates against their Pareto front.
 
 Every function takes the labelled trials (``setting`` and ``variant`` columns added to the trials
 table), writes one PNG and returns its path, or writes nothing and returns None when the sweep holds
@@ -9,7 +10,7 @@ Figures are plain :class:`~matplotlib.figure.Figure` objects: no pyplot, so no g
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from analysis.compare import EB
+from analysis.compare import EB, METRIC
 from analysis.load import FINISHED
 from worm_tune.ticket.methods import METHODS
+from worm_tune.tune.spaces import Objective
 
 #: Methods with a trigger at s + delta (gradclip truncates from the first step, greedy by d_avg).
 USES_DELTA = tuple(m.name for m in METHODS.values() if "worm.delta" in m.knobs)
 MAX_SETTINGS = 8
+#: Up to this many candidates each get a label; beyond it only those on the front do.
+MAX_LABELS = 12
 PANEL = (5.0, 3.5)
 DPI = 120
 EB_COLOR = "tab:blue"
@@ -189,6 +193,77 @@ def pareto(trials: pd.DataFrame, path: str | Path) -> Path | None:
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     ax.set_title("Search cost vs final accuracy\n(mean over finished seeds, bars: min–max; up and left is better)")
     return _save(fig, path)
+
+
+def candidate_front(candidates: pd.DataFrame, objectives: Sequence[Objective], path: str | Path) -> Path | None:
+    """An Optuna study's candidates at their paired effects on the first two objectives (candidate minus
+    EarlyBird, means over paired seeds, bars: the intervals where there are enough pairs), the Pareto
+    front ringed and joined, EarlyBird at zero on both axes.
+
+    ``candidates``: :func:`analysis.study.candidates`'s table. None with fewer than two objectives or
+    no candidate with both effects.
+    """
+    if len(objectives) < 2:
+        return None
+    (x, x_mode), (y, y_mode) = ((o.metric, o.mode) for o in objectives[:2])
+    known = candidates[candidates[[f"{x}_diff", f"{y}_diff"]].notna().all(axis=1)]
+    if known.empty:
+        return None
+    scale = {m: 100.0 if m in METRIC and METRIC[m].accuracy else 1.0 for m in (x, y)}
+    settings = sorted(known["setting"].unique())
+    markers = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(settings)}
+    fig = Figure(figsize=(PANEL[0] + 4, PANEL[1] + 1.5), layout="constrained")
+    ax = fig.subplots()
+    ax.axvline(0, color="gray", lw=1, ls="--")
+    ax.axhline(0, color="gray", lw=1, ls="--")
+    labels: dict[tuple[float, float], list[str]] = {}  # candidates at one point (a tie) share one label
+    for r in known.to_dict("records"):
+        px, py = r[f"{x}_diff"] * scale[x], r[f"{y}_diff"] * scale[y]
+        color = OTHER_COLORS[0] if r["front"] else "gray"
+        ax.errorbar(
+            px,
+            py,
+            xerr=_interval(r, x, scale[x]),
+            yerr=_interval(r, y, scale[y]),
+            fmt=markers[r["setting"]],
+            color=color,
+            ms=7,
+            capsize=3,
+        )
+        if len(known) <= MAX_LABELS or r["front"]:
+            labels.setdefault((px, py), []).append(f"#{r['rank']} {r['variant'].split(' ', 1)[-1]}")
+    for (px, py), names in labels.items():
+        ax.annotate("\n".join(names), (px, py), xytext=(8, 4), textcoords="offset points", fontsize=7, va="bottom")
+    for setting in settings:
+        front = known[(known["setting"] == setting) & known["front"]]
+        points = front[[f"{x}_diff", f"{y}_diff"]].to_numpy(float) * [scale[x], scale[y]]
+        points = points[np.argsort(points[:, 0], kind="stable")]
+        where = "post" if x_mode == "min" else "pre"  # the staircase that bounds the region the front dominates
+        ax.step(points[:, 0], points[:, 1], where=where, color="black", lw=1, marker="o", ms=13, mfc="none", zorder=0)
+    _style(ax, _effect_label(x), _effect_label(y))
+    handles = [Line2D([], [], color="black", lw=1, marker="o", ms=13, mfc="none", label="Pareto front")]
+    handles += [_proxy(OTHER_COLORS[0], "on the front"), _proxy("gray", "dominated")]
+    handles.append(Line2D([], [], color="gray", lw=1, ls="--", label=f"{EB} (no difference)"))
+    if len(settings) > 1:
+        handles += [_proxy("gray", s, marker=markers[s]) for s in settings]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    better = f"better: {'left' if x_mode == 'min' else 'right'} and {'down' if y_mode == 'min' else 'up'}"
+    ax.set_title(f"Optuna candidates against {EB}, paired by seed (#: rank)\n(means; bars: 95% CI; {better})")
+    return _save(fig, path)
+
+
+def _interval(row: dict, metric: str, scale: float) -> list[list[float]] | None:
+    """Error bar lengths below and above a candidate's mean effect, from its interval; None without one."""
+    mean, lo, hi = (row[f"{metric}_{k}"] * scale for k in ("diff", "lo", "hi"))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return [[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]]
+
+
+def _effect_label(metric: str) -> str:
+    name = METRIC[metric].label if metric in METRIC else metric
+    unit = " (pp)" if metric in METRIC and METRIC[metric].accuracy else ""
+    return f"{name}{unit}: candidate − {EB}"
 
 
 # -- search epochs ---------------------------------------------------------------------------

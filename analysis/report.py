@@ -16,16 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import compare, paper, plots, tickets
+from analysis import compare, paper, plots, study, tickets
+from analysis.cells import difference, estimate, family, pair_count, pvalue, speedup, table
 from analysis.load import FINISHED, Sweep
 from analysis.page import to_html
 from analysis.stats import ALPHA, LEVEL, MIN_PAIRS, N_BOOT, WILCOXON_METHOD
 from worm_tune.tune import store
 from worm_tune.tune.plan import cell
-from worm_tune.usage import format_table
 
 REPORT, TRIALS_CSV, COMPARISONS_CSV, METHODS_CSV = "report.md", "trials.csv", "comparisons.csv", "methods.csv"
 VERSUS_CSV = "versus.csv"
+CANDIDATE_FRONT = "candidate_front.png"
+#: How many of an Optuna study's candidates (its best) the per-variant plots show beside EarlyBird.
+PLOTTED_CANDIDATES = 3
 #: The accuracy table's rows, in order: the at-the-stop one beside its like-with-like counterpart.
 ACCURACY = ("pre_prune_acc", "acc_at_matched_epoch", "post_prune_acc", "acc_after_1_retrain_epoch")
 ACCURACY += ("epochs_to_target", "final_acc")
@@ -72,25 +75,42 @@ def write(
     versus = compare.versus(labelled, n_boot, seed, margin, sweep.curves)
     methods = compare.per_method(labelled, n_boot, seed)
     frames = [(TRIALS_CSV, labelled), (COMPARISONS_CSV, comparisons), (VERSUS_CSV, versus), (METHODS_CSV, methods)]
+    optuna = sweep.search == "optuna"  # its candidates ranked on its objectives, with their own section and plot
+    objectives = study.objectives_of(sweep)
+    ranked = study.candidates(comparisons, methods, objectives) if optuna else pd.DataFrame()
+    if optuna:
+        frames.append((study.CANDIDATES_CSV, ranked))
+    else:  # an earlier report's study files (read from MLflow, this one from Ray) must not pass for this one's
+        for name in (study.CANDIDATES_CSV, CANDIDATE_FRONT):
+            (out / name).unlink(missing_ok=True)
     for name, frame in frames:
         frame.to_csv(out / name, index=False)
         report.files.append(out / name)
 
+    # A study's per-variant plots show EarlyBird and its best candidates: sixteen lines in one panel show none.
+    shown, of = labelled, ""
+    if optuna and ranked["variant"].nunique() > PLOTTED_CANDIDATES:
+        best = ranked.sort_values("rank")["variant"].drop_duplicates().head(PLOTTED_CANDIDATES)
+        shown = labelled[labelled["variant"].isin([compare.EB, *best])]
+        of = f" ({compare.EB} and the {PLOTTED_CANDIDATES} best candidates)"
     figures: list[tuple[str, str, Callable[[Path], Path | None]]] = [
-        ("mask_distance.png", "Mask distance per search epoch", partial(plots.mask_distance, labelled, sweep.curves)),
+        ("mask_distance.png", f"Mask distance per search epoch{of}", partial(plots.mask_distance, shown, sweep.curves)),
         (
             "search_epochs_vs_ratio.png",
-            "Search epochs against the pruning ratio, pairs joined per seed",
-            partial(plots.search_epochs_vs, labelled, "search.ratio"),
+            f"Search epochs against the pruning ratio, pairs joined per seed{of}",
+            partial(plots.search_epochs_vs, shown, "search.ratio"),
         ),
         (
             "search_epochs_vs_delta.png",
-            "Search epochs against δ, pairs joined per seed",
-            partial(plots.search_epochs_vs, labelled, "worm.delta"),
+            f"Search epochs against δ, pairs joined per seed{of}",
+            partial(plots.search_epochs_vs, shown, "worm.delta"),
         ),
-        ("recovery.png", "Accuracy recovery during retraining", partial(plots.recovery, labelled, sweep.curves)),
-        ("pareto.png", "Search cost against final accuracy", partial(plots.pareto, labelled)),
+        ("recovery.png", f"Accuracy recovery during retraining{of}", partial(plots.recovery, shown, sweep.curves)),
+        ("pareto.png", f"Search cost against final accuracy{of}", partial(plots.pareto, shown)),
     ]
+    if optuna:
+        draw = partial(plots.candidate_front, ranked, objectives)
+        figures.append((CANDIDATE_FRONT, "The Optuna candidates' paired effects and their Pareto front", draw))
     embedded = []
     for name, title, draw in figures:
         path = draw(out / name)
@@ -104,6 +124,8 @@ def write(
     from_mlflow = sweep.tracking_uri is not None and sweep.source.startswith("MLflow")
     found = tickets.load_tickets(sweep.tracking_uri, sweep.trials) if from_mlflow else {}
     sections = [tickets.section(labelled, found, n_boot, seed)]
+    if optuna:
+        sections.append(study.section(sweep, ranked, comparisons, compare.pairs(labelled, sweep.curves), objectives))
     text = markdown(sweep, labelled, comparisons, methods, embedded, n_boot, command, margin, versus, sections)
     report.path.write_text(text)
     (out / HTML).write_text(to_html(text, out), encoding="utf-8")
@@ -488,33 +510,6 @@ def versus_label(row: dict) -> str:
     return f"{b} − {a} ({shared})"
 
 
-def pair_count(row: pd.Series | dict) -> str:
-    """``20`` pairs, or ``20 (18 non-zero)`` when some tie: Wilcoxon counts only those that differ."""
-    n, k = int(row["n_pairs"]), int(row["n_nonzero"])
-    return str(n) if k == n else f"{n} ({k} non-zero)"
-
-
-def family(row: pd.Series | dict) -> str:
-    """How many tests the row's Holm correction spans."""
-    size = int(row["family_size"])
-    return "-" if size == 0 else f"{size} test" + ("s" if size > 1 else "")
-
-
-def difference(row: pd.Series | dict, paired: pd.DataFrame, fmt: str) -> str:
-    """The paired difference with its interval, or, below :data:`MIN_PAIRS` pairs, its mean and each
-    seed's ``EarlyBird → variant`` values; from :data:`MIN_PAIRS` pairs on but below as many non-zero
-    ones (no test), its interval and each seed's values (``fmt`` as for :func:`estimate`, its sign
-    dropped for the values)."""
-    n, k = int(row["n_pairs"]), int(row["n_nonzero"])
-    if n == 0 or (n >= MIN_PAIRS and (k == 0 or k >= MIN_PAIRS)):  # all tied: the interval says it
-        return estimate(row, "diff", fmt)
-    mine = paired[(paired["setting"] == row["setting"]) & (paired["variant"] == row["variant"])]
-    seeds, a, b, _ = compare.paired_values(mine, compare.METRIC[row["metric"]])
-    one = fmt.lstrip("+")
-    each = "; ".join(f"seed {s}: {value(x, one)} → {value(y, one)}" for s, x, y in zip(seeds, a, b, strict=True))
-    return f"{estimate(row, 'diff', fmt)}: {each}"
-
-
 def _few_pairs_note(comparisons: pd.DataFrame, keys: tuple[str, ...]) -> str:
     """Why a table shows seeds instead of intervals, said under it when it does."""
     mine = comparisons[comparisons["metric"].isin(keys)]
@@ -534,38 +529,6 @@ def _few_pairs_note(comparisons: pd.DataFrame, keys: tuple[str, ...]) -> str:
 
 
 # -- formatting ------------------------------------------------------------------------------
-
-
-def estimate(row: pd.Series | dict, prefix: str, fmt: str) -> str:
-    """``mean [lo, hi] (n=k)``; ``-`` when nothing is known. ``%`` formats fractions as percent
-    (``+%``: signed percentage points)."""
-    mean, lo, hi, n = (row[f"{prefix}_{k}"] for k in ("mean", "lo", "hi", "n"))
-    if not np.isfinite(mean):
-        return "-"
-    interval = f" [{value(lo, fmt)}, {value(hi, fmt)}]" if np.isfinite(lo) else ""
-    return f"{value(mean, fmt)}{interval} (n={int(n)})"
-
-
-def value(v: float, fmt: str) -> str:
-    """One number: ``%`` as percent, ``+%`` as signed percentage points, else a format spec."""
-    if fmt == "%":
-        return f"{v:.2%}"
-    return f"{100 * v:+.2f} pp" if fmt == "+%" else format(v, fmt)
-
-
-def speedup(row: pd.Series | dict) -> str:
-    if not np.isfinite(row["speedup"]):
-        return "-"
-    interval = f" [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]" if np.isfinite(row["speedup_lo"]) else ""
-    return f"{row['speedup']:.2f}x{interval}"
-
-
-def pvalue(p: float) -> str:
-    return "-" if not math.isfinite(p) else f"{p:.3g}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    return format_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
 
 
 # -- the HTML --------------------------------------------------------------------------------

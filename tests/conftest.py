@@ -11,6 +11,17 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[object]:
+    """A private Ray instance with 2 CPUs for the module's sweeps (imported here, not at the top: most
+    modules never start Ray)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def fake_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A tiny folder in torchvision's CIFAR-10 format; the checksum check is bypassed, the reading is real."""

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import ray
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -149,13 +148,6 @@ TRIALS = 6
 #: What a finished trial may leave in a sweep folder, at most: Ray's result files (a group trial's
 #: hold every member's report each epoch) and its MLflow-free leftovers. Measured: about 30 kB.
 SMALL_PER_TRIAL = 100_000
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

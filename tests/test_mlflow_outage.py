@@ -149,13 +149,6 @@ def test_a_store_away_leaves_the_updates_in_the_spool_and_a_restored_callback_wr
         assert json.loads(Path(client.download_artifacts(run.info.run_id, "summary.json")).read_text())["epochs"] == 3
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[Any]:
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
 class Server:
     """An ``mlflow server`` on a fixed port and backend, stopped and started again by the test."""
 

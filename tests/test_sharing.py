@@ -65,13 +65,6 @@ ENDING_TAGS = ("status", "converged", "trigger_epoch", "method", "seed", "config
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("sharing")
     space = root / "grid.toml"

@@ -88,6 +88,7 @@ def test_optuna_table_is_parsed() -> None:
     assert [str(o) for o in optuna.objectives] == ["search_epochs:min", "final_acc:max"]
     assert {p.key for p in optuna.params} == {"worm.delta", "worm.factor"}
     assert all(p.log and p.low < p.high for p in optuna.params)
+    assert optuna.seeds == 6 and optuna.enqueue == ({"worm.delta": 0.05, "worm.factor": 0.003},)  # the paper's point
 
 
 def test_objective_takes_the_metrics_natural_direction() -> None:
@@ -127,6 +128,15 @@ def test_a_space_file_given_by_path(tmp_path: Path) -> None:
         ('[optuna]\nparams = { "model.arch" = { low = 1, high = 2 } }\n', "not a numeric config key"),
         ('[optuna]\nparams = { "worm.delta" = { low = 0.2, high = 0.1 } }\n', "needs low < high"),
         ('[optuna]\nobjective = "accuracy"\nparams = { "worm.delta" = { low = 0.1, high = 0.2 } }\n', "metric must be"),
+        ('[optuna]\nseeds = 0\nparams = { "worm.delta" = { low = 0.1, high = 0.2 } }\n', r"optuna.seeds=0 is invalid"),
+        (
+            '[optuna]\nenqueue = [{ "worm.factor" = 0.1 }]\nparams = { "worm.delta" = { low = 0.1, high = 0.2 } }\n',
+            "optuna.enqueue key 'worm.factor' is not tuned; tuned: worm.delta",
+        ),
+        (
+            '[optuna]\nenqueue = [{ "worm.delta" = 0.5 }]\nparams = { "worm.delta" = { low = 0.1, high = 0.2 } }\n',
+            r"optuna.enqueue worm.delta=0.5 is outside its range \[0.1, 0.2\]",
+        ),
         ("[axes\n", "cannot be parsed"),
     ],
 )

@@ -52,13 +52,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("sweeps")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -570,26 +563,34 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
         assert history(store["uri"], run, "test_acc") == history(store["uri"], reference, "test_acc")
 
 
-def test_optuna_persists_a_seeded_multi_objective_study(local_ray: Any, store: dict[str, Any]) -> None:
+def test_optuna_persists_a_seeded_multi_objective_study_of_paired_effects(
+    local_ray: Any, store: dict[str, Any]
+) -> None:
     argv = ["resnet18", "--quick", *SWEEP_TINY, "--search", "optuna", "--num-samples", "3", "--sampler-seed", "7"]
-    assert sweep.main([*argv, "--name", "tpe", *store["args"]]) == 0
+    assert sweep.main([*argv, "--seeds-per-trial", "2", "--name", "tpe", *store["args"]]) == 0
     study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{store['root'] / 'ray' / 'tpe' / 'optuna.db'}")
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
     assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    # TPE starts with seeded random samples: the same seed proposes the same first point.
+    # The space enqueues the paper's point first; TPE's seeded random samples follow: the same seed, the same point.
+    assert study.trials[0].params == {"worm.delta": 0.05, "worm.factor": 0.003}
     replay = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.TPESampler(seed=7))
-    assert replay.ask(study.trials[0].distributions).params == study.trials[0].params
+    assert replay.ask(study.trials[1].distributions).params == study.trials[1].params
     _, children = runs_of(store["uri"], "tpe")
-    assert len(children) == 3 and {r.data.tags["method"] for r in children} == {"worm"}
+    baselines = {int(r.data.tags["seed"]): results_of(r) for r in children if r.data.tags["method"] == "earlybird"}
+    assert sorted(baselines) == [0, 1] and len(children) == 2 + 3 * 2
     for trial in study.trials:
-        (run,) = [
-            r for r in children if float(r.data.params["worm.delta"]) == pytest.approx(trial.params["worm.delta"])
+        mine = [r for r in children if r.data.tags.get("candidate") == str(trial.number)]
+        assert sorted(int(r.data.tags["seed"]) for r in mine) == [0, 1]
+        for run in mine:
+            assert float(run.data.params["worm.delta"]) == pytest.approx(trial.params["worm.delta"])
+        diffs = [
+            [results_of(r)[m] - baselines[int(r.data.tags["seed"])][m] for r in mine]
+            for m in ("search_epochs", "final_acc")
         ]
-        assert float(run.data.params["worm.factor"]) == pytest.approx(trial.params["worm.factor"])
-        assert trial.values == [results_of(run)["search_epochs"], results_of(run)["final_acc"]]
+        assert trial.values == pytest.approx([sum(d) / 2 for d in diffs], abs=1e-12)
     text = report_of(store, "tpe")
-    assert "No pairs: the sweep has no trial of a truncating method with an EarlyBird trial" in text
-    assert text.count("WORM δ=") == 3 * 3 + 3  # the trials, per-method and trigger tables, and the "not compared" list
+    assert "## The Optuna study: candidates on paired seeds" in text
+    assert text.count("WORM δ=") >= 3  # each candidate compared with EarlyBird
 
 
 def test_asha_stops_trials_and_they_have_no_convergence_epoch(

@@ -74,7 +74,9 @@ def test_dry_run_of_an_optuna_search(capsys: pytest.CaptureFixture[str], where: 
     argv = ["resnet18", "--quick", "--search", "optuna", "--num-samples", "5", "--objective", "final_acc", "--dry-run"]
     code, out, _ = run_main(sweep, [*argv, *where], capsys)
     assert code == 0
-    assert "5 trials" in out and "Optuna (TPE) trials of worm" in out and "objective final_acc:max" in out
+    assert "36 trials" in out  # 5 candidates on 6 seeds, and 6 EarlyBird baselines
+    assert "5 Optuna (TPE) candidates of worm at p=0.5 s=0.04, each on seeds 0-5" in out
+    assert "objective: the paired mean difference in final_acc (worm - earlybird, max)" in out
 
 
 def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], where: list[str]) -> None:
@@ -99,6 +101,11 @@ def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], whe
         (["resnet18", "--num-samples", "4"], "apply to --search optuna only"),
         (["resnet18", "--search", "optuna", "--num-samples", "0"], "--num-samples 0 is invalid"),
         (["resnet18", "--search", "optuna", "--objective", "loss"], "metric must be one of"),
+        (["resnet18", "--seeds-per-trial", "2"], "--seeds-per-trial, --objective and --sampler-seed apply to"),
+        (["resnet18", "--quick", "--search", "optuna", "--seeds-per-trial", "0"], "--seeds-per-trial 0 is invalid"),
+        (["resnet18", "--quick", "--search", "optuna", "--scheduler", "asha"], "--scheduler asha does not apply"),
+        (["resnet18", "--quick", "--search", "optuna", "--no-share"], "--no-share does not apply to --search optuna"),
+        (["resnet18", "--search", "optuna"], "search.ratio has 3 values (0.3, 0.5, 0.7): pin one with --set"),
         (["resnet18", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0 is invalid: must be > 0"),
         (["resnet18", "--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is invalid"),
         (["resnet18", "--max-concurrent", "0"], "--max-concurrent 0 is invalid"),
@@ -427,9 +434,10 @@ def test_every_flag_a_message_suggests_is_one_its_command_takes(
 
 @pytest.mark.parametrize(
     ("flags", "share"),
-    [([], True), (["--no-share"], False), (["--scheduler", "asha"], False), (["--search", "optuna"], False)],
+    [([], True), (["--no-share"], False), (["--scheduler", "asha"], False), (["--search", "optuna"], True)],
 )
 def test_a_grid_sweep_shares_unless_told_not_to_or_scheduled(tmp_path: Path, flags: list[str], share: bool) -> None:
-    """Sharing needs every trial to run to its end as planned: ASHA stops trials, Optuna picks configs."""
+    """Sharing needs every trial to run to its end as planned: ASHA stops trials. An Optuna study always
+    shares: its candidates start from their EarlyBird baselines' states."""
     args = sweep.build_parser().parse_args(["resnet18", "--quick", *flags, "--storage", str(tmp_path)])
     assert sweep.settings_from_args(args).share is share

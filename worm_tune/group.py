@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from worm_tune.config import TRAINING_FIELDS, TrialConfig
+from worm_tune.config import SEARCH_DECISION_FIELDS, TRAINING_FIELDS, TRUNCATION_FIELDS, TrialConfig
 from worm_tune.data import DataBundle
 from worm_tune.engine import TrialEngine
 from worm_tune.engine.state import forked_state
 from worm_tune.metrics import DECIDED
 from worm_tune.ticket.control import SearchControl, Truncation, next_training
+from worm_tune.ticket.methods import METHODS
 from worm_tune.ticket.phases import Phase
 from worm_tune.ticket.sites import mask_units
 
@@ -211,6 +212,49 @@ def replay(configs: Iterable[TrialConfig], epoch: int, data: DataBundle | None =
             f"{epoch}: they parted {where}, so they never shared a group there"
         )
     return group
+
+
+def fork_epoch(cfg: TrialConfig, baseline: TrialConfig, history: Iterable[dict[str, Any]]) -> int:
+    """After how many epochs a trial of ``cfg`` parts from the EarlyBird ``baseline`` trial whose
+    records are ``history``: the first search epoch after which its truncation factor leaves 1 (its
+    schedule replayed on the baseline's ``d_avg``), else the baseline's last search epoch (the two
+    trials then train alike to there). 0 where they part before the first epoch: other training
+    fields, other search rules, or a schedule that truncates from the start."""
+    method = METHODS[cfg.method]
+    rules = [k for k in SEARCH_DECISION_FIELDS if k not in TRUNCATION_FIELDS and k != "method"]
+    if (
+        baseline.method != "earlybird"
+        or training_key(cfg) != training_key(baseline)
+        or any(cfg.get(k) != baseline.get(k) for k in rules)
+        or not method.searches
+        or method.schedule(cfg).from_start
+    ):
+        return 0
+    schedule, last = method.schedule(cfg), 0
+    for record in history:
+        if record["phase"] != Phase.SEARCH:
+            break
+        last = record["epoch"]
+        if schedule.observe(last, record["d_avg"]) != 1.0:
+            break
+    return last
+
+
+def fork_from(engine: TrialEngine, cfg: TrialConfig) -> TrialEngine:
+    """The engine of a trial of ``cfg`` after the epochs the EarlyBird ``engine`` trained, which the
+    trial would have trained alike (up to its :func:`fork_epoch`): the network is the baseline's,
+    the decisions the trial's own, as a group member riding on the baseline would hold them. Its
+    window is the baseline's (the same ratio, window and rules draw the same masks); its schedule
+    is replayed on the baseline's ``d_avg``; its truncation is the newest mask with the factor now."""
+    control = SearchControl(cfg, engine.sites.scores())
+    control.detector.load_state_dict(engine.control.detector.state_dict())
+    for record in engine.history:
+        if record["phase"] == Phase.SEARCH:
+            control.schedule.observe(record["epoch"], record["d_avg"])
+    truncation = (control.mask(engine.sites.scores()), control.schedule.factor) if control.method.truncates else None
+    results = {k: engine.results[k] for k in DECIDED} | {"trigger_epoch": control.schedule.trigger_epoch}
+    member = Member(cfg, control, truncation or (None, 1.0), engine.phase, results, [dict(r) for r in engine.history])
+    return TrialGroup(engine)._fork(member)
 
 
 def _member(cfg: TrialConfig, scores: torch.Tensor, results: dict[str, Any]) -> Member:

@@ -45,13 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="pin any config field")
     parser.add_argument("--search", choices=("grid", "optuna"), default=None, help="grid (default) or optuna (TPE)")
-    parser.add_argument("--num-samples", type=int, default=None, help="Optuna trials (default: the space's)")
+    parser.add_argument(
+        "--num-samples", type=int, default=None, help="Optuna candidates, each on paired seeds (default: the space's)"
+    )
+    parser.add_argument(
+        "--seeds-per-trial",
+        type=int,
+        default=None,
+        metavar="K",
+        help="paired seeds each Optuna candidate runs on, beside an EarlyBird baseline per seed (default: the "
+        "space's [optuna] seeds)",
+    )
     parser.add_argument(
         "--objective",
         action="append",
         default=None,
         metavar="METRIC[:MODE]",
-        help="Optuna objective(s), e.g. final_acc:max; two give a multi-objective study (default: the space's)",
+        help="Optuna objective(s), the candidate's mean paired difference to EarlyBird in a metric, e.g. "
+        "final_acc:max; two give a multi-objective study (default: the space's)",
     )
     parser.add_argument("--sampler-seed", type=int, default=None, help="seed of Optuna's TPE sampler (default 0)")
     parser.add_argument(
@@ -75,6 +86,7 @@ _RESUME_FIXED = (
     "set",
     "search",
     "num_samples",
+    "seeds_per_trial",
     "objective",
     "sampler_seed",
     "scheduler",
@@ -107,9 +119,19 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         raise UsageError(f"sweep {name!r} already exists in {storage}; pass --resume to continue it or another --name")
     sets = parse_assignments(args.set or [])
     search = args.search or "grid"
-    if search == "grid" and (args.num_samples is not None or args.objective or args.sampler_seed is not None):
-        raise UsageError("--num-samples, --objective and --sampler-seed apply to --search optuna only")
+    optuna_only = (args.num_samples, args.seeds_per_trial, args.objective or None, args.sampler_seed)
+    if search == "grid" and any(value is not None for value in optuna_only):
+        raise UsageError(
+            "--num-samples, --seeds-per-trial, --objective and --sampler-seed apply to --search optuna only"
+        )
+    if search == "optuna" and (args.scheduler == "asha" or args.no_share):
+        flag = "--scheduler asha" if args.scheduler == "asha" else "--no-share"
+        raise UsageError(
+            f"{flag} does not apply to --search optuna: a candidate runs on paired seeds to their ends, "
+            "each starting from its EarlyBird baseline's state"
+        )
     check_range("--num-samples", args.num_samples, 1, integer=True)
+    check_range("--seeds-per-trial", args.seeds_per_trial, 1, integer=True)
     check_run_flags(args)
     for text in args.objective or []:
         Objective.parse(text)
@@ -123,6 +145,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         sets=sets,
         search=search,
         num_samples=args.num_samples,
+        seeds_per_trial=args.seeds_per_trial,
         objectives=list(args.objective or []),
         sampler_seed=args.sampler_seed or 0,
         scheduler=scheduler,
@@ -130,7 +153,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         gpus_per_trial=args.gpus_per_trial or 0.0,
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures if args.max_failures is not None else 2,
-        share=search == "grid" and scheduler == "fifo" and not args.no_share,
+        share=search == "optuna" or (scheduler == "fifo" and not args.no_share),
         keep_checkpoints=args.keep_checkpoints or "none",
     )
 
@@ -180,5 +203,7 @@ def start(args: argparse.Namespace, settings: SweepSettings, plan: Plan) -> int:
         k: v for k, v in dataclasses.asdict(settings).items() if k not in ("sets", "experiment_id", "parent_run_id")
     }
     params.update({f"set.{k}": v for k, v in settings.sets.items()})
+    if plan.optuna is not None:  # the objectives the study runs on, the space's when no --objective names them
+        params["objectives"] = [str(o) for o in plan.objectives]
     tags = {"space": Path(settings.space).stem, "profile": settings.profile, "search": settings.search}
     return launch.launch(PROG, args, settings, plan, Path(settings.space).stem, params, tags=tags)

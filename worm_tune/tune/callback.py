@@ -110,6 +110,9 @@ class MlflowCallback(tune.Callback):
         join = {"trial": trial.trial_id, "from_epoch": trial.config.get("from_epoch", 0)}
         for member in result[MEMBERS]:
             event = {"op": "result", "key": member["config_hash"], "point": member["point"], "name": None}
+            # A paired study's candidate reports the epochs it shares with its baseline once, first.
+            for earlier in member.get("earlier", ()):
+                self._submit(event | {"result": _slim(earlier | common)})
             event |= {"result": _slim(member | common), "notice": result.get("notice"), "join": join}
             self._submit(event)
 

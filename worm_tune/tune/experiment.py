@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
-from ray.tune.search.optuna import OptunaSearch
 
 from worm_tune.tune.group_trainable import GroupTrainable
 from worm_tune.tune.legacy_trainables import TRAINABLES, runs_in, saved_experiments
+from worm_tune.tune.paired_study import PairedStudy
 from worm_tune.tune.plan import EXPERIMENT, GROUP_KEY, Plan, SweepSettings, label_columns, trial_label
 from worm_tune.tune.resources import slots
 from worm_tune.tune.sharing import SharedGrid, start_groups
@@ -50,34 +49,28 @@ class ExperimentSpec:
 
     @property
     def trial_hashes(self) -> set[str] | None:
-        """A shared sweep's trials' config hashes, which key their runs (None: unshared, keyed by Ray's ids)."""
-        return {cfg.hash() for cfg in self.plan.configs()} if self.settings.share else None
+        """A shared grid's trials' config hashes, which key their runs (None: unshared, keyed by Ray's ids, or an
+        Optuna study, whose trials are drawn as it goes)."""
+        return {cfg.hash() for cfg in self.plan.configs()} if self.settings.share and not self.plan.optuna else None
 
     def trainable(self, verbose: bool) -> Any:
         """The Trainable with the sweep's base config and the resources each trial asks for."""
         settings, base, quiet = self.settings, self.plan.base.to_flat(), not verbose
         if settings.share:
-            with_params = tune.with_parameters(GroupTrainable, base=base, groups=str(settings.groups), quiet=quiet)
+            cached = self.plan.optuna.cached_states if self.plan.optuna is not None else None
+            with_params = tune.with_parameters(
+                GroupTrainable, base=base, groups=str(settings.groups), quiet=quiet, cached_states=cached
+            )
         else:
             with_params = tune.with_parameters(TRAINABLES[self.name], base=base, quiet=quiet)
         resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
         return tune.with_resources(with_params, resources)
 
     def param_space(self) -> dict[str, Any]:
-        """A flat Ray config. Grid: one domain per column of the trials' points. Optuna: the method,
-        the seed and the ranges to tune. A shared sweep's come from :class:`~worm_tune.tune.sharing.SharedGrid`."""
+        """A flat Ray config: one domain per column of the trials' points. A shared sweep's come from its
+        searcher (:class:`~worm_tune.tune.sharing.SharedGrid`, :class:`~worm_tune.tune.paired_study.PairedStudy`)."""
         if self.settings.share:
             return {}
-        plan = self.plan
-        if plan.optuna is not None:
-            space: dict[str, Any] = {"method": plan.optuna.method, "seed": plan.base.seed}
-            for p in plan.optuna.params:
-                if p.integer:
-                    low, high = int(p.low), int(p.high) + 1
-                    space[p.key] = tune.lograndint(low, high) if p.log else tune.randint(low, high)
-                else:
-                    space[p.key] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
-            return space
         keys = list(dict.fromkeys(k for point in self.points for k in point))
         # The domains only name Ray's table columns: every trial's values come from its point (None where
         # the field does not apply to the trial's method).
@@ -89,22 +82,15 @@ class ExperimentSpec:
         settings, plan = self.settings, self.plan
         search_alg: Any = None
         scheduler: Any = None
-        if settings.share:
+        if settings.share and plan.optuna is not None:
+            assert settings.groups is not None
+            search_alg = PairedStudy(settings, plan, str(settings.groups))
+        elif settings.share:
             assert settings.groups is not None
             search_alg = SharedGrid(start_groups(self.points, plan.base, settings.groups))
-        elif plan.optuna is None:
+        else:
             search_alg = BasicVariantGenerator(
                 points_to_evaluate=[dict(p) for p in self.points], max_concurrent=settings.max_concurrent or 0
-            )
-        else:
-            metrics = [o.metric for o in plan.objectives]
-            modes = [o.mode for o in plan.objectives]
-            search_alg = OptunaSearch(
-                metric=metrics if len(metrics) > 1 else metrics[0],
-                mode=modes if len(modes) > 1 else modes[0],
-                sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
-                storage=optuna.storages.RDBStorage(f"sqlite:///{settings.folder / 'optuna.db'}"),
-                study_name=settings.name,
             )
         if settings.scheduler == "asha":
             cfg = plan.configs()[0]
@@ -127,7 +113,7 @@ class ExperimentSpec:
             search_alg=search_alg,
             scheduler=scheduler,
             # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
-            max_concurrent_trials=max_concurrent if plan.optuna is not None or settings.share else None,
+            max_concurrent_trials=max_concurrent if settings.share else None,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=functools.partial(trial_name, columns=self.columns),
             reuse_actors=True,
@@ -141,7 +127,7 @@ def describe(settings: SweepSettings, plan: Plan) -> list[ExperimentSpec]:
     specs = []
     for name in saved_experiments(settings.folder, plan) or [EXPERIMENT]:
         if plan.optuna is not None:
-            specs.append(ExperimentSpec(name, settings, plan, (), columns, plan.optuna.num_samples))
+            specs.append(ExperimentSpec(name, settings, plan, (), columns, plan.num_trials))
             continue
         mine = tuple(p for p, cfg in zip(points, plan.configs(), strict=True) if runs_in(name, cfg.method))
         specs.append(ExperimentSpec(name, settings, plan, mine, columns, len(mine)))

@@ -20,7 +20,8 @@ from worm_tune.group import TrialGroup, plan_groups, replay
 from worm_tune.ticket.phases import Phase
 from worm_tune.tickets import Ticket
 from worm_tune.tune.console import no_checkpoint_lines
-from worm_tune.tune.plan import GROUP_KEY, MEMBERS, config_overrides, group_file, group_points
+from worm_tune.tune.plan import CANDIDATE, GROUP_KEY, MEMBERS, config_overrides, group_file, group_points
+from worm_tune.tune.prefix import STATES_DIR, BaselineStates
 from worm_tune.tune.reports import epoch_result, reported
 from worm_tune.tune.sharing import group_id, ray_config, write_group
 from worm_tune.tune.trainable import SweepTrainable, check_gpus
@@ -32,10 +33,20 @@ class GroupTrainable(SweepTrainable):
     """Trains one :class:`~worm_tune.group.TrialGroup`; reports every member; writes its splits. (Ray
     restores a saved experiment only with a Trainable of the class name it saved: the name stays.)"""
 
-    def setup(self, config: dict[str, Any], base: dict[str, Any], groups: str, quiet: bool = False) -> None:
+    def setup(
+        self,
+        config: dict[str, Any],
+        base: dict[str, Any],
+        groups: str,
+        quiet: bool = False,
+        cached_states: int | None = None,
+    ) -> None:
+        """``cached_states``: in a paired Optuna study (:mod:`~worm_tune.tune.paired_study`), how many states
+        each EarlyBird baseline keeps for its candidates (None: a grid)."""
         if quiet:
             no_checkpoint_lines()
         self.base = TrialConfig.from_dict(base)
+        self.cached_states = cached_states
         self.folder = Path(groups)
         self.gid, self.from_epoch = config[GROUP_KEY], int(config.get("from_epoch", 0))
         check_gpus(self.base.device)
@@ -71,7 +82,15 @@ class GroupTrainable(SweepTrainable):
                 logger.warning("%s: %s", self.trial_name, self._notice)
         self.points: dict[str, dict[str, Any]] = state["points"]
         cfgs = [self.base.replace(config_overrides(p) | runtime).validate() for p in self.points.values()]
-        if "group" in state:
+        # A paired study's baseline keeps its states (:mod:`~worm_tune.tune.prefix`); its candidates start there.
+        self.states = self._baseline_states(cfgs, runtime)
+        self.keeps = self.states is not None and CANDIDATE not in next(iter(self.points.values()))
+        self.earlier = False  # the first report backfills the epochs a fork did not train here
+        if self.states is not None and not self.keeps:
+            engine, self.replayed, self.flops_at_start = self.states.start(cfgs[0])
+            self.group, self.earlier = TrialGroup(engine), True
+            self.searched = self.replayed
+        elif "group" in state:
             self.group = TrialGroup.from_state(state["group"], runtime=runtime)
             self.flops_at_start = self.group.engine.results["train_flops"]
         elif self.from_epoch:
@@ -83,6 +102,14 @@ class GroupTrainable(SweepTrainable):
             self.group, *self._pending = plan_groups(cfgs)
             self.flops_at_start = self.group.engine.results["train_flops"]
 
+    def _baseline_states(self, cfgs: list[TrialConfig], runtime: dict[str, Any]) -> BaselineStates | None:
+        """In a paired study, the states of the seed's EarlyBird baseline (a study's trial is a group of one:
+        the baseline, or a candidate on that seed); None in a grid."""
+        if self.cached_states is None:
+            return None
+        baseline = self.base.replace({"method": "earlybird", "seed": cfgs[0].seed, **runtime}).validate()
+        return BaselineStates(self.folder.parent / STATES_DIR, baseline, self.cached_states)
+
     def step(self) -> dict[str, Any]:
         """One epoch of the group's network. The report holds every member that trained in it,
         those that part from the group after it included (marked ``moved_to`` their new group)."""
@@ -90,6 +117,10 @@ class GroupTrainable(SweepTrainable):
         searching = engine.phase == Phase.SEARCH
         parts, pending = self.group.step()[1:], self._pending
         self._pending = []
+        if self.states is not None and self.keeps:
+            self.states.keep(engine)
+            if engine.done:
+                self.states.finish(engine)
         maybe_crash(engine.cfg.crash_at_epoch, engine.global_epoch, self.logdir)
         self.searched += searching
         members = [self._member(h, *report) for h, report in self.group.summaries().items()]
@@ -100,6 +131,11 @@ class GroupTrainable(SweepTrainable):
             if part in parts:  # it trained this epoch here: its members report it from here
                 moved = {"moved_to": split[GROUP_KEY]}
                 members += [self._member(h, *report) | moved for h, report in part.summaries().items()]
+        if self.earlier:  # a fork's first report: the baseline's epochs it starts after, as its own trial logs them
+            self.earlier = False
+            ((history, summary),) = self.group.summaries().values()
+            rows = [epoch_result(r, summary, reported(summary["method"])) for r in history[:-1]]
+            members[0]["earlier"] = tuple(r | {"training_iteration": i} for i, r in enumerate(rows, 1))
         record = engine.history[-1]
         result = {
             "phase": record["phase"],
@@ -152,7 +188,7 @@ class GroupTrainable(SweepTrainable):
     def load(self, state: dict[str, Any]) -> None:
         runtime = {"threads": self.group.engine.cfg.threads}
         self.group = TrialGroup.from_state(state["group"], self.group.engine.data, runtime)
-        self.points, self._pending = state["points"], []
+        self.points, self._pending, self.earlier = state["points"], [], False
         self.searched, self.flops_at_start = state["searched"], state["flops_at_start"]
         self.replayed = state.get("replayed", 0)
 

@@ -40,6 +40,10 @@ GROUPS_DIR = "groups"
 GROUP_KEY = "group"
 
 
+#: The tag and Ray-config key that group a paired Optuna study's runs by candidate: its Optuna trial number.
+CANDIDATE = "candidate"
+#: The parent run's metrics of an Optuna study's parameter importances: ``importance/<objective>/<param>``.
+IMPORTANCE = "importance"
 #: A group trial's report: one per member that trained in the epoch, under this key (its own trial's report).
 MEMBERS = "members"
 
@@ -87,6 +91,8 @@ class SweepSettings:
     sets: dict[str, str] = field(default_factory=dict)
     search: str = "grid"
     num_samples: int | None = None
+    #: An Optuna study's paired seeds per candidate (None: the space's ``[optuna] seeds``).
+    seeds_per_trial: int | None = None
     objectives: list[str] = field(default_factory=list)
     sampler_seed: int = 0
     scheduler: str = "fifo"
@@ -131,8 +137,15 @@ class Plan:
 
     @property
     def num_trials(self) -> int:
-        """How many trials the sweep runs: its grid's, or the samples of its Optuna search."""
-        return self.optuna.num_samples if self.optuna is not None else len(self.trials)
+        """How many trials the sweep runs: its grid's, or an Optuna study's (each candidate on its seeds,
+        and an EarlyBird baseline per seed)."""
+        if self.optuna is not None:
+            return (self.optuna.num_samples + 1) * self.optuna.seeds
+        return len(self.trials)
+
+    def seeds(self) -> list[int]:
+        """An Optuna study's paired seeds."""
+        return list(range(self.optuna.seeds)) if self.optuna is not None else []
 
     def configs(self) -> list[TrialConfig]:
         """Every config a trial may run (for Optuna: the base with the tuned method)."""
@@ -163,10 +176,35 @@ def make_plan(settings: SweepSettings) -> Plan:
         optuna = space.optuna
         if settings.num_samples is not None:
             optuna = dataclasses.replace(optuna, num_samples=settings.num_samples)
+        if settings.seeds_per_trial is not None:
+            optuna = dataclasses.replace(optuna, seeds=settings.seeds_per_trial)
         objectives = tuple(Objective.parse(o) for o in settings.objectives) or optuna.objectives
+        if settings.share:  # an Optuna sweep saved before paired studies tuned its base config, one seed a trial
+            base = study_setting(space, optuna)
         base.replace({"method": optuna.method}).validate()
         return Plan(base=base, optuna=optuna, objectives=objectives)
     return grid_plan(space.grid(), base)
+
+
+def study_setting(space: SweepSpace, optuna: OptunaSpec) -> TrialConfig:
+    """The one setting an Optuna study tunes at: the base with every axis it does not tune (the seeds
+    aside: the study pairs its own) at its one value. An axis with several values is refused: the
+    paired effect is a difference at one setting, and a study that drew the setting too would mix
+    settings into it."""
+    tuned = {p.key for p in optuna.params} | {"seed"}
+    axes = {**space.axes, **space.method_axes.get(optuna.method, {}), **space.method_axes.get("earlybird", {})}
+    fixed = {}
+    for key, values in axes.items():
+        if key in tuned:
+            continue
+        if len(values) > 1:
+            shown = ", ".join(cell(v) for v in values)
+            raise UsageError(
+                f"--search optuna tunes {', '.join(sorted(tuned - {'seed'}))} at one setting on paired seeds, but "
+                f"{key} has {len(values)} values ({shown}): pin one with --set {key}=VALUE"
+            )
+        fixed[key] = values[0]
+    return space.base.replace(fixed)
 
 
 def grid_plan(configs: Sequence[TrialConfig], base: TrialConfig) -> Plan:
@@ -213,9 +251,17 @@ def trial_table(plan: Plan) -> str:
     if plan.optuna is not None:
         o = plan.optuna
         ranges = ", ".join(f"{p.key} in [{p.low:g}, {p.high:g}]{' (log)' if p.log else ''}" for p in o.params)
-        objectives = ", ".join(map(str, plan.objectives))
-        what = f"{o.num_samples} Optuna (TPE) trials of {o.method}, seed {plan.base.seed}"
-        return f"{what}: {ranges}; objective {objectives}"
+        objectives = ", ".join(f"{ob.metric} ({o.method} - earlybird, {ob.mode})" for ob in plan.objectives)
+        setting = " ".join(
+            f"{SYMBOLS[k]}={cell(plan.base.get(k))}" for k in SYMBOLS if k not in {p.key for p in o.params}
+        )
+        lines = [
+            f"{o.num_samples} Optuna (TPE) candidates of {o.method} at {setting}, each on seeds 0-{o.seeds - 1} "
+            f"beside one EarlyBird baseline per seed: {ranges}",
+            f"objective: the paired mean difference in {objectives}",
+        ]
+        lines += [f"first: {', '.join(f'{SYMBOLS.get(k, k)}={v:g}' for k, v in p.items())}" for p in o.enqueue]
+        return "\n".join(lines)
     configs = plan.configs()
     columns = sweep_columns(configs)
     rows = [

@@ -19,7 +19,7 @@ from typing import Any
 
 from ray import tune
 
-from worm_tune.tune import cluster, parent_run
+from worm_tune.tune import cluster, paired_study, parent_run
 from worm_tune.tune.callback import FLUSH_S, MlflowCallback
 from worm_tune.tune.console import no_snapshot_warning, ray_console
 from worm_tune.tune.driver import driving
@@ -121,6 +121,10 @@ def run_sweep(
             table += "\n" + saved.line()
         print("\n" + table, flush=True)
         errors = sum(error for _, _, error in outcomes(results, groups))
+        if plan.optuna is not None and settings.share:
+            study = paired_study.conclude(settings, plan)
+            print("\n" + study, flush=True)
+            table += "\n\n" + study
         parent_run.finish(settings, table, saved, errors)
         if reports is not None and analyse is not None:
             analyse(settings, reports, prog)

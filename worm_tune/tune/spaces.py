@@ -15,10 +15,13 @@ A file names the fixed fields, the grid axes and the Optuna ranges of one experi
     [method_axes.worm]        # axes only that method sweeps: no duplicated EarlyBird trials
     "worm.delta" = [0.02, 0.05, 0.1]
 
-    [optuna]                  # --search optuna: the method, objective(s) and ranges to tune
+    [optuna]                  # --search optuna: candidates of the method, each on paired seeds
     method = "worm"
-    objective = ["search_epochs:min", "final_acc:max"]
-    num_samples = 24
+    objective = ["search_epochs:min", "final_acc:max"]   # each the mean paired difference to EarlyBird
+    num_samples = 24          # candidates
+    seeds = 6                 # paired seeds per candidate (0 to 5), one EarlyBird baseline per seed
+    enqueue = [{ "worm.delta" = 0.05 }]                  # candidates to try first
+    cached_states = 6         # states each baseline keeps for candidates to start from
     params = { "worm.delta" = { low = 0.005, high = 0.2, log = true } }
 
     [final]                   # python -m worm_tune.final: the confirmatory rerun of the sweep's pick
@@ -58,7 +61,7 @@ OBJECTIVES: dict[str, str] = metrics.OBJECTIVES
 
 _TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "optuna", "final", "analysis", "profiles"}
 _PROFILE_KEYS = _TOP_KEYS - {"profiles"}
-_OPTUNA_KEYS = {"method", "objective", "num_samples", "params"}
+_OPTUNA_KEYS = {"method", "objective", "num_samples", "params", "seeds", "enqueue", "cached_states"}
 _FINAL_KEYS = {"seeds", "retrain_epochs", "top_k"}
 _ANALYSIS_KEYS = {"margin"}
 
@@ -87,6 +90,11 @@ class Objective:
         return f"{self.metric}:{self.mode}"
 
 
+#: An Optuna study's objectives when neither the space nor ``--objective`` names any: fewer search
+#: epochs and higher final accuracy than EarlyBird on the same seeds.
+DEFAULT_OBJECTIVES = (Objective("search_epochs", "min"), Objective("final_acc", "max"))
+
+
 @dataclass(frozen=True)
 class ParamRange:
     """A numeric range Optuna samples (log scale when ``log``); ints stay ints."""
@@ -100,10 +108,18 @@ class ParamRange:
 
 @dataclass(frozen=True)
 class OptunaSpec:
+    """A space's ``[optuna]`` table: a study whose trials are candidates, each run on ``seeds`` paired
+    seeds (0 to ``seeds`` - 1) beside one EarlyBird baseline per seed, scored by the paired effect."""
+
     method: str
     objectives: tuple[Objective, ...]
-    num_samples: int
+    num_samples: int  # candidates
     params: tuple[ParamRange, ...]
+    seeds: int = 6  # paired seeds per candidate
+    #: Candidates to try first (Optuna's ``enqueue_trial``): tuned key -> value, e.g. the paper's point.
+    enqueue: tuple[dict[str, float], ...] = ()
+    #: States each seed's baseline keeps for candidates to fork from (:mod:`~worm_tune.tune.prefix`).
+    cached_states: int = 6
 
 
 @dataclass(frozen=True)
@@ -145,7 +161,8 @@ class SweepSpace:
         optuna = self.optuna
         if optuna is not None:
             params = tuple(p for p in optuna.params if p.key not in overrides)
-            optuna = OptunaSpec(optuna.method, optuna.objectives, optuna.num_samples, params)
+            enqueue = tuple({k: v for k, v in point.items() if k not in overrides} for point in optuna.enqueue)
+            optuna = dataclasses.replace(optuna, params=params, enqueue=enqueue)
         return dataclasses.replace(self, methods=methods, base=base, axes=axes, method_axes=method_axes, optuna=optuna)
 
     def grid(self) -> list[TrialConfig]:
@@ -292,10 +309,10 @@ def _optuna(table: Mapping[str, Any], where: str) -> OptunaSpec:
     method = table.get("method", "worm")
     if method not in METHODS:
         raise SpaceError(f"{where}: optuna.method {method!r} is invalid; allowed: {', '.join(METHODS)}")
-    raw_objectives = table.get("objective", ["search_epochs:min", "final_acc:max"])
+    raw_objectives = table.get("objective")
     if isinstance(raw_objectives, str):
         raw_objectives = [raw_objectives]
-    objectives = tuple(Objective.parse(o) for o in raw_objectives)
+    objectives = tuple(Objective.parse(o) for o in raw_objectives) if raw_objectives else DEFAULT_OBJECTIVES
     num_samples = table.get("num_samples", 20)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise SpaceError(f"{where}: optuna.num_samples={num_samples!r} is invalid: must be a positive integer")
@@ -312,7 +329,29 @@ def _optuna(table: Mapping[str, Any], where: str) -> OptunaSpec:
         params.append(ParamRange(key, low, high, log, types[key] is int))
     if not params:
         raise SpaceError(f"{where}: optuna.params must name at least one range to tune")
-    return OptunaSpec(method, objectives, num_samples, tuple(params))
+    counts = {key: table.get(key, default) for key, default in (("seeds", 6), ("cached_states", 6))}
+    for key, count in counts.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise SpaceError(f"{where}: optuna.{key}={count!r} is invalid: must be a positive integer")
+    return OptunaSpec(method, objectives, num_samples, tuple(params), enqueue=_enqueue(table, params, where), **counts)
+
+
+def _enqueue(table: Mapping[str, Any], params: list[ParamRange], where: str) -> tuple[dict[str, float], ...]:
+    """``[optuna] enqueue``: candidates to try first, each a table of tuned keys within their ranges."""
+    ranges = {p.key: p for p in params}
+    points = table.get("enqueue", [])
+    if not isinstance(points, list) or not all(isinstance(p, Mapping) for p in points):
+        raise SpaceError(f'{where}: optuna.enqueue must be a list of tables, e.g. [{{ "worm.delta" = 0.05 }}]')
+    for point in points:
+        for key, value in point.items():
+            if key not in ranges:
+                raise SpaceError(f"{where}: optuna.enqueue key {key!r} is not tuned; tuned: {', '.join(ranges)}")
+            p = ranges[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not p.low <= value <= p.high:
+                raise SpaceError(
+                    f"{where}: optuna.enqueue {key}={value!r} is outside its range [{p.low:g}, {p.high:g}]"
+                )
+    return tuple(dict(p) for p in points)
 
 
 def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:

@@ -24,7 +24,7 @@ from worm_tune.config import RUNTIME_FIELDS, TrialConfig
 from worm_tune.ticket.methods import METHODS
 from worm_tune.ticket.phases import Phase
 from worm_tune.tickets import TICKET_FILE
-from worm_tune.tune.plan import config_overrides, setting_hash, trial_label
+from worm_tune.tune.plan import CANDIDATE, config_overrides, setting_hash, trial_label
 from worm_tune.tune.run_records import dataset_input, epoch_batch, runtime_tags, summary_batch, trajectory_csv
 from worm_tune.tune.store import (
     PARENT_TAG,
@@ -158,6 +158,7 @@ class TrialRuns:
             "group_hash": setting,
             "trial_name": name or trial_label(point, self.columns),
             **({"trial": str(point["trial"])} if "trial" in point else {}),  # its --dry-run number
+            **({CANDIDATE: str(point[CANDIDATE])} if CANDIDATE in point else {}),  # an Optuna study's trial number
             **self.extra_tags.get(setting, {}),
             **runtime_tags(cfg),
         }
