@@ -112,6 +112,28 @@ def test_a_candidate_started_from_its_baselines_state_gives_its_own_numbers(
         assert assert_as_alone(baseline, worm(delta), digits) == 0  # every state kept: nothing trained again
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"prune.kind": "structured"},  # channels removed after the search
+        {"model.arch": "vit", "prune.kind": "structured", "optim.optimizer": "adamw", "optim.lr": 0.001},  # heads
+        {"model.arch": "vit", "optim.optimizer": "adamw", "optim.lr": 0.001, "worm.apply": "update"},  # weights
+    ],
+    ids=["resnet18-channels", "vit-heads", "vit-weights-update"],
+)
+def test_the_fork_is_exact_for_every_kind_of_mask(kind: dict[str, Any], digits: DataBundle, tmp_path: Path) -> None:
+    base = BASE.replace({k: v for k, v in kind.items() if not k.startswith("worm.")})
+    states = BaselineStates(tmp_path, base.replace({"method": "earlybird"}), limit=100)
+    engine = TrialEngine(states.baseline, digits)
+    while not engine.done:
+        engine.step()
+        states.keep(engine)
+    states.finish(engine)
+    cfg = base.replace({"method": "worm", "worm.delta": 0.9, "worm.factor": 0.003, **kind}).validate()
+    assert fork_epoch(cfg, states.baseline, engine.history) == BASE.search.window  # d_avg < s + 0.9 at once
+    assert assert_as_alone(states, cfg, digits) == 0
+
+
 def test_thinned_lost_and_damaged_states_are_replayed_to_the_same_numbers(
     baseline: BaselineStates, digits: DataBundle, tmp_path: Path
 ) -> None:

@@ -36,8 +36,9 @@ from worm_tune.tickets import KEEP, TICKET_FILE, Ticket
 from worm_tune.tune.store import at_store
 
 N_BOOT = 500
-#: The footprint tests' module fixtures: a real 6-trial sweep logged to MLflow, run once for this module's slow test.
-local_ray, where, shared = footprint.local_ray, footprint.where, footprint.shared
+#: The footprint tests' module fixtures: a real 6-trial sweep logged to MLflow, run once for this module's slow test
+#: (on conftest's ``local_ray``).
+where, shared = footprint.where, footprint.shared
 
 
 def channels(keep: str, layers: tuple[int, ...] | None = None) -> Ticket:

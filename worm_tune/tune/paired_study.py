@@ -155,7 +155,7 @@ class PairedStudy(Searcher):
 
     def _start_baselines(self) -> None:
         Path(self.groups).mkdir(parents=True, exist_ok=True)
-        for seed in range(self.spec.seeds):
+        for seed in self.plan.seeds():
             cfg = self._config("earlybird", seed, {})
             self._start(None, seed, cfg, {"method": "earlybird", "seed": seed})
         self.started = True

@@ -179,7 +179,7 @@ def make_plan(settings: SweepSettings) -> Plan:
         if settings.seeds_per_trial is not None:
             optuna = dataclasses.replace(optuna, seeds=settings.seeds_per_trial)
         objectives = tuple(Objective.parse(o) for o in settings.objectives) or optuna.objectives
-        if settings.share:  # an Optuna sweep saved before paired studies tuned its base config, one seed a trial
+        if settings.share:  # (an Optuna sweep saved before paired studies, unshared, tuned its base one seed a trial)
             base = study_setting(space, optuna)
         base.replace({"method": optuna.method}).validate()
         return Plan(base=base, optuna=optuna, objectives=objectives)
