@@ -9,8 +9,6 @@ are enqueued at the two WORM variants of a grid on the same two seeds.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
 import signal
@@ -23,11 +21,11 @@ from typing import Any
 import optuna
 import pytest
 import ray
-from mlflow.tracking import MlflowClient
 
 from analysis import compare, load
 from tests.helpers import ENGINE_TINY, default_sigint
-from tests.test_sharing import numbers, summary_of
+from tests.test_sharing import numbers, runs_of, summary_of
+from tests.test_sharing import run as sweep_main
 from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.data import DataBundle, load_data
@@ -37,7 +35,6 @@ from worm_tune.tune.paired_study import STUDY_FILE, paired_means
 from worm_tune.tune.plan import GROUPS_DIR, SweepSettings, make_plan
 from worm_tune.tune.prefix import STATES_DIR, BaselineStates, stride
 from worm_tune.tune.spaces import Objective
-from worm_tune.tune.store import PARENT_TAG, TAG_KIND, TAG_SWEEP
 from worm_tune.usage import UsageError
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -238,25 +235,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "uri": uri, "space": str(space), "args": args}
 
 
-def sweep_main(store: dict[str, Any], name: str, *flags: str) -> str:
-    from worm_tune.cli import sweep
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = sweep.main([store["space"], "--name", name, *flags, *store["args"]])
-    assert code == 0, out.getvalue()
-    return out.getvalue()
-
-
 def runs_by_hash(uri: str, name: str) -> dict[str, Any]:
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, f"tags.`{TAG_SWEEP}` = '{name}'", max_results=1000)
-    (parent,) = [r for r in runs if r.data.tags[TAG_KIND] == "sweep"]
-    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
-    by_hash = {r.data.tags["config_hash"]: r for r in children}
-    assert len(by_hash) == len(children) == TRIALS
-    return by_hash
+    return runs_of(uri, name, TRIALS)[1]
 
 
 def study_of(store: dict[str, Any], name: str) -> optuna.Study:

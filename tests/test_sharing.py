@@ -83,15 +83,15 @@ def run(store: dict[str, Any], name: str, *flags: str) -> str:
     return out.getvalue()
 
 
-def runs_of(uri: str, name: str) -> tuple[Any, dict[str, Any]]:
-    """A sweep's parent run and its trial runs by config hash."""
+def runs_of(uri: str, name: str, trials: int = TRIALS) -> tuple[Any, dict[str, Any]]:
+    """A sweep's parent run and its ``trials`` trial runs by config hash."""
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`{TAG_SWEEP}` = '{name}'", max_results=1000)
     (parent,) = [r for r in runs if r.data.tags[TAG_KIND] == "sweep"]
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
     by_hash = {r.data.tags["config_hash"]: r for r in children}
-    assert len(by_hash) == len(children) == TRIALS
+    assert len(by_hash) == len(children) == trials
     return parent, by_hash
 
 
