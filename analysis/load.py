@@ -53,6 +53,7 @@ from worm_tune.tune.plan import (
     staying,
 )
 from worm_tune.tune.spaces import Objective, SpaceError
+from worm_tune.tune.until import LOOKS_TAG, SEEDS_TAG, STOP_TAG, Record
 
 #: Statuses of trials that ran their search and retraining to the end: the ones compared.
 FINISHED = ("converged", "not_converged")
@@ -84,6 +85,12 @@ class Sweep:
     objectives: tuple[Objective, ...] = ()
     #: The parent run's :data:`IMPORTANCE` metrics, by name: present once an Optuna study has ended.
     importances: dict[str, float] = field(default_factory=dict)
+    #: A sequential sweep's rule (``--until``; None: the grid as given), the seeds in the order its batches
+    #: added them, the paired seeds at each of its looks and why it stopped (None: not stopped).
+    until: str | None = None
+    seed_order: tuple[int, ...] = ()
+    looks: tuple[int, ...] = ()
+    stop: str | None = None
 
 
 # -- MLflow ----------------------------------------------------------------------------------
@@ -161,7 +168,19 @@ def from_mlflow(uri: str, parent: Any) -> Sweep:
         search=parent.data.params.get("search"),
         objectives=_objectives(parent.data.params.get("objectives", "")),
         importances={k: v for k, v in parent.data.metrics.items() if k.startswith(f"{IMPORTANCE}/")},
+        **_sequential(parent.data.params.get("until"), parent.data.tags),
     )
+
+
+def _sequential(until: str | None, tags: Mapping[str, str]) -> dict[str, Any]:
+    """A sequential sweep's fields of :class:`Sweep` from its parent run (a param logged as "None": no rule)."""
+    if until in (None, "None"):
+        return {}
+
+    def numbers(tag: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in tags.get(tag, "").split(",") if n)
+
+    return {"until": until, "seed_order": numbers(SEEDS_TAG), "looks": numbers(LOOKS_TAG), "stop": tags.get(STOP_TAG)}
 
 
 def _objectives(logged: str) -> tuple[Objective, ...]:
@@ -289,7 +308,17 @@ def from_ray(folder: Path) -> Sweep:
         tracking_uri=settings.tracking_uri,
         parent_run_id=settings.parent_run_id,
         space=None if settings.kind == "final" else settings.space,
+        **_recorded(settings, folder),
     )
+
+
+def _recorded(settings: SweepSettings, folder: Path) -> dict[str, Any]:
+    """A sequential sweep's fields of :class:`Sweep` from the record its searcher keeps in its folder."""
+    record = Record.load(folder) if settings.until is not None else None
+    if record is None:
+        return {"until": settings.until}
+    looks = tuple(one.seeds for one in record.looks)
+    return {"until": settings.until, "seed_order": tuple(record.seeds), "looks": looks, "stop": record.stop}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import compare, paper, plots, study, tickets
+from analysis import compare, paper, plots, sequential, study, tickets
 from analysis.cells import difference, estimate, family, pair_count, pvalue, speedup, table
 from analysis.load import FINISHED, Sweep
 from analysis.page import to_html
@@ -124,6 +124,8 @@ def write(
     from_mlflow = sweep.tracking_uri is not None and sweep.source.startswith("MLflow")
     found = tickets.load_tickets(sweep.tracking_uri, sweep.trials) if from_mlflow else {}
     sections = [tickets.section(labelled, found, n_boot, seed)]
+    if sweep.until is not None:  # beside the search's comparison: the intervals the sweep stopped on
+        sections.insert(0, sequential.section(sweep, labelled, comparisons))
     if optuna:
         sections.append(study.section(sweep, ranked, comparisons, compare.pairs(labelled, sweep.curves), objectives))
     text = markdown(sweep, labelled, comparisons, methods, embedded, n_boot, command, margin, versus, sections)

@@ -24,6 +24,7 @@ from worm_tune.tune.errors import USAGE_ERRORS
 from worm_tune.tune.plan import SETTINGS_FILE, Plan, SweepSettings, make_plan, trial_table
 from worm_tune.tune.spaces import Objective, available_spaces
 from worm_tune.tune.store import resolve_tracking_uri
+from worm_tune.tune.until import DEFAULT_BATCH, Until
 from worm_tune.usage import Parser, UsageError, check_range, run_command
 
 PROG = "python -m worm_tune.sweep"
@@ -66,6 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sampler-seed", type=int, default=None, help="seed of Optuna's TPE sampler (default 0)")
     parser.add_argument(
+        "--until",
+        default=None,
+        metavar="RULE",
+        help="add paired seeds a batch at a time until the rule holds on every variant's anytime-valid 95%% "
+        "interval on its search-epoch difference to EarlyBird: width=W (narrower than W epochs) or "
+        "decided[:MARGIN] (excludes 0, or lies within ±MARGIN epochs); the space's seeds are the first batch",
+    )
+    parser.add_argument(
+        "--max-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--until's cap on paired seeds (default: twice the space's)",
+    )
+    parser.add_argument(
+        "--seed-batch",
+        type=int,
+        default=None,
+        metavar="B",
+        help=f"--until's seeds added per batch (default {DEFAULT_BATCH})",
+    )
+    parser.add_argument(
         "--scheduler", choices=("fifo", "asha"), default=None, help="asha stops trials early on test_acc"
     )
     add_run_flags(parser)
@@ -97,6 +120,9 @@ _RESUME_FIXED = (
     "tracking_uri",
     "no_share",
     "keep_checkpoints",
+    "until",
+    "max_seeds",
+    "seed_batch",
 )
 
 
@@ -130,6 +156,15 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
             f"{flag} does not apply to --search optuna: a candidate runs on paired seeds to their ends, "
             "each starting from its EarlyBird baseline's state"
         )
+    if args.until is None and (args.max_seeds, args.seed_batch) != (None, None):
+        raise UsageError("--max-seeds and --seed-batch apply to --until only")
+    if args.until is not None:
+        Until.parse(args.until)
+        if search != "grid" or args.scheduler == "asha":
+            flag = "--search optuna" if search != "grid" else "--scheduler asha"
+            raise UsageError(f"--until adds paired seeds to a grid sweep whose trials run to their ends; drop {flag}")
+    check_range("--max-seeds", args.max_seeds, 1, integer=True)
+    check_range("--seed-batch", args.seed_batch, 1, integer=True)
     check_range("--num-samples", args.num_samples, 1, integer=True)
     check_range("--seeds-per-trial", args.seeds_per_trial, 1, integer=True)
     check_run_flags(args)
@@ -155,6 +190,9 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         max_failures=args.max_failures if args.max_failures is not None else 2,
         share=search == "optuna" or (scheduler == "fifo" and not args.no_share),
         keep_checkpoints=args.keep_checkpoints or "none",
+        until=args.until,
+        max_seeds=args.max_seeds,
+        seed_batch=args.seed_batch,
     )
 
 
@@ -196,7 +234,7 @@ def start(args: argparse.Namespace, settings: SweepSettings, plan: Plan) -> int:
 
     if args.dry_run:
         launch.check(plan)
-        print(f"sweep {settings.name}: {plan.num_trials} trials ({settings.space}, {settings.profile} profile)")
+        print(f"sweep {settings.name}: {plan.trial_count} ({settings.space}, {settings.profile} profile)")
         print(trial_table(plan))
         return 0
     params = {

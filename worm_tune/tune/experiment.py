@@ -23,7 +23,9 @@ from worm_tune.tune.legacy_trainables import TRAINABLES, runs_in, saved_experime
 from worm_tune.tune.paired_study import PairedStudy
 from worm_tune.tune.plan import EXPERIMENT, GROUP_KEY, Plan, SweepSettings, label_columns, trial_label
 from worm_tune.tune.resources import slots
+from worm_tune.tune.sequential import SequentialSeeds
 from worm_tune.tune.sharing import SharedGrid, start_groups
+from worm_tune.tune.until import Record
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,21 @@ class ExperimentSpec:
 
     @property
     def trial_hashes(self) -> set[str] | None:
-        """A shared grid's trials' config hashes, which key their runs (None: unshared, keyed by Ray's ids, or an
-        Optuna study, whose trials are drawn as it goes)."""
-        return {cfg.hash() for cfg in self.plan.configs()} if self.settings.share and not self.plan.optuna else None
+        """A shared grid's trials' config hashes, which key their runs (a sequential sweep's: those of the
+        batches it has started; None: unshared, keyed by Ray's ids, or an Optuna study, whose trials are
+        drawn as it goes)."""
+        if not self.settings.share or self.plan.optuna is not None:
+            return None
+        configs = self.plan.configs()
+        if self.plan.until is not None:
+            started = set(self.record.seeds) if self.record is not None else set()
+            configs = [cfg for cfg in configs if cfg.seed in started]
+        return {cfg.hash() for cfg in configs}
+
+    @property
+    def record(self) -> Record | None:
+        """A sequential sweep's record of its batches and looks, as its searcher last wrote it."""
+        return Record.load(self.settings.folder) if self.plan.until is not None else None
 
     def trainable(self, verbose: bool) -> Any:
         """The Trainable with the sweep's base config and the resources each trial asks for."""
@@ -69,7 +83,7 @@ class ExperimentSpec:
     def param_space(self) -> dict[str, Any]:
         """A flat Ray config: one domain per column of the trials' points. A shared sweep's come from its
         searcher (:class:`~worm_tune.tune.sharing.SharedGrid`, :class:`~worm_tune.tune.paired_study.PairedStudy`)."""
-        if self.settings.share:
+        if self.settings.share or self.plan.until is not None:
             return {}
         keys = list(dict.fromkeys(k for point in self.points for k in point))
         # The domains only name Ray's table columns: every trial's values come from its point (None where
@@ -82,7 +96,10 @@ class ExperimentSpec:
         settings, plan = self.settings, self.plan
         search_alg: Any = None
         scheduler: Any = None
-        if settings.share and plan.optuna is not None:
+        sequential = plan.until is not None
+        if sequential:
+            search_alg = SequentialSeeds(settings, plan, self.columns)
+        elif settings.share and plan.optuna is not None:
             assert settings.groups is not None
             search_alg = PairedStudy(settings, plan, str(settings.groups))
         elif settings.share:
@@ -102,7 +119,7 @@ class ExperimentSpec:
                 grace_period=cfg.search.window,
             )
         max_concurrent = settings.max_concurrent
-        if settings.share and max_concurrent is None:
+        if (settings.share or sequential) and max_concurrent is None:
             # Tune keeps one trial pending at a time for a searcher of its own unless a limit is set
             # (a two-node cluster then ran one group at a time). With a limit, it takes suggestions
             # until that many are running or pending: as many as the cluster runs, no more, or Tune
@@ -113,7 +130,7 @@ class ExperimentSpec:
             search_alg=search_alg,
             scheduler=scheduler,
             # The grid's generator enforces the limit itself (Tune ignores this for it, with a warning).
-            max_concurrent_trials=max_concurrent if settings.share else None,
+            max_concurrent_trials=max_concurrent if settings.share or sequential else None,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=functools.partial(trial_name, columns=self.columns),
             reuse_actors=True,

@@ -38,8 +38,13 @@ def _cut_short(spec: ExperimentSpec) -> set[str] | None:
     write_atomic(spec.folder / TRIAL_STATES_FILE, lambda tmp: tmp.write_text(json.dumps(states, indent=2)))
     cut = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
     shared, groups, base = spec.trial_hashes, spec.settings.groups, spec.plan.base
+    # A sequential sweep has ended when its searcher stopped it; until then, even between two batches, it was cut.
+    record = spec.record
+    unstopped = spec.plan.until is not None and (record is None or record.stop is None)
     if shared is not None:
         reports = [trial_reports(t.config, t.last_result or {}, groups) for t in trials if t.trial_id not in cut]
         ended = {base.replace(config_overrides(point)).hash() for ended in reports for point, _ in ended}
-        return shared - ended or None
-    return cut if cut or len(trials) < spec.num_trials else None
+        return shared - ended or (set() if unstopped else None)
+    if unstopped:
+        return cut
+    return cut if cut or (spec.plan.until is None and len(trials) < spec.num_trials) else None

@@ -21,6 +21,7 @@ from typing import Any
 from worm_tune.config import PAIR_FREE_FIELDS, TrialConfig, field_types
 from worm_tune.ticket.methods import applies
 from worm_tune.tune.spaces import Objective, OptunaSpec, SweepSpace, load_space
+from worm_tune.tune.until import DEFAULT_BATCH, METRIC, Until, seed_batches
 from worm_tune.usage import UsageError, format_table
 
 SETTINGS_FILE = "sweep.json"
@@ -104,6 +105,11 @@ class SweepSettings:
     share: bool = False
     #: What stays of a finished trial's checkpoints (:mod:`worm_tune.tune.footprint`): none, last or all.
     keep_checkpoints: str = "none"
+    #: A sequential grid sweep's stopping rule (:class:`~worm_tune.tune.until.Until`; None: the grid as given),
+    #: its cap on paired seeds and the seeds added per batch.
+    until: str | None = None
+    max_seeds: int | None = None
+    seed_batch: int | None = None
     kind: str = "sweep"
     experiment_id: str | None = None
     parent_run_id: str | None = None
@@ -134,18 +140,32 @@ class Plan:
     trials: list[TrialConfig] = field(default_factory=list)
     optuna: OptunaSpec | None = None
     objectives: tuple[Objective, ...] = ()
+    #: A sequential sweep's rule and its batches of seeds, the first the space's own (:mod:`~worm_tune.tune.until`);
+    #: its trials are those of every batch, of which it runs the batches it needs.
+    until: Until | None = None
+    batches: list[list[int]] = field(default_factory=list)
 
     @property
     def num_trials(self) -> int:
-        """How many trials the sweep runs: its grid's, or an Optuna study's (each candidate on its seeds,
-        and an EarlyBird baseline per seed)."""
+        """How many trials the sweep runs: its grid's (a sequential one's: at most, every batch run), or an
+        Optuna study's (each candidate on its seeds, and an EarlyBird baseline per seed)."""
         if self.optuna is not None:
             return (self.optuna.num_samples + 1) * self.optuna.seeds
         return len(self.trials)
 
+    @property
+    def trial_count(self) -> str:
+        """``num_trials`` as a person reads it: a sequential sweep's is a cap."""
+        return f"{'up to ' if self.until else ''}{self.num_trials} trials"
+
     def seeds(self) -> list[int]:
         """An Optuna study's paired seeds."""
         return list(range(self.optuna.seeds)) if self.optuna is not None else []
+
+    @property
+    def max_seeds(self) -> int:
+        """A sequential sweep's cap: the paired seeds of all its batches."""
+        return sum(len(b) for b in self.batches)
 
     def configs(self) -> list[TrialConfig]:
         """Every config a trial may run (for Optuna: the base with the tuned method)."""
@@ -183,7 +203,20 @@ def make_plan(settings: SweepSettings) -> Plan:
             base = study_setting(space, optuna)
         base.replace({"method": optuna.method}).validate()
         return Plan(base=base, optuna=optuna, objectives=objectives)
-    return grid_plan(space.grid(), base)
+    if settings.until is None:
+        return grid_plan(space.grid(), base)
+    until = Until.parse(settings.until)
+    first = list(space.axes.get("seed", [base.seed]))
+    cap = settings.max_seeds or 2 * len(first)
+    if cap < len(first):
+        raise UsageError(f"--max-seeds {cap} is below the space's own {len(first)} seeds, its first batch")
+    if "earlybird" not in space.methods or len(space.methods) < 2:
+        raise UsageError(
+            "--until compares variants with EarlyBird on paired seeds: the space must run earlybird and another method"
+        )
+    batches = seed_batches(first, cap, settings.seed_batch or DEFAULT_BATCH)
+    space = dataclasses.replace(space, axes={**space.axes, "seed": [s for b in batches for s in b]})
+    return dataclasses.replace(grid_plan(space.grid(), base), until=until, batches=batches)
 
 
 def study_setting(space: SweepSpace, optuna: OptunaSpec) -> TrialConfig:
@@ -268,7 +301,26 @@ def trial_table(plan: Plan) -> str:
         [str(i), *(cell(overrides(cfg, plan.base, columns).get(c)) for c in columns), cfg.hash()]
         for i, cfg in enumerate(configs, 1)
     ]
-    return format_table(["#", *columns, "hash"], rows)
+    table = format_table(["#", *columns, "hash"], rows)
+    if plan.until is None:
+        return table
+    first, *rest = plan.batches
+    return (
+        f"sequential: seeds {cell_list(first)} first, then {cell_list([s for b in rest for s in b])} in batches of "
+        f"{len(rest[0]) if rest else 0}, until {plan.until.describe()} (anytime-valid 95% intervals on the paired "
+        f"difference in {METRIC}); at most these {len(configs)} trials\n{table}"
+    )
+
+
+def cell_list(seeds: Sequence[int]) -> str:
+    """Seeds as runs of consecutive numbers: ``0-19, 25``."""
+    runs: list[list[int]] = []
+    for s in seeds:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
 
 
 def cell(value: Any) -> str:
@@ -283,14 +335,14 @@ def cell(value: Any) -> str:
 SYMBOLS = {"search.ratio": "p", "search.threshold": "s", "worm.delta": "δ", "worm.factor": "r"}
 
 
-def trial_label(config: Mapping[str, Any], columns: Sequence[str] | None = None) -> str:
+def trial_label(config: Mapping[str, Any], columns: Sequence[str] | None = None, seed: bool = True) -> str:
     """A trial's name from its Ray config, ``worm p=0.3 δ=0.05 s0``: the method, the ``columns`` it
-    sets (:func:`label_columns`; None: every field it sets) and the seed. Ray's trial name, the MLflow
-    run's and the progress lines'."""
+    sets (:func:`label_columns`; None: every field it sets) and the seed (``seed=False``: a variant's
+    name, for its trials on every seed). Ray's trial name, the MLflow run's and the progress lines'."""
     fields = field_types()
     keys = [k for k in (config if columns is None else columns) if k in fields and k not in ("method", "seed")]
     shown = [f"{SYMBOLS.get(k, k)}={cell(config[k])}" for k in keys if config.get(k) is not None]
-    return " ".join([str(config.get("method")), *shown, f"s{config.get('seed', '-')}"])
+    return " ".join([str(config.get("method")), *shown, *([f"s{config.get('seed', '-')}"] if seed else [])])
 
 
 def label_columns(plan: Plan) -> tuple[str, ...]:

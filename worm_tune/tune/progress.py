@@ -27,9 +27,9 @@ class ProgressPrinter(tune.Callback):
     """Prints to stdout from the driver; picklable, so a resumed sweep prints the same way."""
 
     def __init__(
-        self, total: int, columns: Sequence[str] = (), every_s: float = EVERY_S, groups: str | None = None
+        self, total: int | str, columns: Sequence[str] = (), every_s: float = EVERY_S, groups: str | None = None
     ) -> None:
-        self.total = total
+        self.total = total  # a sequential sweep's is a cap: "≤200"
         self.groups = groups  # a shared sweep's folder of group files
         self.columns = tuple(columns)  # what trial names show (:func:`~worm_tune.tune.plan.label_columns`)
         self.every_s = every_s

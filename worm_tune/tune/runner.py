@@ -19,7 +19,7 @@ from typing import Any
 
 from ray import tune
 
-from worm_tune.tune import cluster, paired_study, parent_run
+from worm_tune.tune import cluster, paired_study, parent_run, sequential
 from worm_tune.tune.callback import FLUSH_S, MlflowCallback
 from worm_tune.tune.console import no_snapshot_warning, ray_console
 from worm_tune.tune.driver import driving
@@ -79,7 +79,7 @@ def run_sweep(
         try:
             settings.save()
             print(
-                f"sweep {settings.name}: {plan.num_trials} trials, Ray storage {settings.folder}, "
+                f"sweep {settings.name}: {plan.trial_count}, Ray storage {settings.folder}, "
                 f"MLflow {settings.tracking_uri} (run {settings.parent_run_id})",
                 flush=True,
             )
@@ -125,6 +125,10 @@ def run_sweep(
             study = paired_study.conclude(settings, plan)
             print("\n" + study, flush=True)
             table += "\n\n" + study
+        if plan.until is not None:
+            stop = sequential.conclude(settings)
+            print("\n" + stop, flush=True)
+            table += "\n\n" + stop
         parent_run.finish(settings, table, saved, errors)
         if reports is not None and analyse is not None:
             analyse(settings, reports, prog)
@@ -201,7 +205,8 @@ def new_tuner(
         groups,
         str(settings.folder),
     )
-    printer = [] if verbose else [ProgressPrinter(spec.num_trials, spec.columns, groups=groups)]
+    total = f"≤{spec.num_trials}" if spec.plan.until else spec.num_trials
+    printer = [] if verbose else [ProgressPrinter(total, spec.columns, groups=groups)]
     tuner = tune.Tuner(
         trainable,
         param_space=spec.param_space(),
