@@ -5,7 +5,7 @@ otherwise. Each writes its JSON into ``--out-dir`` (default ``benchmarks/results
 ``BENCHMARKS.md`` quotes). ``--quick`` runs every benchmark on tiny settings into a temporary
 folder, to check that they all still work (minutes, not figures to quote).
 
-    python benchmarks/run_all.py                   # about 52 minutes on 2 CPU cores
+    python benchmarks/run_all.py                   # about 53 minutes on 2 CPU cores
     python benchmarks/run_all.py --quick           # a smoke run
     python benchmarks/run_all.py --only ray_overhead sweep_throughput
 """
@@ -57,6 +57,7 @@ BENCHMARKS = (
         ["resnet18", "--quick", "--num-samples", "16"],
         ["resnet18", "--quick", "--num-samples", "2", "--seeds-per-trial", "2"],
     ),
+    Benchmark("peeking", ["--reps", "2000"], ["--reps", "20"]),
     Benchmark("gpu_throughput", [], ["--epochs", "1", "--train", "2048", "--test", "512"], gpu=True),
     Benchmark(
         "fast_path_accuracy",

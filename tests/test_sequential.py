@@ -89,6 +89,8 @@ def test_the_rule_met_after_the_second_batch_stops_the_sweep(store: dict[str, An
     assert not record.looks[0].met and record.looks[1].met
     assert record.stop is not None and record.stop.startswith("rule met at n = 4 paired seeds")
     assert f"sequential: {record.stop}" in stopped
+    assert "sequential: after 2 paired seeds the rule does not hold yet (worm" in stopped
+    assert "batch 2 of 3 starts (seeds 2, 3)" in stopped
     assert "up to 12 trials" in stopped and "[8/≤12]" in stopped  # the count is a cap, and says so
     # The third batch never started: no group of its seeds, no run of them.
     started = {p["seed"] for f in (folder / GROUPS_DIR).glob("*.json") for p in _points(f).values()}

@@ -36,6 +36,7 @@ from worm_tune.tune.until import (
     Record,
     epoch_bounds,
     look,
+    open_line,
     seeds_needed,
     stop_line,
 )
@@ -113,7 +114,10 @@ class SequentialSeeds(Searcher):
                 print(f"sequential: {record.stop}", flush=True)
                 self._write()
                 return False
-            print(f"sequential: after {record.looks[-1].seeds} paired seeds the rule does not hold yet", flush=True)
+            batch = record.batches[record.started]
+            print(
+                f"sequential: {open_line(record.looks[-1], batch, record.started + 1, len(record.batches))}", flush=True
+            )
         batch = set(record.batches[record.started])
         record.started += 1
         points = [p for p in self.plan.points() if p["seed"] in batch]

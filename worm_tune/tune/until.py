@@ -135,13 +135,25 @@ def seed_batches(first: Sequence[int], max_seeds: int, batch: int) -> list[list[
     return batches
 
 
+def _open(one: Look) -> str:
+    """The intervals of a look that do not answer the question yet."""
+    return ", ".join(f"{v} [{i.low:+.2f}, {i.high:+.2f}]" for v, i in one.intervals.items() if not i.holds)
+
+
 def stop_line(looks: Sequence[Look], rule: Until, cap: int) -> str:
     """Why a sequential sweep stopped, in one line: the rule met, or the cap reached (with what is undecided)."""
     last = looks[-1]
     if last.met:
         return f"rule met at n = {last.seeds} paired seeds ({rule.describe()})"
-    open_ = ", ".join(f"{v} [{i.low:+.2f}, {i.high:+.2f}]" for v, i in last.intervals.items() if not i.holds)
-    return f"cap reached: {last.seeds} of --max-seeds {cap} paired seeds, rule not met ({open_})"
+    return f"cap reached: {last.seeds} of --max-seeds {cap} paired seeds, rule not met ({_open(last)})"
+
+
+def open_line(one: Look, batch: Sequence[int], number: int, batches: int) -> str:
+    """A look at which the rule does not hold yet, in one line: the intervals still open and the batch that starts."""
+    return (
+        f"after {one.seeds} paired seeds the rule does not hold yet ({_open(one)}); "
+        f"batch {number} of {batches} starts (seeds {', '.join(map(str, batch))})"
+    )
 
 
 def seeds_needed(looks: Sequence[Look]) -> dict[str, int | None]:
