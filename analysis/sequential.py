@@ -13,7 +13,7 @@ import pandas as pd
 from analysis import compare
 from analysis.cells import estimate, table
 from analysis.load import Sweep
-from worm_tune.tune.until import ALPHA, METRIC, Look, Until, epoch_bounds, look, seeds_needed
+from worm_tune.tune.until import ALPHA, METRIC, Look, Until, epoch_bounds, look, needed_text, seeds_needed
 
 _KEY = "  "  # joins a setting and a variant into the one name a look knows a variant by
 
@@ -70,7 +70,8 @@ def section(sweep: Sweep, labelled: pd.DataFrame, comparisons: pd.DataFrame) -> 
     header = ["setting", "variant", "pairs", "difference", "anytime-valid 95% (sequential)", "BCa 95% (fixed n)"]
     header += ["holds", "seeds needed"]
     rows = []
-    for key, interval in taken[-1].intervals.items():
+    shown = {key: i for i, key in enumerate(classical)}  # the order of the tables above
+    for key, interval in sorted(taken[-1].intervals.items(), key=lambda item: shown.get(item[0], len(shown))):
         setting, variant = key.split(_KEY)
         bca = classical.get(key)
         rows.append(
@@ -82,7 +83,7 @@ def section(sweep: Sweep, labelled: pd.DataFrame, comparisons: pd.DataFrame) -> 
                 f"[{interval.low:+.2f}, {interval.high:+.2f}]",
                 estimate(bca, "diff", "+.2f") if bca is not None else "-",
                 "yes" if interval.holds else "no",
-                str(needed[key]) if needed[key] is not None else f"more than {taken[-1].seeds}",
+                needed_text(needed[key], taken[-1].seeds),
             ]
         )
     note = (

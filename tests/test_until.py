@@ -17,6 +17,7 @@ from worm_tune.tune.until import (
     Until,
     epoch_bounds,
     look,
+    needed_text,
     open_line,
     seed_batches,
     seeds_needed,
@@ -101,6 +102,7 @@ def test_the_stop_says_why_and_each_variant_needed_its_seeds() -> None:
     capped = stop_line(looks[:2], rule, 8)
     assert capped == "cap reached: 8 of --max-seeds 8 paired seeds, rule not met (b [-2.50, +0.40])"
     assert seeds_needed(looks[:2]) == {"a": 8, "b": None}
+    assert (needed_text(8, 8), needed_text(None, 8)) == ("8", "more than 8")
     going_on = open_line(looks[1], [8, 9], 3, 5)
     assert going_on == (
         "after 8 paired seeds the rule does not hold yet (b [-2.50, +0.40]); batch 3 of 5 starts (seeds 8, 9)"

@@ -36,6 +36,7 @@ from worm_tune.tune.until import (
     Record,
     epoch_bounds,
     look,
+    needed_text,
     open_line,
     seeds_needed,
     stop_line,
@@ -166,7 +167,13 @@ def conclude(settings: SweepSettings) -> str:
             client.set_tag(settings.parent_run_id, key, value)
     needed = seeds_needed(record.looks)
     rows = [
-        [variant, str(i.n), f"{i.mean:+.2f}", f"[{i.low:+.2f}, {i.high:+.2f}]", str(needed[variant] or "-")]
+        [
+            variant,
+            str(i.n),
+            f"{i.mean:+.2f}",
+            f"[{i.low:+.2f}, {i.high:+.2f}]",
+            needed_text(needed[variant], record.looks[-1].seeds),
+        ]
         for variant, i in record.looks[-1].intervals.items()
     ]
     header = ["variant", "pairs", f"{METRIC} diff.", "anytime-valid 95%", "seeds needed"]

@@ -167,6 +167,11 @@ def seeds_needed(looks: Sequence[Look]) -> dict[str, int | None]:
     return needed
 
 
+def needed_text(needed: int | None, seeds: int) -> str:
+    """A variant's seeds needed as tables show it (:func:`seeds_needed`; None after ``seeds``: more than that)."""
+    return str(needed) if needed is not None else f"more than {seeds}"
+
+
 #: The parent run's tags of a sequential sweep: why it stopped, and the paired seeds at each look ("20,24,28").
 STOP_TAG = "sequential.stop"
 LOOKS_TAG = "sequential.looks"
