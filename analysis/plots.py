@@ -452,3 +452,33 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
+
+
+def confidence_sequences(
+    paths: dict[str, pd.DataFrame], looks: Sequence[int], margin: float, path: str | Path
+) -> Path | None:
+    """A sequential sweep's anytime-valid intervals on each variant's paired difference as its seeds came in:
+    one panel per variant (``paths``: a frame of n, mean, low, high), the looks as dotted lines, 0 and the
+    equivalence margin (if any) as references. None when no variant has a pair."""
+    shown = {name: frame for name, frame in paths.items() if len(frame)}
+    if not shown:
+        return None
+    fig, axes = _panels(len(shown))
+    colors = variant_colors(name.split("\n")[0] for name in shown)
+    for ax, (name, frame) in zip(axes, shown.items(), strict=True):
+        color = colors[name.split("\n")[0]]
+        ax.fill_between(
+            frame["n"], frame["low"], frame["high"], color=color, alpha=0.25, step="post", label="anytime-valid 95%"
+        )
+        ax.step(frame["n"], frame["mean"], where="post", color=color, lw=1.5, label="mean difference")
+        ax.axhline(0, color="black", lw=0.8)
+        if margin:
+            ax.axhspan(-margin, margin, color="gray", alpha=0.15, label=f"±{margin:g} (equivalence)")
+        for n in looks:
+            ax.axvline(n, color="gray", lw=0.8, ls=":")
+        ax.set_title(name, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _style(ax, "paired seeds", "variant − EarlyBird (search epochs)")
+    _legend(axes[0], axes)
+    fig.suptitle("Anytime-valid intervals as the seeds came in (dotted: the sweep's looks)")
+    return _save(fig, path)

@@ -108,6 +108,9 @@ def write(
         ("recovery.png", f"Accuracy recovery during retraining{of}", partial(plots.recovery, shown, sweep.curves)),
         ("pareto.png", f"Search cost against final accuracy{of}", partial(plots.pareto, shown)),
     ]
+    if sweep.until is not None:
+        title = "Anytime-valid intervals as the seeds came in"
+        figures.insert(0, (sequential.FIGURE, title, partial(sequential.plot, sweep, labelled)))
     if optuna:
         draw = partial(plots.candidate_front, ranked, objectives)
         figures.append((CANDIDATE_FRONT, "The Optuna candidates' paired effects and their Pareto front", draw))

@@ -8,11 +8,15 @@ ones the sweep stopped on, and the seeds each variant needed are read from them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
-from analysis import compare
+from analysis import compare, plots
 from analysis.cells import estimate, table
 from analysis.load import Sweep
+from worm_tune.confseq import betting_cs
 from worm_tune.tune.until import ALPHA, METRIC, Look, Until, epoch_bounds, look, needed_text, seeds_needed
 
 _KEY = "  "  # joins a setting and a variant into the one name a look knows a variant by
@@ -98,3 +102,26 @@ def section(sweep: Sweep, labelled: pd.DataFrame, comparisons: pd.DataFrame) -> 
         "comparison only. Seeds needed: the paired seeds at the first look whose interval met the rule."
     )
     return f"## Sequential stop: anytime-valid intervals\n\n{head}\n\n{table(header, rows)}\n\n{note}\n"
+
+
+#: The report's figure of the intervals over the seeds.
+FIGURE = "sequential.png"
+
+
+def plot(sweep: Sweep, labelled: pd.DataFrame, path: Path) -> Path | None:
+    """Each variant's anytime-valid interval after every pair (as :func:`look` computes it at a look, at
+    the same simultaneous level), with the sweep's looks marked."""
+    assert sweep.until is not None
+    rule = Until.parse(sweep.until)
+    diffs, bounds = differences(labelled, list(sweep.seed_order))
+    level = ALPHA / max(len(diffs), 1)
+    paths = {}
+    for key, values in sorted(diffs.items()):
+        setting, variant = key.split(_KEY)
+        frame = pd.DataFrame(
+            {"n": np.arange(1, len(values) + 1), "mean": np.cumsum(values) / np.arange(1, len(values) + 1)}
+        )
+        if len(values):
+            frame["low"], frame["high"] = betting_cs(values, -bounds[key], bounds[key], alpha=level)
+        paths[f"{variant}\n{setting}"] = frame
+    return plots.confidence_sequences(paths, sweep.looks, rule.value if rule.kind == "decided" else 0.0, path)

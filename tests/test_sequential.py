@@ -113,6 +113,8 @@ def test_the_report_shows_the_intervals_the_sweep_stopped_on(store: dict[str, An
     assert record.stop is not None and record.stop in text
     (interval,) = record.looks[-1].intervals.values()
     assert f"[{interval.low:+.2f}, {interval.high:+.2f}]" in text
+    figure = store["root"] / "reports" / "stopped" / "sequential.png"
+    assert "](sequential.png)" in text and figure.stat().st_size > 10_000
 
 
 def _points(path: Path) -> dict[str, Any]:

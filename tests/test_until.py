@@ -6,8 +6,12 @@ import io
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
+import pandas as pd
 import pytest
 
+from analysis.plots import confidence_sequences
 from worm_tune.cli import sweep
 from worm_tune.tune.plan import SweepSettings, make_plan, trial_table
 from worm_tune.tune.until import (
@@ -179,3 +183,14 @@ def test_bad_sequential_flags_exit_2_with_one_line(tmp_path: Path, flags: list[s
     assert code == 2, err.getvalue()
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_intervals_plot_draws_a_panel_per_variant_with_pairs(tmp_path: Path) -> None:
+    n = np.arange(1, 9)
+    frame = pd.DataFrame({"n": n, "mean": -np.ones(8), "low": -1 - 8 / n, "high": -1 + 8 / n})
+    empty = pd.DataFrame({"n": [], "mean": [], "low": [], "high": []})
+    path = confidence_sequences({"WORM a\nsetting": frame, "WORM b\nsetting": empty}, [4, 8], 0.5, tmp_path / "s.png")
+    assert path == tmp_path / "s.png"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width < 1.5 * height  # one panel drawn: the variant without pairs has none
+    assert confidence_sequences({"WORM b\nsetting": empty}, [4], 0.0, tmp_path / "none.png") is None
