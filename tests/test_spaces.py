@@ -168,4 +168,95 @@ def test_transformer_spaces_use_the_papers_transformer_settings(name: str) -> No
     else:
         assert {c.prune.kind for c in grid} == {"unstructured", "structured"}
         quick = load_space(name, "quick").grid()
-        assert all(c.data.dataset == "digits" and c.search.max_epochs <= 12 for c in quick) and len(quick) == 12
+        assert all(c.data.dataset == "digits" and c.search.max_epochs <= 24 for c in quick)
+        # Heads and weights as cases: each with its own s (and the heads' window 5), deltas and 4 paired seeds.
+        by_kind = {k: [c for c in quick if c.prune.kind == k] for k in ("unstructured", "structured")}
+        for kind, (window, s, deltas) in {
+            "unstructured": (3, 0.016, {0.001, 0.003}),
+            "structured": (5, 0.01, {0.04, 0.06}),
+        }.items():
+            cfgs = by_kind[kind]
+            assert {(c.search.window, c.search.threshold) for c in cfgs} == {(window, s)}
+            assert {c.worm.delta for c in cfgs if c.method == "worm"} == deltas
+            assert Counter(c.method for c in cfgs) == {"earlybird": 4, "worm": 16}
+
+
+CASES = """methods = ["earlybird", "worm"]
+[base]
+"data.dataset" = "digits"
+"search.threshold" = 0.05
+[axes]
+seed = [0, 1]
+"prune.kind" = ["unstructured", "structured"]
+[method_axes.worm]
+"worm.delta" = [0.01, 0.02]
+"worm.factor" = [0.003]
+[[cases]]
+name = "weights"
+base = { "prune.kind" = "unstructured" }
+[[cases]]
+name = "heads"
+base = { "prune.kind" = "structured", "search.window" = 4, "search.threshold" = 0.02 }
+axes = { "search.ratio" = [0.25, 0.5] }
+method_axes = { worm = { "worm.delta" = [0.05] } }
+"""
+
+
+def test_cases_are_grids_of_their_own_laid_over_the_space(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, CASES))
+    assert [c.name for c in space.cases] == ["weights", "heads"]
+    grid = space.grid()
+    weights = [c for c in grid if c.prune.kind == "unstructured"]
+    heads = [c for c in grid if c.prune.kind == "structured"]
+    # The case's base wins over the space's axis of that key, and its axes over the space's.
+    assert Counter(c.method for c in weights) == {"earlybird": 2, "worm": 4}
+    assert {(c.search.window, c.search.threshold) for c in weights} == {(5, 0.05)}
+    assert {c.worm.delta for c in weights if c.method == "worm"} == {0.01, 0.02}
+    assert Counter(c.method for c in heads) == {"earlybird": 4, "worm": 4}
+    assert {(c.search.window, c.search.threshold, c.search.ratio) for c in heads} == {
+        (4, 0.02, 0.25),
+        (4, 0.02, 0.5),
+    }
+    assert {c.worm.delta for c in heads if c.method == "worm"} == {0.05}
+    # Every WORM trial has its EarlyBird pair within its case.
+    key = lambda c: (c.seed, c.prune.kind, c.search.window, c.search.threshold, c.search.ratio)  # noqa: E731
+    assert {key(c) for c in grid if c.method == "worm"} == {key(c) for c in grid if c.method == "earlybird"}
+
+
+def test_pin_overrides_every_case(tmp_path: Path) -> None:
+    grid = (
+        load_space(write(tmp_path, CASES)).pin({"search.threshold": "0.03", "worm.delta": "0.04", "seed": "1"}).grid()
+    )
+    assert {c.search.threshold for c in grid} == {0.03} and {c.seed for c in grid} == {1}
+    assert {c.worm.delta for c in grid if c.method == "worm"} == {0.04}
+    assert Counter(c.method for c in grid) == {"earlybird": 3, "worm": 3}
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ('base = { "prune.kind" = "structured" }\n', "case 1 needs a name of its own"),
+        (
+            'name = "a"\nbase = { "prune.kindd" = "structured" }\n',
+            "case 'a': base key 'prune.kindd' is not a config key",
+        ),
+        ('name = "a"\naxes = { seed = [3] }\n', "case 'a' sets 'seed': methods and seeds are the space's"),
+        ('name = "a"\nbase = { "method" = "worm" }\n', "case 'a' sets 'method'"),
+        ('name = "a"\nbase = { "search.window" = 4 }\naxes = { "search.window" = [4, 5] }\n', "both fixes and sweeps"),
+        (
+            'name = "a"\nmethod_axes = { gradclip = { "worm.factor" = [0.1] } }\n',
+            "names a method the space does not run",
+        ),
+        ('name = "a"\nwindow = 4\n', "case 1: unknown key 'window'"),
+        ('name = "a"\nbase = { "search.window" = 1 }\n', "search.window=1 is invalid"),
+    ],
+)
+def test_bad_cases_fail_with_one_line(tmp_path: Path, case: str, message: str) -> None:
+    with pytest.raises(SpaceError, match=message) as info:
+        load_space(write(tmp_path, f'[base]\n"data.dataset" = "digits"\n[[cases]]\n{case}'))
+    assert "\n" not in str(info.value)
+
+
+def test_two_cases_of_the_same_name_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="case 2 needs a name of its own"):
+        load_space(write(tmp_path, '[[cases]]\nname = "a"\n[[cases]]\nname = "a"\n'))

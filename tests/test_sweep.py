@@ -703,10 +703,10 @@ def test_an_mlflow_server_given_by_environment_variable(
 
 def test_a_quick_vit_sweep_runs_through_ray_mlflow_and_the_report(local_ray: Any, store: dict[str, Any]) -> None:
     """Transformers need nothing new from the sweep, MLflow or the analysis: the ViT quick profile
-    (one seed, both mask kinds, WORM truncating updates) runs as is, and the report compares EB and
-    WORM per kind."""
+    (one seed, both cases - weights and heads -, WORM truncating updates) runs as is, and the report
+    compares EB and WORM per kind."""
     argv = ["vit", "--quick", *SWEEP_TINY, "--set", "seed=0", "--set", "search.threshold=1e-6", "--name", "vit"]
-    argv += ["--set", "worm.apply=update"]
+    argv += ["--set", "worm.apply=update", "--set", "worm.delta=0.005"]  # one WORM trial per case
     assert sweep.main([*argv, *store["args"]]) == 0
     parent, children = runs_of(store["uri"], "vit")
     assert parent.info.status == "FINISHED" and len(children) == 4

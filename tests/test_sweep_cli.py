@@ -106,6 +106,7 @@ def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], whe
         (["resnet18", "--quick", "--search", "optuna", "--scheduler", "asha"], "--scheduler asha does not apply"),
         (["resnet18", "--quick", "--search", "optuna", "--no-share"], "--no-share does not apply to --search optuna"),
         (["resnet18", "--search", "optuna"], "search.ratio has 3 values (0.3, 0.5, 0.7): pin one with --set"),
+        (["vit", "--quick", "--search", "optuna"], "profile 'quick' of 'vit' has 2 cases (weights, heads)"),
         (["resnet18", "--cpus-per-trial", "0"], "--cpus-per-trial 0.0 is invalid: must be > 0"),
         (["resnet18", "--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is invalid"),
         (["resnet18", "--max-concurrent", "0"], "--max-concurrent 0 is invalid"),

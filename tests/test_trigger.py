@@ -55,3 +55,28 @@ def test_the_quick_profiles_deltas_trigger_at_different_epochs_before_d_avg_fall
         # profile binds if, on some seed, each delta fires at its own epoch, all before d_avg < s.
         differ |= len(set(triggers)) == len(triggers) and max(triggers) < below_s
     assert differ
+
+
+@pytest.mark.parametrize("kind", ["unstructured", "structured"])
+def test_the_vit_quick_profiles_deltas_trigger_at_different_epochs_before_d_avg_falls_below_s(kind: str) -> None:
+    """Each of the ViT profile's cases (weights, heads) binds: on some seed, each delta fires at an
+    epoch of its own before d_avg < s. Heads may fire at the first full window (their distances move
+    in steps of 1/32), so that is allowed here; a trigger after d_avg < s is not. WORM is EarlyBird
+    until it fires (checked above on ResNet-18), so EarlyBird's d_avg alone tells each trigger."""
+    grid = [c for c in load_space("vit", "quick").grid() if c.prune.kind == kind]
+    seeds = sorted({c.seed for c in grid})
+    assert len(seeds) >= 4
+    deltas = sorted({c.worm.delta for c in grid if c.method == "worm"})
+    assert len(deltas) >= 2 and {c.worm.apply for c in grid if c.method == "worm"} == {"grad", "update"}
+    seen = []
+    for seed in seeds:
+        (eb,) = [c for c in grid if c.seed == seed and c.method == "earlybird"]
+        s, window = eb.search.threshold, eb.search.window
+        curve = [r["d_avg"] for r in search_until(eb, s) if r["d_avg"] is not None]
+        below_s = window + len(curve) - 1 if curve[-1] < s else None  # None: not within the budget
+        triggers = [next((window + i for i, d in enumerate(curve) if d < s + delta), None) for delta in deltas]
+        seen.append((seed, triggers, below_s))
+        fired = {t for t in triggers if t is not None}
+        if len(fired) == len(deltas) and (below_s is None or max(fired) < below_s):
+            return
+    pytest.fail(f"no seed where every delta {deltas} fires at its own epoch before d_avg < s: {seen}")

@@ -224,6 +224,22 @@ def study_setting(space: SweepSpace, optuna: OptunaSpec) -> TrialConfig:
     aside: the study pairs its own) at its one value. An axis with several values is refused: the
     paired effect is a difference at one setting, and a study that drew the setting too would mix
     settings into it."""
+    if len(space.cases) > 1:
+        names = ", ".join(case.name for case in space.cases)
+        raise UsageError(
+            f"--search optuna tunes at one setting, but profile {space.profile!r} of {space.name!r} has "
+            f"{len(space.cases)} cases ({names}) with settings of their own: "
+            "use --search grid, or a profile without cases"
+        )
+    if space.cases:
+        (case,) = space.cases
+        space = dataclasses.replace(
+            space,
+            base=space.base.replace(case.base),
+            axes={k: v for k, v in space.axes.items() if k not in case.base} | case.axes,
+            method_axes={m: a | case.method_axes.get(m, {}) for m, a in space.method_axes.items()},
+            cases=(),
+        )
     tuned = {p.key for p in optuna.params} | {"seed"}
     axes = {**space.axes, **space.method_axes.get(optuna.method, {}), **space.method_axes.get("earlybird", {})}
     fixed = {}

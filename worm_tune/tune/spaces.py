@@ -32,12 +32,20 @@ A file names the fixed fields, the grid axes and the Optuna ranges of one experi
     [analysis]
     margin = 0.01             # equivalence margin for accuracies (0.01 = 1 percentage point)
 
+    [[cases]]                 # settings that only make sense together, each case its own grid
+    name = "heads"
+    base = { "prune.kind" = "structured", "search.threshold" = 0.01 }
+    method_axes = { worm = { "worm.delta" = [0.03, 0.06] } }
+
     [profiles.quick]          # the same tables again, merged over the ones above
     base = { "data.dataset" = "digits" }
 
 The grid of a space is the union over its methods of the cartesian product of the shared and
-the method's own axes, in file order. ``--set`` pins a field: it overrides the base and removes
-that field's axis, so a pinned field never multiplies trials.
+the method's own axes, in file order. Cases (optional) split it: the grid is then the union over
+the cases of that product, with each case's ``base``, ``axes`` and ``method_axes`` laid over the
+space's, so values that belong together (a ViT's head mask and the thresholds its coarse distances
+need) are not crossed with those of another case. ``--set`` pins a field: it overrides the base,
+every case, and removes that field's axis, so a pinned field never multiplies trials.
 """
 
 from __future__ import annotations
@@ -59,11 +67,15 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 #: Metrics an objective may name, with the direction that is better (the schema's, kept under this name).
 OBJECTIVES: dict[str, str] = metrics.OBJECTIVES
 
-_TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "optuna", "final", "analysis", "profiles"}
+_TOP_KEYS = {"description", "methods", "base", "axes", "method_axes", "cases"}
+_TOP_KEYS |= {"optuna", "final", "analysis", "profiles"}
 _PROFILE_KEYS = _TOP_KEYS - {"profiles"}
 _OPTUNA_KEYS = {"method", "objective", "num_samples", "params", "seeds", "enqueue", "cached_states"}
 _FINAL_KEYS = {"seeds", "retrain_epochs", "top_k"}
 _ANALYSIS_KEYS = {"margin"}
+_CASE_KEYS = {"name", "base", "axes", "method_axes"}
+#: Fields a case cannot set: the methods are the space's list, and the seeds pair every case's trials.
+_NOT_IN_CASES = {"method", "seed"}
 
 
 class SpaceError(ValueError):
@@ -132,6 +144,25 @@ class FinalSpec:
 
 
 @dataclass(frozen=True)
+class Case:
+    """One ``[[cases]]`` table: fixed fields and axes that hold together, laid over the space's."""
+
+    name: str
+    base: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    method_axes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    def without(self, keys: set[str]) -> Case:
+        """The case with ``keys`` (pinned by ``--set``) removed from its fields and axes."""
+        return Case(
+            self.name,
+            {k: v for k, v in self.base.items() if k not in keys},
+            {k: v for k, v in self.axes.items() if k not in keys},
+            {m: {k: v for k, v in a.items() if k not in keys} for m, a in self.method_axes.items()},
+        )
+
+
+@dataclass(frozen=True)
 class SweepSpace:
     """One experiment's sweep: a base config, grid axes and Optuna ranges. (Its file and messages keep the
     users' name, a search space; "search" alone is the Early-Bird phase.)"""
@@ -147,6 +178,8 @@ class SweepSpace:
     final: FinalSpec = field(default_factory=FinalSpec)
     #: ``[analysis] margin``: the equivalence margin for accuracies (0.01 = 1 pp); None: none stated.
     margin: float | None = None
+    #: ``[[cases]]``: sub-grids whose settings go together; empty: the space is one grid.
+    cases: tuple[Case, ...] = ()
 
     def pin(self, overrides: Mapping[str, Any]) -> SweepSpace:
         """Apply ``--set`` overrides: they win over the base and remove the matching axes."""
@@ -158,22 +191,29 @@ class SweepSpace:
             methods = (base.method,)
         axes = {k: v for k, v in self.axes.items() if k not in overrides}
         method_axes = {m: {k: v for k, v in a.items() if k not in overrides} for m, a in self.method_axes.items()}
+        cases = tuple(case.without(set(overrides)) for case in self.cases)
         optuna = self.optuna
         if optuna is not None:
             params = tuple(p for p in optuna.params if p.key not in overrides)
             enqueue = tuple({k: v for k, v in point.items() if k not in overrides} for point in optuna.enqueue)
             optuna = dataclasses.replace(optuna, params=params, enqueue=enqueue)
-        return dataclasses.replace(self, methods=methods, base=base, axes=axes, method_axes=method_axes, optuna=optuna)
+        return dataclasses.replace(
+            self, methods=methods, base=base, axes=axes, method_axes=method_axes, cases=cases, optuna=optuna
+        )
 
     def grid(self) -> list[TrialConfig]:
-        """Every trial of the grid, validated, without duplicates, in file order."""
+        """Every trial of the grid (of each case in turn), validated, without duplicates, in file order."""
         configs: dict[str, TrialConfig] = {}
-        for method in self.methods:
-            axes = {**self.axes, **self.method_axes.get(method, {})}
-            keys = list(axes)
-            for values in itertools.product(*(axes[k] for k in keys)):
-                cfg = self.base.replace({"method": method, **dict(zip(keys, values, strict=True))}).validate()
-                configs.setdefault(cfg.hash(), cfg)
+        for case in self.cases or (Case(""),):
+            base = self.base.replace(case.base)
+            for method in self.methods:
+                space_axes = {**self.axes, **self.method_axes.get(method, {})}
+                axes = {k: v for k, v in space_axes.items() if k not in case.base}
+                axes |= {**case.axes, **case.method_axes.get(method, {})}
+                keys = list(axes)
+                for values in itertools.product(*(axes[k] for k in keys)):
+                    cfg = base.replace({"method": method, **dict(zip(keys, values, strict=True))}).validate()
+                    configs.setdefault(cfg.hash(), cfg)
         return list(configs.values())
 
 
@@ -263,7 +303,46 @@ def _build(name: str, profile: str, data: dict[str, Any], where: str) -> SweepSp
     optuna = _optuna(data["optuna"], where) if "optuna" in data else None
     description = str(data.get("description", ""))
     final, margin = _final(data.get("final", {}), where), _margin(data.get("analysis", {}), where)
-    return SweepSpace(name, profile, description, methods, base, axes, method_axes, optuna, final, margin)
+    cases = _cases(data.get("cases", []), methods, where)
+    return SweepSpace(name, profile, description, methods, base, axes, method_axes, optuna, final, margin, cases)
+
+
+def _cases(tables: Any, methods: tuple[str, ...], where: str) -> tuple[Case, ...]:
+    """``[[cases]]``: each a named table of ``base`` fields and ``axes``/``method_axes``, names unique."""
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise SpaceError(f'{where}: cases must be a list of tables, e.g. [[cases]] name = "heads"')
+    cases: list[Case] = []
+    types = field_types()
+    for i, table in enumerate(tables, 1):
+        _only(table, _CASE_KEYS, f"{where}: case {i}")
+        name = table.get("name")
+        if not isinstance(name, str) or not name or name in {c.name for c in cases}:
+            raise SpaceError(f"{where}: case {i} needs a name of its own (a non-empty string, unique)")
+        at = f"case {name!r}"
+        base = table.get("base", {})
+        if not isinstance(base, Mapping):
+            raise SpaceError(f"{where}: {at}: base must be a table of config keys")
+        for key in base:
+            if key not in types:
+                raise SpaceError(f"{where}: {at}: base key {key!r} is not a config key; known keys: {', '.join(types)}")
+        axes = _axes(table.get("axes", {}), where, f"{at}: axes")
+        method_axes = {}
+        for method, sub in table.get("method_axes", {}).items():
+            if method not in methods:
+                raise SpaceError(
+                    f"{where}: {at}: method_axes.{method} names a method the space does not run ({', '.join(methods)})"
+                )
+            method_axes[method] = _axes(sub, where, f"{at}: method_axes.{method}")
+        swept = set(axes) | {k for a in method_axes.values() for k in a}
+        if set(base) & swept:
+            key = sorted(set(base) & swept)[0]
+            raise SpaceError(f"{where}: {at} both fixes and sweeps {key!r}: keep it in base or in an axis")
+        fixed = set(base) | swept
+        if fixed & _NOT_IN_CASES:
+            key = sorted(fixed & _NOT_IN_CASES)[0]
+            raise SpaceError(f"{where}: {at} sets {key!r}: methods and seeds are the space's, shared by every case")
+        cases.append(Case(name, dict(base), axes, method_axes))
+    return tuple(cases)
 
 
 def _final(table: Mapping[str, Any], where: str) -> FinalSpec:
