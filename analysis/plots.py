@@ -88,7 +88,7 @@ def mask_distance(trials: pd.DataFrame, curves: pd.DataFrame, path: str | Path) 
             _style(ax, "search epoch", name)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(row[1], row)
-    fig.suptitle(f"Mask distance during the search ({BAND}){note}")
+    fig.suptitle(f"Mask distance during the search ({BAND}){note}", wrap=True)
     return _save(fig, path)
 
 
@@ -140,7 +140,7 @@ def recovery(trials: pd.DataFrame, curves: pd.DataFrame, path: str | Path) -> Pa
         ax.set_title(setting, fontsize=9)
         _style(ax, "retraining epoch (pre: before pruning, 0: right after)", "test accuracy")
         _legend(ax, [ax])
-    fig.suptitle(f"Accuracy recovery after pruning ({BAND}){note}")
+    fig.suptitle(f"Accuracy recovery after pruning ({BAND}){note}", wrap=True)
     return _save(fig, path)
 
 
@@ -300,7 +300,7 @@ def _by_ratio(done: pd.DataFrame, colors: dict[str, str], path: str | Path) -> P
         _integer_y(ax, mine["search_epochs"])
         hollow = (mine["status"] == "not_converged").any()
         ax.legend(handles=_search_handles(colors, variant, hollow), fontsize=8)
-    fig.suptitle(f"Search epochs by pruning ratio, paired by seed{note}")
+    fig.suptitle(f"Search epochs by pruning ratio, paired by seed{note}", wrap=True)
     return _save(fig, path)
 
 
@@ -339,7 +339,7 @@ def _by_delta(done: pd.DataFrame, colors: dict[str, str], path: str | Path) -> P
         if pd.concat([eb["status"], mine["status"]]).eq("not_converged").any():
             handles.append(_proxy("black", NOT_CONVERGED, hollow=True))
         ax.legend(handles=handles, fontsize=8)
-    fig.suptitle(f"Search epochs by WORM's trigger margin δ, joined by seed{note}")
+    fig.suptitle(f"Search epochs by WORM's trigger margin δ, joined by seed{note}", wrap=True)
     return _save(fig, path)
 
 
@@ -480,5 +480,5 @@ def confidence_sequences(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _style(ax, "paired seeds", "variant − EarlyBird (search epochs)")
     _legend(axes[0], axes)
-    fig.suptitle("Anytime-valid intervals as the seeds came in (dotted: the sweep's looks)")
+    fig.suptitle("Anytime-valid intervals as the seeds came in (dotted: the sweep's looks)", wrap=True)
     return _save(fig, path)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import cli, compare, load, paper, report
+from analysis import cli, compare, load, paper, plots, report
 from tests.test_stats import SKEWED, scipy_interval
 from worm_tune import metrics
 from worm_tune.config import TrialConfig
@@ -268,6 +268,20 @@ def test_the_report_has_every_table_plot_and_csv(tmp_path: Path) -> None:
     assert "| WORM δ=0.05 r=0.003 | 6 " in text and "significant" in text and "-3.50" in text
     assert "No setting of this sweep matches the paper's protocol" in text
     assert len(pd.read_csv(tmp_path / report.TRIALS_CSV)) == 12
+
+
+def test_a_one_panel_figures_title_stays_inside_the_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A title wider than one panel wraps instead of running off both edges (a pruning study's
+    recovery plot lost its first and last words)."""
+    rows = [trial(m, s, config={"search.window": 3}) for m in ("earlybird", "worm") for s in range(3)]
+    sweep = sweep_of(rows)
+    figures: list[Any] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    assert plots.recovery(compare.label(sweep.trials), sweep.curves, tmp_path / "recovery.png") is not None
+    (fig,) = figures
+    fig.canvas.draw()  # lays out and wraps the title
+    box = fig.get_tightbbox().transformed(fig.dpi_scale_trans)  # inches -> pixels
+    assert fig.bbox.x0 <= box.x0 + 1 and box.x1 <= fig.bbox.x1 + 1, (box, fig.bbox)
 
 
 def test_the_papers_rows_sit_under_a_matching_setting_with_the_training_set_caveat(tmp_path: Path) -> None:
