@@ -260,3 +260,25 @@ def test_bad_cases_fail_with_one_line(tmp_path: Path, case: str, message: str) -
 def test_two_cases_of_the_same_name_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SpaceError, match="case 2 needs a name of its own"):
         load_space(write(tmp_path, '[[cases]]\nname = "a"\n[[cases]]\nname = "a"\n'))
+
+
+def test_the_study_spaces_pair_every_variant_with_earlybird_on_their_seeds() -> None:
+    """The ViT study (both cases, both apply modes, 12 seeds) and the pruning study (p = 0.1, 20 seeds)."""
+    vit = load_space("vit_study").grid()
+    assert Counter((c.method, c.prune.kind) for c in vit) == {
+        ("earlybird", "unstructured"): 12,
+        ("earlybird", "structured"): 12,
+        ("worm", "unstructured"): 24,
+        ("worm", "structured"): 24,
+    }
+    assert {(c.prune.kind, c.search.window, c.search.threshold, c.search.max_epochs) for c in vit} == {
+        ("unstructured", 3, 0.016, 16),
+        ("structured", 5, 0.01, 24),
+    }
+    quick = {c.hash() for c in load_space("vit", "quick").grid()}
+    assert {c.hash() for c in vit if c.method == "worm" and c.seed < 4} <= quick  # the quick profile's WORM configs
+    pruning = load_space("pruning_study").grid()
+    assert {c.search.ratio for c in pruning} == {0.1} and Counter(c.method for c in pruning) == {
+        "earlybird": 20,
+        "worm": 20,
+    }

@@ -89,8 +89,8 @@ def test_set_pins_a_field_in_the_dry_run(capsys: pytest.CaptureFixture[str], whe
     [
         (
             ["resnet50"],
-            "unknown search space 'resnet50'; known spaces: bert, digits_study, resnet18, vgg11_bn, vgg16_bn, vit"
-            " (or a path to a .toml file)",
+            "unknown search space 'resnet50'; known spaces: bert, digits_study, pruning_study, resnet18, vgg11_bn,"
+            " vgg16_bn, vit, vit_study (or a path to a .toml file)",
         ),
         (["resnet18", "--quick", "--set", "search.ratioo=0.5"], "unknown config key 'search.ratioo'"),
         (["resnet18", "--quick", "--set", "search.ratio=2"], "search.ratio=2.0 is invalid"),
