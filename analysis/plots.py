@@ -38,6 +38,8 @@ OTHER_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 BAND = "line: mean, band: min–max over seeds"
+#: Characters of a panel title's line at fontsize 9 that fit a panel's width.
+PANEL_TITLE_CHARS = 60
 NOT_CONVERGED = "not converged (search budget)"
 
 
@@ -82,8 +84,8 @@ def mask_distance(trials: pd.DataFrame, curves: pd.DataFrame, path: str | Path) 
         levels = triggers["search.threshold"] + triggers["worm.delta"]
         for variant, level in zip(triggers["variant"], levels, strict=True):
             row[1].axhline(level, color=colors[variant], ls="--", lw=1, label=f"trigger s+δ={level:g}")
-        row[0].set_title(f"{setting}\nd_max: the search stops once d_max < s", fontsize=9)
-        row[1].set_title(f"{setting}\nd_avg: WORM truncates once d_avg < s+δ", fontsize=9)
+        row[0].set_title(_fit(f"{setting}\nd_max: the search stops once d_max < s"), fontsize=9)
+        row[1].set_title(_fit(f"{setting}\nd_avg: WORM truncates once d_avg < s+δ"), fontsize=9)
         for ax, name in zip(row, ("max mask distance d_max", "mean mask distance d_avg"), strict=True):
             _style(ax, "search epoch", name)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -137,7 +139,7 @@ def recovery(trials: pd.DataFrame, curves: pd.DataFrame, path: str | Path) -> Pa
         for target in sorted(mine["retrain.target_acc"].dropna().unique()):
             ax.axhline(target, color="black", ls=":", lw=1, label="target")
         ax.set_xticks(ticks, ["pre" if t == -1 else str(t) for t in ticks])
-        ax.set_title(setting, fontsize=9)
+        ax.set_title(_fit(setting), fontsize=9)
         _style(ax, "retraining epoch (pre: before pruning, 0: right after)", "test accuracy")
         _legend(ax, [ax])
     fig.suptitle(f"Accuracy recovery after pruning ({BAND}){note}", wrap=True)
@@ -295,7 +297,7 @@ def _by_ratio(done: pd.DataFrame, colors: dict[str, str], path: str | Path) -> P
         for name, variant_rows in mine.groupby("variant"):
             _points(ax, variant_rows, "x", colors[str(name)])
         ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
-        ax.set_title(f"{variant} vs {EB}\n{base}", fontsize=9)
+        ax.set_title(_fit(f"{variant} vs {EB}\n{base}"), fontsize=9)
         _style(ax, f"pruning ratio p ({EB} left, variant right)", "search epochs")
         _integer_y(ax, mine["search_epochs"])
         hollow = (mine["status"] == "not_converged").any()
@@ -330,7 +332,7 @@ def _by_delta(done: pd.DataFrame, colors: dict[str, str], path: str | Path) -> P
             _points(ax, variant_rows, "x", colors[str(name)])
         ax.set_xticks(range(len(deltas) + 1), [EB] + [f"δ={d:g}" for d in deltas])
         ax.set_xlim(-0.5, len(deltas) + 0.5)
-        ax.set_title(setting, fontsize=9)
+        ax.set_title(_fit(setting), fontsize=9)
         _style(ax, "WORM trigger margin δ", "search epochs")
         _integer_y(ax, pd.concat([eb["search_epochs"], mine["search_epochs"]]))
         handles = [_proxy(colors[v], v) for v in _ordered([EB, *mine["variant"]])]
@@ -395,6 +397,22 @@ def _settings(labels: Iterable[str]) -> tuple[list[str], str]:
     found = sorted(set(labels))
     note = f"\nfirst {MAX_SETTINGS} of {len(found)} settings shown" if len(found) > MAX_SETTINGS else ""
     return found[:MAX_SETTINGS], note
+
+
+def _fit(title: str, width: int = PANEL_TITLE_CHARS) -> str:
+    """A panel's title broken between its `` · `` parts so that no line is wider than its panel
+    (a setting of many varied fields ran into the next panel's title)."""
+    lines = []
+    for line in title.split("\n"):
+        current = ""
+        for part in line.split(" · "):
+            if current and len(current) + 3 + len(part) > width:
+                lines.append(current)
+                current = part
+            else:
+                current = f"{current} · {part}" if current else part
+        lines.append(current)
+    return "\n".join(lines)
 
 
 def _panels(n: int) -> tuple[Figure, list[Axes]]:
@@ -476,7 +494,7 @@ def confidence_sequences(
             ax.axhspan(-margin, margin, color="gray", alpha=0.15, label=f"±{margin:g} (equivalence)")
         for n in looks:
             ax.axvline(n, color="gray", lw=0.8, ls=":")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(_fit(name), fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _style(ax, "paired seeds", "variant − EarlyBird (search epochs)")
     _legend(axes[0], axes)

@@ -284,6 +284,25 @@ def test_a_one_panel_figures_title_stays_inside_the_figure(tmp_path: Path, monke
     assert fig.bbox.x0 <= box.x0 + 1 and box.x1 <= fig.bbox.x1 + 1, (box, fig.bbox)
 
 
+def test_panel_titles_of_long_settings_do_not_run_into_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings that vary many fields (the ViT study's cases) get titles broken to their panel's width."""
+    cases = [
+        {"search.window": 3, "search.threshold": 0.016, "search.max_epochs": 16, "prune.kind": "unstructured"},
+        {"search.window": 5, "search.threshold": 0.01, "search.max_epochs": 24, "prune.kind": "structured"},
+    ]
+    rows = [trial(m, s, config=c) for c in cases for m in ("earlybird", "worm") for s in range(3)]
+    sweep = sweep_of(rows)
+    figures: list[Any] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    assert plots.recovery(compare.label(sweep.trials), sweep.curves, tmp_path / "recovery.png") is not None
+    (fig,) = figures
+    fig.canvas.draw()
+    left, right = (ax.title.get_window_extent() for ax in fig.axes if ax.get_visible())
+    assert left.x1 < right.x0, (left, right)
+
+
 def test_the_papers_rows_sit_under_a_matching_setting_with_the_training_set_caveat(tmp_path: Path) -> None:
     protocol = {"data.dataset": "cifar10", "model.pretrained": True, "search.ratio": 0.5}
     protocol |= {"search.rules": "reference", "speed.precision": "fp32", "retrain.stop_at_target": True}
