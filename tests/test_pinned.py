@@ -1,8 +1,10 @@
 """What a refactor must leave alone: the trial names, order and config hashes a sweep plans.
 
 The tables in ``tests/data/pinned`` are ``--dry-run`` output at bbd8eda (and unchanged at 1099602),
-less the first line (the sweep's name). A config hash names run folders and MLflow runs, and a
-trial's number and name are how users find it, so each space's plan must reproduce them exactly.
+less the first line (the sweep's name); ``vit.quick`` was planned anew by issue 27, which replaced
+that profile (its heads and weights became cases with settings of their own). A config hash names
+run folders and MLflow runs, and a trial's number and name are how users find it, so each space's
+plan must reproduce them exactly.
 The numbers of a real sweep are pinned in ``tests/test_sweep.py`` (``quick-sweep.json``).
 """
 
