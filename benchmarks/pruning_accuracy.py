@@ -5,7 +5,7 @@ to chance (10% on digits) cannot show whether WORM's pruned networks "lose less 
 
     python benchmarks/pruning_accuracy.py --seeds 2     # writes benchmarks/results/pruning_accuracy.json
 
-It printed, on 2026-12-04 (two seeds, one thread each, beside a ViT sweep): see README, "Accuracy
+It printed, on 2026-12-04 (two seeds, one thread each, beside a ViT sweep): see docs/results/pruning-study.md, "Accuracy
 through pruning".
 """
 

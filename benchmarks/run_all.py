@@ -2,7 +2,7 @@
 
 CPU benchmarks always run; the GPU ones run when CUDA is available and are listed as skipped
 otherwise. Each writes its JSON into ``--out-dir`` (default ``benchmarks/results``, the figures
-``BENCHMARKS.md`` quotes). ``--quick`` runs every benchmark on tiny settings into a temporary
+``docs/benchmarks.md`` quotes). ``--quick`` runs every benchmark on tiny settings into a temporary
 folder, to check that they all still work (minutes, not figures to quote).
 
     python benchmarks/run_all.py                   # about 53 minutes on 2 CPU cores

@@ -14,7 +14,7 @@ profile's window.
 It printed, on 2026-12-01 (resnet18, ten seeds, one thread each): d_avg 0.07-0.08 at the first full
 window (epoch 5), so at the paper's s = 0.1 WORM fires at epoch 5 whatever delta is; at s = 0.04,
 delta = 0.03 fires at epoch 6 on every seed and delta = 0.01 at epochs 6-9, both before d_avg < s
-(7-10). README ("What the quick profile shows", "The ViT quick profile") quotes the ViT runs.
+(7-10). docs/results/quick-profile.md and docs/results/vit.md quote the runs.
 """
 
 from __future__ import annotations

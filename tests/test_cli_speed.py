@@ -1,6 +1,6 @@
 """``--help`` and bad usage import none of torch, Ray, MLflow or Optuna.
 
-Those imports take seconds (BENCHMARKS.md has the ``--help`` times); a command parses and checks
+Those imports take seconds (docs/benchmarks.md has the ``--help`` times); a command parses and checks
 its arguments before it imports them. Each case runs a command in a fresh interpreter, which then
 reports what got imported: no timing here, so the test holds on a loaded machine too.
 """

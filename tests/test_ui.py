@@ -4,7 +4,7 @@ A tiny sweep (one seed: EarlyBird and WORM at two deltas) runs through Ray and a
 store is then copied to another folder and the original artifacts deleted, as when results are
 rsynced off a cluster, and ``mlflow ui`` is opened in the copy. The tests look at the three pages
 a user opens first: the runs table, a trial's charts and the sweep's report. Each page is saved
-as a screenshot; ``WORM_TUNE_SCREENSHOTS=docs`` also writes them there (README shows them), and
+as a screenshot; ``WORM_TUNE_SCREENSHOTS=docs`` also writes them there (README and docs/guides/mlflow.md show them), and
 ``WORM_TUNE_UI_STORE=<folder>`` runs the tests on a finished sweep named "quick" in that folder
 instead of the tiny one (how the screenshots in ``docs/`` were taken, from the quick profile).
 

@@ -33,6 +33,7 @@ class MetricSpec:
     name: str
     cadence: Cadence
     help: str
+    unit: str  # what one value counts: "fraction", "epochs", "seconds", ... (the reference pages show it)
     direction: Literal["min", "max"] | None = None  # better this way, so an objective may name it
     timing: bool = False  # wall time: differs between identical runs, left out of determinism checks
     applies: Applies = "all"
@@ -41,43 +42,109 @@ class MetricSpec:
 
 
 SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec("train_loss", "epoch", "mean training loss of the epoch (None once it is not finite)"),
-    MetricSpec("train_acc", "epoch", "training accuracy of the epoch"),
-    MetricSpec("test_acc", "epoch", "accuracy on the held-out split after the epoch", direction="max"),
-    MetricSpec("d_max", "epoch", "largest mask distance in the window (None until full)"),
-    MetricSpec("d_avg", "epoch", "mean mask distance in the window (None until full)"),
-    MetricSpec("r", "epoch", "the truncation factor the epoch's gradients were scaled by", applies="truncating"),
-    MetricSpec("truncated_units", "epoch", "units truncated (see unit)", applies="truncating"),
-    MetricSpec("mask_converged", "epoch", "the mask stopped moving (None after the search)"),
-    MetricSpec("epoch_time", "epoch", "wall seconds of the epoch", timing=True),
-    MetricSpec("search_epochs", "summary", "epochs the search ran", direction="min", source="decision"),
     MetricSpec(
-        "converged", "summary", "the search found its ticket before its budget ran out", source="decision", start=False
+        "train_loss",
+        "epoch",
+        "mean training loss of the epoch (None once it is not finite)",
+        unit="nats (cross-entropy)",
     ),
-    MetricSpec("trigger_epoch", "summary", "the search epoch at which WORM began truncating", source="decision"),
+    MetricSpec("train_acc", "epoch", "training accuracy of the epoch", unit="fraction"),
+    MetricSpec("test_acc", "epoch", "accuracy on the held-out split after the epoch", direction="max", unit="fraction"),
+    MetricSpec("d_max", "epoch", "largest mask distance in the window (None until full)", unit="fraction of units"),
+    MetricSpec("d_avg", "epoch", "mean mask distance in the window (None until full)", unit="fraction of units"),
     MetricSpec(
-        "pre_prune_acc", "summary", "test accuracy at the end of the search", direction="max", source="decision"
+        "r", "epoch", "the truncation factor the epoch's gradients were scaled by", applies="truncating", unit="factor"
     ),
-    MetricSpec("post_prune_acc", "summary", "test accuracy right after pruning (and in that epoch)", direction="max"),
-    MetricSpec("acc_after_1_retrain_epoch", "summary", "test accuracy after one retraining epoch", direction="max"),
-    MetricSpec("epochs_to_target", "summary", "retraining epochs to reach the target accuracy", direction="min"),
-    MetricSpec("retrain_epochs", "summary", "epochs of retraining (or of dense training)", source="state"),
-    MetricSpec("final_acc", "summary", "test accuracy after the last epoch", direction="max", source="state"),
-    MetricSpec("best_acc", "summary", "best test accuracy over the retraining", direction="max", source="state"),
-    MetricSpec("sparsity", "summary", "fraction of zero weights after unstructured pruning", source="state"),
-    MetricSpec("params_dense", "summary", "parameters of the dense network", source="state"),
-    MetricSpec("params_pruned", "summary", "parameters (nonzero ones if unstructured) after pruning"),
-    MetricSpec("flops_dense", "summary", "forward FLOPs per image of the dense network", source="state"),
-    MetricSpec("flops_pruned", "summary", "forward FLOPs per image after pruning"),
-    MetricSpec("search_time", "summary", "wall seconds of the search", direction="min", timing=True, start=0.0),
-    MetricSpec("total_time", "summary", "wall seconds of the whole trial", direction="min", timing=True, start=0.0),
-    MetricSpec("search_flops", "summary", "training FLOPs spent on the search", direction="min", start=0),
-    MetricSpec("train_flops", "total", "training FLOPs so far (3x forward FLOPs per image seen)", start=0),
-    MetricSpec("diverged", "total", "the loss became NaN or infinite, which ends the trial", start=False),
-    MetricSpec("epochs", "summary", "epochs the trial ran", source="state"),
+    MetricSpec("truncated_units", "epoch", "units truncated (see unit)", applies="truncating", unit="units"),
+    MetricSpec("mask_converged", "epoch", "the mask stopped moving (None after the search)", unit="boolean"),
+    MetricSpec("epoch_time", "epoch", "wall seconds of the epoch", timing=True, unit="seconds"),
+    MetricSpec("search_epochs", "summary", "epochs the search ran", direction="min", source="decision", unit="epochs"),
+    MetricSpec(
+        "converged",
+        "summary",
+        "the search found its ticket before its budget ran out",
+        source="decision",
+        start=False,
+        unit="boolean",
+    ),
+    MetricSpec(
+        "trigger_epoch", "summary", "the search epoch at which WORM began truncating", source="decision", unit="epoch"
+    ),
+    MetricSpec(
+        "pre_prune_acc",
+        "summary",
+        "test accuracy at the end of the search",
+        direction="max",
+        source="decision",
+        unit="fraction",
+    ),
+    MetricSpec(
+        "post_prune_acc",
+        "summary",
+        "test accuracy right after pruning (and in that epoch)",
+        direction="max",
+        unit="fraction",
+    ),
+    MetricSpec(
+        "acc_after_1_retrain_epoch",
+        "summary",
+        "test accuracy after one retraining epoch",
+        direction="max",
+        unit="fraction",
+    ),
+    MetricSpec(
+        "epochs_to_target", "summary", "retraining epochs to reach the target accuracy", direction="min", unit="epochs"
+    ),
+    MetricSpec(
+        "retrain_epochs", "summary", "epochs of retraining (or of dense training)", source="state", unit="epochs"
+    ),
+    MetricSpec(
+        "final_acc", "summary", "test accuracy after the last epoch", direction="max", source="state", unit="fraction"
+    ),
+    MetricSpec(
+        "best_acc",
+        "summary",
+        "best test accuracy over the retraining",
+        direction="max",
+        source="state",
+        unit="fraction",
+    ),
+    MetricSpec(
+        "sparsity", "summary", "fraction of zero weights after unstructured pruning", source="state", unit="fraction"
+    ),
+    MetricSpec("params_dense", "summary", "parameters of the dense network", source="state", unit="parameters"),
+    MetricSpec(
+        "params_pruned", "summary", "parameters (nonzero ones if unstructured) after pruning", unit="parameters"
+    ),
+    MetricSpec(
+        "flops_dense", "summary", "forward FLOPs per image of the dense network", source="state", unit="FLOPs per image"
+    ),
+    MetricSpec("flops_pruned", "summary", "forward FLOPs per image after pruning", unit="FLOPs per image"),
+    MetricSpec(
+        "search_time", "summary", "wall seconds of the search", direction="min", timing=True, start=0.0, unit="seconds"
+    ),
+    MetricSpec(
+        "total_time",
+        "summary",
+        "wall seconds of the whole trial",
+        direction="min",
+        timing=True,
+        start=0.0,
+        unit="seconds",
+    ),
+    MetricSpec("search_flops", "summary", "training FLOPs spent on the search", direction="min", start=0, unit="FLOPs"),
+    MetricSpec(
+        "train_flops", "total", "training FLOPs so far (3x forward FLOPs per image seen)", start=0, unit="FLOPs"
+    ),
+    MetricSpec(
+        "diverged", "total", "the loss became NaN or infinite, which ends the trial", start=False, unit="boolean"
+    ),
+    MetricSpec("epochs", "summary", "epochs the trial ran", source="state", unit="epochs"),
     # When the trial ran (Unix seconds; a resumed trial spans its interruption): tells which pairs ran side by side.
-    MetricSpec("started_at", "summary", "wall-clock time the trial's first epoch began", timing=True),
-    MetricSpec("ended_at", "total", "wall-clock time the trial's latest epoch ended", timing=True),
+    MetricSpec(
+        "started_at", "summary", "wall-clock time the trial's first epoch began", timing=True, unit="Unix seconds"
+    ),
+    MetricSpec("ended_at", "total", "wall-clock time the trial's latest epoch ended", timing=True, unit="Unix seconds"),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in SPECS}

@@ -22,22 +22,31 @@ ROLES = "roles"
 
 class Role(enum.Flag):
     """What a field is to the layers that read it, beside its value: a field plays any number of roles
-    (``Role.SEARCH_DECISION | Role.TRUNCATION``), or none (:data:`NO_ROLE`)."""
+    (``Role.SEARCH_DECISION | Role.TRUNCATION``), or none (:data:`NO_ROLE`). :data:`MEANING` says what each is."""
 
-    #: Says where a trial runs, not what it computes: left out of the hash and of MLflow's params.
     RUNTIME = enum.auto()
-    #: Says how the arithmetic is fed and done: hashed (it may round differently), but a machine's
-    #: choice, not the experiment's, so the analysis compares trials across it.
     EXECUTION = enum.auto()
-    #: Read by a searching trial only through its decisions: which mask its window holds, when its
-    #: search ends, how much it truncates (:mod:`worm_tune.ticket.control`).
     SEARCH_DECISION = enum.auto()
-    #: Read by nothing before the search ends: the prune event and the retraining.
     AFTER_SEARCH = enum.auto()
-    #: Used by CNNs only: a transformer trial must leave it at its default.
     CNN_ONLY = enum.auto()
-    #: Read only by the methods that truncate gradients (WORM's knobs): EarlyBird ignores it.
     TRUNCATION = enum.auto()
+
+
+#: What each role means, once: the layers read the roles, a reader (and the configuration reference) this.
+MEANING: dict[Role, str] = {
+    Role.RUNTIME: "says where a trial runs, not what it computes: left out of the config hash and of MLflow's params",
+    Role.EXECUTION: (
+        "says how the arithmetic is fed and done: hashed (it may round differently), but a machine's choice, "
+        "not the experiment's, so the analysis compares trials across it"
+    ),
+    Role.SEARCH_DECISION: (
+        "read by a searching trial only through its decisions: which mask its window holds, when its search ends, "
+        "how much it truncates (trials that differ only in these share their training)"
+    ),
+    Role.AFTER_SEARCH: "read by nothing before the search ends: the prune event and the retraining",
+    Role.CNN_ONLY: "used by CNNs only: a transformer trial must leave it at its default",
+    Role.TRUNCATION: "read only by the methods that truncate gradients (WORM's knobs): EarlyBird ignores it",
+}
 
 
 _T = TypeVar("_T")

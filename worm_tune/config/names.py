@@ -28,5 +28,6 @@ SWITCHES = ("auto", "on", "off")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 #: ``grad``: scale masked gradients by r (the paper); ``update``: scale masked units' parameter change by r.
 APPLY_MODES = ("grad", "update")
-#: ``algorithm``: docs/method.md's Early-Bird rules; ``reference``: the reference code's (see README's Choices).
+#: ``algorithm``: docs/method.md's Early-Bird rules; ``reference``: the reference code's (docs/method.md,
+#: "Where the reference code differs from this page").
 SEARCH_RULES = ("algorithm", "reference")
