@@ -17,7 +17,7 @@ def local_ray() -> Iterator[object]:
     modules never start Ray)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
 

@@ -48,7 +48,7 @@ seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 @pytest.fixture(scope="module")
 def declared_gpus() -> Any:
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
 
