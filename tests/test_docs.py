@@ -194,9 +194,16 @@ def test_the_site_as_a_reader_sees_it(site: Path, tmp_path: Path) -> None:
             row = page.locator("tr", has=page.locator("code", has_text="search.ratio")).first
             sync_api.expect(row).to_contain_text("pruning ratio p")
             page.screenshot(path=tmp_path / "config.png")
-            page.locator("input.md-search__input").fill("truncation window")
-            results = page.locator(".md-search-result__item")
-            sync_api.expect(results.first).to_be_visible(timeout=30_000)
+            # The search index loads in a worker after the page; a query typed before it is ready finds
+            # nothing, so type it again until the results come (or a minute passes).
+            search, results = page.locator("input.md-search__input"), page.locator(".md-search-result__item")
+            for _ in range(30):
+                search.fill("")
+                search.type("truncation window")
+                with contextlib.suppress(AssertionError):
+                    sync_api.expect(results.first).to_be_visible(timeout=2_000)
+                    break
+            sync_api.expect(results.first).to_be_visible()
             browser.close()
     finally:
         server.terminate()
