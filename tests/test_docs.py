@@ -78,11 +78,11 @@ def test_an_empty_help_text_is_refused() -> None:
 
 def test_every_flag_of_every_command_is_in_the_reference() -> None:
     page = reference.cli_page()
-    for command, build in reference._commands():
-        assert f"## `{command}`" in page
-        for action in build()._actions:
+    for parser in reference._commands():
+        assert f"## `{parser.prog}`" in page
+        for action in parser._actions:
             for option in action.option_strings:
-                assert f"`{option}" in page, f"{command} {option} is missing from the commands reference"
+                assert f"`{option}" in page, f"{parser.prog} {option} is missing from the commands reference"
 
 
 def test_the_search_space_format_names_every_key_a_space_may_hold() -> None:

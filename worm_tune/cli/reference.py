@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -23,14 +23,15 @@ from worm_tune import metrics
 from worm_tune.config import TrialConfig
 from worm_tune.config.fields import MEANING, ROLES, Role
 from worm_tune.config.specs import Spec
-from worm_tune.config.tree import leaves, sections
+from worm_tune.config.tree import defaults, leaves, sections, specs, types
+from worm_tune.ticket.methods import METHODS
 from worm_tune.ticket.phases import Phase
 
 #: Where the pages go, from the repository root.
 REFERENCE = Path("docs") / "reference"
 #: The command that writes them, named in each page's first lines.
 COMMAND = "python -m worm_tune.cli.reference"
-#: ``argparse`` wraps its usage to the terminal's width: a fixed one keeps the pages the same everywhere.
+#: ``argparse`` wraps its usage to the terminal's width by default: a fixed one keeps the pages the same everywhere.
 USAGE_WIDTH = 80
 
 
@@ -65,10 +66,6 @@ def _role_names(roles: Role) -> str:
 
 def _role_label(role: Role) -> str:
     return (role.name or "").lower().replace("_", " ").replace("cnn", "CNN")
-
-
-def _type_name(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else annotation.__name__
 
 
 def _default(value: Any) -> str:
@@ -119,11 +116,10 @@ def config_page() -> str:
         lines += ["", f"## {name}" if name != "trial" else "## The trial's own fields", "", doc, ""]
         lines += ["| field | type | default | allowed | roles | what it is |", "|---|---|---|---|---|---|"]
         for key in keys:
-            f = fields[key]
-            spec: Spec = f.metadata["spec"]
+            spec, roles = specs(TrialConfig)[key], fields[key].metadata[ROLES]
             lines.append(
-                f"| {_code(key)} | {_type_name(f.type)} | {_default(f.default)} | {_allowed(spec)} "
-                f"| {_role_names(f.metadata[ROLES])} | {_cell(_described(key, spec.help))} |"
+                f"| {_code(key)} | {types(TrialConfig)[key].__name__} | {_default(defaults(TrialConfig)[key])} "
+                f"| {_allowed(spec)} | {_role_names(roles)} | {_cell(_described(key, spec.help))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -131,6 +127,7 @@ def config_page() -> str:
 def metrics_page() -> str:
     """Every metric of :data:`metrics.SPECS`: its MLflow key, meaning, unit and better direction."""
     phases = [_code(str(phase)) for phase in (Phase.SEARCH, Phase.RETRAIN, Phase.TRAIN)]
+    truncating = ", ".join(m.label for m in METHODS.values() if m.truncates)
     lines = _header("Metrics", "`worm_tune/metrics.py`'s `SPECS`")
     lines += [
         "A metric has one name everywhere: in the engine's per-epoch records and summary, in Ray's results, in the",
@@ -144,7 +141,7 @@ def metrics_page() -> str:
         "the thread count.",
         "",
         "Besides these, each per-epoch record holds `phase`, `epoch` (within its phase) and `global_epoch`; the",
-        "truncation metrics are reported by truncating methods only (WORM, gradclip, greedy). Work saved under a",
+        f"truncation metrics are reported by truncating methods only ({truncating}). Work saved under a",
         "metric's former name is read under today's: "
         + ", ".join(f"`{old}` as `{new}`" for new, old in sorted(metrics.FORMER.items()))
         + ".",
@@ -168,18 +165,17 @@ def metrics_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commands() -> list[tuple[str, Callable[[], argparse.ArgumentParser]]]:
+def _commands() -> list[argparse.ArgumentParser]:
+    """Each command's parser, named by its ``prog`` (``python -m worm_tune.sweep``), at a fixed width."""
     from analysis.cli import build_parser as analysis_parser
     from worm_tune.cli.final import build_parser as final_parser
     from worm_tune.cli.run import build_parser as run_parser
     from worm_tune.cli.sweep import build_parser as sweep_parser
 
-    return [
-        ("python -m worm_tune.sweep", sweep_parser),
-        ("python -m worm_tune.run", run_parser),
-        ("python -m worm_tune.final", final_parser),
-        ("python -m analysis", analysis_parser),
-    ]
+    parsers = [build() for build in (sweep_parser, run_parser, final_parser, analysis_parser)]
+    for parser in parsers:
+        parser.formatter_class = functools.partial(parser.formatter_class, width=USAGE_WIDTH)
+    return parsers
 
 
 def _flag(action: argparse.Action, formatter: argparse.HelpFormatter) -> str:
@@ -200,28 +196,19 @@ def cli_page() -> str:
         "Every command parses and checks its arguments before it imports torch, Ray or MLflow, so `--help` and a bad",
         "flag answer at once. A usage error is one line on stderr and exit code 2, before any trial starts.",
     ]
-    old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(USAGE_WIDTH)
-    try:
-        for command, build in _commands():
-            parser = build()
-            formatter = parser._get_formatter()
-            lines += ["", f"## `{command}`", "", _cell(parser.description or ""), ""]
-            lines += ["```text", parser.format_usage().strip(), "```"]
-            for group in parser._action_groups:
-                actions = [a for a in group._group_actions if a.help != argparse.SUPPRESS]
-                if not actions:
-                    continue
-                lines += ["", f"**{group.title}**" + (f": {group.description}" if group.description else ""), ""]
-                lines += ["| flag | what it does |", "|---|---|"]
-                for action in actions:
-                    text = formatter._expand_help(action) if action.help else ""
-                    lines.append(f"| {_flag(action, formatter)} | {_cell(text)} |")
-    finally:
-        if old is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = old
+    for parser in _commands():
+        formatter = parser._get_formatter()
+        lines += ["", f"## `{parser.prog}`", "", _cell(parser.description or ""), ""]
+        lines += ["```text", parser.format_usage().strip(), "```"]
+        for group in parser._action_groups:
+            actions = [a for a in group._group_actions if a.help != argparse.SUPPRESS]
+            if not actions:
+                continue
+            lines += ["", f"**{group.title}**" + (f": {group.description}" if group.description else ""), ""]
+            lines += ["| flag | what it does |", "|---|---|"]
+            for action in actions:
+                text = formatter._expand_help(action) if action.help else ""
+                lines.append(f"| {_flag(action, formatter)} | {_cell(text)} |")
     return "\n".join(lines) + "\n"
 
 
